@@ -1,0 +1,16 @@
+"""Writes a CMake snippet with the include dirs, libraries and ABI of the installed torch."""
+import os
+import sys
+
+import torch
+import torch.utils.cpp_extension as ce
+
+lib = ce.library_paths()[0]
+names = [n for n in ("c10", "torch", "torch_cpu", "c10_cuda", "torch_cuda")
+         if os.path.exists(os.path.join(lib, f"lib{n}.so"))]
+with open(sys.argv[1], "w") as f:
+    f.write(f'set(TORCH_INCLUDE_DIRS "{";".join(ce.include_paths())}")\n')
+    f.write(f'set(TORCH_LIB_DIR "{lib}")\n')
+    f.write(f'set(TORCH_LIBRARIES "{";".join(os.path.join(lib, f"lib{n}.so") for n in names)}")\n')
+    f.write(f"set(TORCH_CXX11_ABI {int(torch._C._GLIBCXX_USE_CXX11_ABI)})\n")
+    f.write(f'set(TORCH_VERSION "{torch.__version__}")\n')

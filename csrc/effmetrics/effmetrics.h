@@ -1,0 +1,8 @@
+// The public C++ API of effmetrics (no Python, no pybind11).
+#pragma once
+
+#include "effmetrics/op_call.h"
+#include "effmetrics/profiler.h"
+#include "effmetrics/report.h"
+#include "effmetrics/rules.h"
+#include "effmetrics/scope.h"

@@ -1,0 +1,106 @@
+// What a cost rule sees of one op call: shapes, dtypes and scalar arguments, copied out of the
+// RecordFunction in its start callback (inputs are only valid there) and its end callback
+// (outputs). Plain data, no torch headers, so rules are unit-testable without ATen.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+namespace effmetrics {
+
+// One tensor as a rule sees it. Sizes live in OpCall::dims_ (one flat pool, reused across
+// calls so the hot path does not allocate).
+struct TensorMeta {
+  const void* id = nullptr;  // TensorImpl address: identity for "distinct inputs" and params
+  int64_t numel = 0;
+  uint32_t dims_offset = 0;
+  uint8_t ndim = 0;
+  uint8_t itemsize = 0;
+  bool defined = false;
+  int64_t nbytes() const { return numel * itemsize; }
+};
+
+enum class ArgType : uint8_t { kNone, kTensor, kTensorList, kInt, kDouble, kBool, kIntList, kBoolList, kOther };
+
+// One positional argument of the op's schema.
+struct Arg {
+  ArgType type = ArgType::kNone;
+  int64_t i = 0;         // kInt, kBool; for lists: count
+  double d = 0.0;        // kDouble
+  uint32_t offset = 0;   // kTensor: index in tensors_; kTensorList: first index; kIntList/kBoolList: index in ints_
+};
+
+// A read-only view of one tensor's sizes.
+struct Shape {
+  const int64_t* data = nullptr;
+  int ndim = 0;
+  int64_t numel = 0;
+  int itemsize = 0;
+  bool defined = false;
+  int64_t operator[](int i) const { return data[i < 0 ? i + ndim : i]; }
+  int64_t nbytes() const { return numel * itemsize; }
+  int64_t prod(int begin, int end) const {
+    int64_t p = 1;
+    for (int k = begin; k < end; ++k) p *= data[k];
+    return p;
+  }
+};
+
+class OpCall {
+ public:
+  // --- reading (rules) ---
+  int num_args() const { return static_cast<int>(args_.size()); }
+  ArgType type(int i) const { return i < num_args() ? args_[i].type : ArgType::kNone; }
+  bool is_tensor(int i) const { return type(i) == ArgType::kTensor && tensors_[args_[i].offset].defined; }
+  Shape input(int i) const;                        // positional arg i; undefined Shape if not a tensor
+  int num_list(int i) const;                       // element count of a list arg (tensor/int/bool)
+  Shape list_tensor(int i, int k) const;           // element k of a TensorList arg
+  int64_t int_arg(int i, int64_t fallback) const;  // int or bool arg
+  double double_arg(int i, double fallback) const;
+  int64_t list_int(int i, int k, int64_t fallback) const;  // element k of an int/bool list
+  int num_outputs() const { return static_cast<int>(outputs_.size()); }
+  Shape output(int k) const;
+  // Bytes of the distinct defined tensors among the inputs (a tensor passed twice is read once).
+  int64_t input_bytes() const;
+  int64_t output_bytes() const;
+
+  // --- writing (observer, tests) ---
+  void clear() {
+    args_.clear();
+    tensors_.clear();
+    outputs_.clear();
+    dims_.clear();
+    ints_.clear();
+  }
+  void add_none() { args_.push_back(Arg{}); }
+  void add_other() { args_.push_back(Arg{ArgType::kOther}); }
+  void add_int(int64_t v) { args_.push_back(Arg{ArgType::kInt, v}); }
+  void add_bool(bool v) { args_.push_back(Arg{ArgType::kBool, v ? 1 : 0}); }
+  void add_double(double v) { args_.push_back(Arg{ArgType::kDouble, 0, v}); }
+  void add_int_list(const int64_t* v, size_t n, ArgType t = ArgType::kIntList);
+  void add_int_list(std::initializer_list<int64_t> v) { add_int_list(v.begin(), v.size()); }
+  void add_bool_list(std::initializer_list<bool> v);
+  // A tensor argument; sizes may be null for an undefined tensor.
+  void add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined = true);
+  void add_tensor(std::initializer_list<int64_t> sizes, int itemsize = 4);  // tests
+  void begin_tensor_list();
+  void add_list_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined = true);
+  void add_output(const void* id, const int64_t* sizes, int ndim, int itemsize);
+  void add_output(std::initializer_list<int64_t> sizes, int itemsize = 4);  // tests
+
+  const std::vector<TensorMeta>& tensors() const { return tensors_; }
+
+ private:
+  TensorMeta make_meta(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined);
+  Shape shape_of(const TensorMeta& t) const;
+
+  std::vector<Arg> args_;
+  std::vector<TensorMeta> tensors_;  // inputs, in argument order (list elements included)
+  std::vector<TensorMeta> outputs_;
+  std::vector<int64_t> dims_;        // sizes of every tensor above
+  std::vector<int64_t> ints_;        // int and bool lists
+};
+
+}  // namespace effmetrics

@@ -1,0 +1,73 @@
+// effmetrics::Profiler: observes every ATen op between start() and stop() through RecordFunction
+// callbacks and counts FLOPs, MACs and bytes per op and per module scope.
+//
+//   effmetrics::Profiler prof;                 // starts observing this thread (and the
+//   {                                          // autograd threads its backward runs on)
+//     effmetrics::ScopeGuard g("encoder");
+//     auto y = model->forward(x);
+//   }
+//   effmetrics::Report r = prof.stop();
+//   std::cout << r.to_json();
+//
+// Counting rule: each FLOP is counted once. aten::linear has no rule and counts through its
+// aten::addmm; an op with a FLOP rule accounts for everything below it (owns_children in
+// rules.h), so a backend's internal copies are not counted twice; memory/view rules count at the
+// innermost op that has one. Bytes are counted at the ops that count, and at leaf ops without a
+// rule, which are also listed as unsupported.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "effmetrics/report.h"
+
+namespace effmetrics {
+
+struct ProfilerOptions {
+  // false: observe the starting thread and the threads its autograd graph runs on (thread-local
+  // callback). true: observe every thread in the process (global callback).
+  bool all_threads = false;
+};
+
+class Session;
+
+class Profiler {
+ public:
+  // Up to kMaxProfilers may be active at once (nested or on other threads); each counts alone.
+  static constexpr int kMaxProfilers = 8;
+
+  explicit Profiler(ProfilerOptions options = {}, bool start_now = true);
+  ~Profiler();  // stops (and discards) if still running
+  Profiler(const Profiler&) = delete;
+  Profiler& operator=(const Profiler&) = delete;
+
+  void start();
+  // Stops observing and returns everything counted since start().
+  Report stop();
+  // Everything counted since start(), while observing goes on (Counter takes one per step and
+  // differences them). Call it between steps, when no profiled op runs on another thread.
+  Report snapshot();
+  bool running() const;
+
+  // Ops that run outside autograd nodes are forward unless told otherwise: profile(backward=True)
+  // sets kBackward around loss.backward() so the gradient seed counts as backward too.
+  void set_phase(Phase phase);
+
+  // Watch a parameter by its TensorImpl address: the report then gives params_applied (numel
+  // times each use as a direct input of a top-level forward op) and params_touched (numel of
+  // the distinct watched tensors used). Call before start().
+  void watch(const void* tensor_impl, int64_t numel);
+
+ private:
+  std::unique_ptr<Session> session_;
+  ProfilerOptions options_;
+  uint64_t callback_handle_ = 0;
+  std::thread::id owner_;
+  std::vector<int64_t> calls_at_start_;  // module calls on the owner thread at start()
+  std::vector<std::pair<const void*, int64_t>> pending_watch_;
+};
+
+}  // namespace effmetrics

@@ -1,0 +1,78 @@
+// The result of a profiled region: totals, per-op and per-module rows, unsupported ops.
+// Plain data; aggregation and JSON live here so C++ and Python users get the same numbers.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "effmetrics/rules.h"
+#include "effmetrics/scope.h"
+
+namespace effmetrics {
+
+enum class Phase : uint8_t { kForward = 0, kBackward = 1 };
+const char* phase_name(Phase phase);
+
+struct Counts {
+  int64_t calls = 0;
+  int64_t flops = 0;
+  int64_t macs = 0;
+  int64_t flops_matmul = 0;
+  int64_t macs_matmul = 0;
+  int64_t flops_vector = 0;
+  int64_t flops_forward = 0;
+  int64_t flops_backward = 0;
+  int64_t bytes_read = 0;
+  int64_t bytes_written = 0;
+
+  void add(const Counts& o);
+  void add_op(OpKind kind, Phase phase, const OpCost& cost);  // one call
+  // FLOPs per byte moved (0 when nothing moved).
+  double intensity() const;
+};
+
+// One (module, op, phase) cell.
+struct OpRow {
+  std::string module;  // qualified name of the innermost module scope ("" = root)
+  std::string op;      // "aten::addmm"
+  Phase phase = Phase::kForward;
+  OpKind kind = OpKind::kUnsupported;
+  Counts counts;
+};
+
+struct ModuleRow {
+  std::string name;    // "" for the root
+  std::string parent;  // parent module's name ("" for top-level modules and the root)
+  int depth = 0;
+  int64_t calls = 0;   // times the module ran (on the profiler's thread)
+  Counts self;         // ops attributed directly to this module
+  Counts total;        // inclusive of every submodule
+};
+
+// Raw cell as the observer accumulates it (scope node and interned op name).
+struct RawCell {
+  uint32_t scope = kRootScope;
+  std::string op;
+  Phase phase = Phase::kForward;
+  OpKind kind = OpKind::kUnsupported;
+  Counts counts;
+};
+
+struct Report {
+  Counts total;
+  std::vector<OpRow> ops;
+  std::vector<ModuleRow> modules;                // tree pre-order, root first
+  std::map<std::string, int64_t> unsupported_ops;  // op -> calls
+  // Watched parameters (see Profiler::watch): -1 when none were watched.
+  int64_t params_applied = -1;
+  int64_t params_touched = -1;
+
+  // Builds rows from raw cells; `calls[node]` = times each scope node was entered.
+  static Report build(const std::vector<RawCell>& cells, const std::vector<ScopeNode>& nodes,
+                      const std::vector<int64_t>& calls);
+  std::string to_json() const;
+};
+
+}  // namespace effmetrics

@@ -1,0 +1,501 @@
+// The RecordFunction observer behind effmetrics::Profiler. The only translation unit of the
+// core that includes ATen headers.
+//
+// Hot path: no lock, no allocation in steady state. Each (profiler, thread) pair owns a buffer
+// with its op stack (frames are reused), an op-name cache and the accumulated cells. Callbacks
+// are plain function pointers with no user data, so each active profiler takes one of
+// kMaxProfilers slots, and slot S registers on_start<S>/on_end<S>.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/record_function.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <deque>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "effmetrics/profiler.h"
+
+namespace effmetrics {
+namespace {
+
+// What we know about an op name, resolved once per name.
+struct OpInfo {
+  uint32_t id = 0;
+  const OpRule* rule = nullptr;
+  bool is_op = false;  // a dispatcher operator (vs. a named region or an autograd node)
+};
+
+// Op names, process-wide. Thread-local caches hold string_views into `names` (stable deque).
+struct OpNames {
+  std::mutex mu;
+  std::deque<std::string> names;
+  std::unordered_map<std::string_view, OpInfo> infos;
+
+  OpInfo resolve(const char* name, const char* overload) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = infos.find(std::string_view(name));
+    if (it != infos.end()) return it->second;
+    names.emplace_back(name);
+    OpInfo info;
+    info.id = static_cast<uint32_t>(names.size() - 1);
+    info.rule = find_rule(names.back());
+    info.is_op = c10::Dispatcher::singleton()
+                     .findOp(c10::OperatorName(names.back(), overload ? overload : ""))
+                     .has_value();
+    infos.emplace(std::string_view(names.back()), info);
+    return info;
+  }
+  std::string name(uint32_t id) {
+    std::lock_guard<std::mutex> lock(mu);
+    return names.at(id);
+  }
+};
+
+OpNames& op_names() {
+  static OpNames* n = new OpNames();  // never destroyed: callbacks may run during exit
+  return *n;
+}
+
+struct Frame {
+  at::RecordFunctionHandle handle = 0;
+  const OpInfo* info = nullptr;
+  uint32_t scope = kRootScope;
+  Phase phase = Phase::kForward;
+  bool absorbed = false;       // inside an op with a FLOP rule: counted by that op
+  bool under_rule = false;     // some ancestor has a (memory or view) rule
+  bool has_child = false;
+  bool child_counted = false;  // a descendant with a rule counted
+  OpCall call;
+};
+
+struct Cell {
+  OpKind kind = OpKind::kUnsupported;
+  Counts counts;
+};
+
+struct ThreadBuffer {
+  uint64_t rf_thread_id = 0;  // at::RecordFunction::currentThreadId() of the owning thread
+  std::vector<Frame> stack;
+  size_t depth = 0;
+  std::unordered_map<std::string_view, OpInfo> op_cache;
+  std::unordered_map<uint64_t, Cell> cells;  // scope << 32 | op id << 1 | phase
+  std::vector<std::pair<int64_t, uint32_t>> seq_scopes;  // forward seqNr -> scope, ascending
+  int64_t last_seq = -1;
+  std::vector<int64_t> watched_uses;
+
+  const OpInfo& info(const at::RecordFunction& fn) {
+    const char* name = fn.name();
+    auto it = op_cache.find(std::string_view(name));
+    if (it != op_cache.end()) return it->second;
+    OpInfo resolved = op_names().resolve(name, fn.overload_name());
+    // Key the cache with the interned storage (the callback's string may be temporary).
+    std::string_view key;
+    {
+      std::lock_guard<std::mutex> lock(op_names().mu);
+      key = op_names().names[resolved.id];
+    }
+    return op_cache.emplace(key, resolved).first->second;
+  }
+};
+
+std::atomic<uint64_t> g_generation{1};
+
+}  // namespace
+
+class Session {
+ public:
+  explicit Session(int slot) : slot_(slot), generation_(g_generation.fetch_add(1)) {}
+
+  int slot() const { return slot_; }
+  uint64_t generation() const { return generation_; }
+
+  ThreadBuffer* register_thread() {
+    auto buf = std::make_unique<ThreadBuffer>();
+    buf->rf_thread_id = at::RecordFunction::currentThreadId();
+    buf->watched_uses.assign(watched_numel_.size(), 0);
+    std::lock_guard<std::mutex> lock(mu_);
+    buffers_.push_back(std::move(buf));
+    return buffers_.back().get();
+  }
+
+  void watch(const void* impl, int64_t numel) {
+    if (watched_.emplace(impl, watched_numel_.size()).second) watched_numel_.push_back(numel);
+  }
+
+  void on_start(const at::RecordFunction& fn, ThreadBuffer& tb);
+  void on_end(const at::RecordFunction& fn, ThreadBuffer& tb);
+
+  std::atomic<uint8_t> forced_phase{static_cast<uint8_t>(Phase::kForward)};
+
+  // Sums every thread's cells into a report.
+  Report collect(const std::vector<int64_t>& calls) {
+    std::unordered_map<uint64_t, Cell> merged;
+    std::vector<int64_t> uses(watched_numel_.size(), 0);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& buf : buffers_) {
+        for (const auto& [key, cell] : buf->cells) {
+          Cell& m = merged[key];
+          m.kind = cell.kind;
+          m.counts.add(cell.counts);
+        }
+        for (size_t i = 0; i < uses.size(); ++i) uses[i] += buf->watched_uses[i];
+      }
+    }
+    std::vector<RawCell> cells;
+    cells.reserve(merged.size());
+    for (auto& [key, cell] : merged) {
+      RawCell raw;
+      raw.scope = static_cast<uint32_t>(key >> 32);
+      raw.op = op_names().name(static_cast<uint32_t>((key & 0xffffffffu) >> 1));
+      raw.phase = static_cast<Phase>(key & 1);
+      raw.kind = cell.kind;
+      raw.counts = cell.counts;
+      cells.push_back(std::move(raw));
+    }
+    // Deterministic row order: by scope node, then op name, then phase.
+    std::sort(cells.begin(), cells.end(), [](const RawCell& a, const RawCell& b) {
+      if (a.scope != b.scope) return a.scope < b.scope;
+      if (a.op != b.op) return a.op < b.op;
+      return a.phase < b.phase;
+    });
+    Report r = Report::build(cells, scope_nodes(), calls);
+    if (!watched_numel_.empty()) {
+      r.params_applied = 0;
+      r.params_touched = 0;
+      for (size_t i = 0; i < uses.size(); ++i) {
+        r.params_applied += uses[i] * watched_numel_[i];
+        if (uses[i] > 0) r.params_touched += watched_numel_[i];
+      }
+    }
+    return r;
+  }
+
+ private:
+  uint32_t backward_scope(uint64_t fwd_thread, int64_t seq) {
+    if (seq < 0) return kRootScope;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& buf : buffers_) {
+      if (buf->rf_thread_id != fwd_thread) continue;
+      auto& v = buf->seq_scopes;
+      // The last forward op that started at or before this sequence number.
+      auto it = std::upper_bound(v.begin(), v.end(), std::make_pair(seq, UINT32_MAX));
+      if (it != v.begin()) return std::prev(it)->second;
+    }
+    return kRootScope;
+  }
+
+  void capture_tensor(const at::Tensor& t, OpCall& call, bool in_list) {
+    const void* id = t.defined() ? t.unsafeGetTensorImpl() : nullptr;
+    if (!t.defined()) {
+      in_list ? call.add_list_tensor(nullptr, nullptr, 0, 0, false) : call.add_none();
+      return;
+    }
+    c10::TensorImpl* impl = t.unsafeGetTensorImpl();
+    if (impl->is_nested() || impl->has_symbolic_sizes_strides()) {
+      // No static shape: rules see no tensor here (the op's count is 0, never a crash).
+      in_list ? call.add_list_tensor(id, nullptr, 0, 0, false) : call.add_other();
+      return;
+    }
+    auto sizes = t.sizes();
+    int itemsize = static_cast<int>(t.dtype().itemsize());
+    int ndim = static_cast<int>(sizes.size());
+    if (in_list) {
+      call.add_list_tensor(id, sizes.data(), ndim, itemsize);
+    } else {
+      call.add_tensor(id, sizes.data(), ndim, itemsize);
+    }
+  }
+
+  void capture_inputs(c10::ArrayRef<const c10::IValue> inputs, OpCall& call, ThreadBuffer* watch) {
+    for (const c10::IValue& v : inputs) {
+      if (v.isTensor()) {
+        const at::Tensor& t = v.toTensor();
+        capture_tensor(t, call, false);
+        if (watch && t.defined()) count_use(t.unsafeGetTensorImpl(), *watch);
+      } else if (v.isTensorList()) {
+        call.begin_tensor_list();
+        for (const at::Tensor& t : v.toTensorList()) {
+          capture_tensor(t, call, true);
+          if (watch && t.defined()) count_use(t.unsafeGetTensorImpl(), *watch);
+        }
+      } else if (v.isList()) {  // Tensor?[] (aten::index) and other generic lists
+        call.begin_tensor_list();
+        for (const c10::IValue& e : v.toListRef()) {
+          if (e.isTensor()) capture_tensor(e.toTensor(), call, true);
+          else call.add_list_tensor(nullptr, nullptr, 0, 0, false);
+        }
+      } else if (v.isInt()) {
+        call.add_int(v.toInt());
+      } else if (v.isBool()) {
+        call.add_bool(v.toBool());
+      } else if (v.isDouble()) {
+        call.add_double(v.toDouble());
+      } else if (v.isIntList()) {
+        auto l = v.toIntVector();
+        call.add_int_list(l.data(), l.size());
+      } else if (v.isBoolList()) {
+        auto l = v.toBoolList();
+        std::vector<int64_t> ints(l.begin(), l.end());
+        call.add_int_list(ints.data(), ints.size(), ArgType::kBoolList);
+      } else if (v.isNone()) {
+        call.add_none();
+      } else {
+        call.add_other();
+      }
+    }
+  }
+
+  void capture_outputs(const std::vector<c10::IValue>& outputs, OpCall& call) {
+    for (const c10::IValue& v : outputs) {
+      if (v.isTensor()) {
+        add_output(v.toTensor(), call);
+      } else if (v.isTensorList()) {
+        for (const at::Tensor& t : v.toTensorList()) add_output(t, call);
+      }
+    }
+  }
+
+  static void add_output(const at::Tensor& t, OpCall& call) {
+    if (!t.defined()) return;
+    c10::TensorImpl* impl = t.unsafeGetTensorImpl();
+    if (impl->is_nested() || impl->has_symbolic_sizes_strides()) return;
+    auto sizes = t.sizes();
+    call.add_output(impl, sizes.data(), static_cast<int>(sizes.size()),
+                    static_cast<int>(t.dtype().itemsize()));
+  }
+
+  void count_use(const void* impl, ThreadBuffer& tb) {
+    auto it = watched_.find(impl);
+    if (it != watched_.end()) ++tb.watched_uses[it->second];
+  }
+
+  void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost) {
+    uint64_t key = (static_cast<uint64_t>(f.scope) << 32) |
+                   (static_cast<uint64_t>(f.info->id) << 1) | static_cast<uint64_t>(f.phase);
+    Cell& cell = tb.cells[key];
+    cell.kind = kind;
+    cell.counts.add_op(kind, f.phase, cost);
+  }
+
+  const int slot_;
+  const uint64_t generation_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<ThreadBuffer>> buffers_;
+  std::unordered_map<const void*, size_t> watched_;  // read-only while running
+  std::vector<int64_t> watched_numel_;
+};
+
+void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
+  Frame* parent = tb.depth ? &tb.stack[tb.depth - 1] : nullptr;
+  if (tb.depth == tb.stack.size()) {
+    tb.stack.emplace_back();
+    parent = tb.depth ? &tb.stack[tb.depth - 1] : nullptr;  // emplace may have moved frames
+  }
+  Frame& f = tb.stack[tb.depth++];
+  f.handle = fn.handle();
+  f.has_child = false;
+  f.child_counted = false;
+  f.absorbed = false;
+  f.call.clear();
+  if (parent) {
+    parent->has_child = true;
+    const OpRule* prule = parent->info ? parent->info->rule : nullptr;
+    if (parent->absorbed || (prule && owns_children(*prule))) {
+      f.absorbed = true;
+      f.info = nullptr;
+      return;
+    }
+  }
+  f.info = &tb.info(fn);
+  f.under_rule = parent && (parent->under_rule || parent->info->rule != nullptr);
+  const bool backward_node = fn.scope() == at::RecordScope::BACKWARD_FUNCTION;
+  if (backward_node) {
+    f.phase = Phase::kBackward;
+    f.scope = backward_scope(fn.forwardThreadId(), fn.seqNr());
+  } else if (parent) {
+    f.phase = parent->phase;
+    f.scope = parent->phase == Phase::kBackward ? parent->scope : current_scope();
+  } else {
+    f.phase = static_cast<Phase>(forced_phase.load(std::memory_order_relaxed));
+    f.scope = current_scope();
+  }
+  if (f.phase == Phase::kForward && fn.seqNr() >= 0 && fn.seqNr() != tb.last_seq) {
+    tb.seq_scopes.emplace_back(fn.seqNr(), f.scope);
+    tb.last_seq = fn.seqNr();
+  }
+  if (!f.info->is_op) return;
+  // Parameter uses: direct inputs of top-level forward ops (linear's weight, not its t()).
+  ThreadBuffer* watch =
+      (!parent && f.phase == Phase::kForward && !watched_.empty()) ? &tb : nullptr;
+  try {
+    capture_inputs(fn.inputs(), f.call, watch);
+  } catch (const std::exception&) {
+    f.call.clear();  // an exotic tensor whose sizes cannot be read: count it as 0, never throw
+  }
+}
+
+void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
+  if (tb.depth == 0) return;  // started before this profiler
+  Frame& f = tb.stack[--tb.depth];
+  if (f.handle != fn.handle()) {
+    // Not the op we expect on top (cannot happen for strictly nested scopes): resynchronise.
+    while (tb.depth > 0 && tb.stack[tb.depth].handle != fn.handle()) --tb.depth;
+    return;
+  }
+  if (f.absorbed) return;
+  Frame* parent = tb.depth ? &tb.stack[tb.depth - 1] : nullptr;
+  const OpRule* rule = f.info->rule;
+  bool counted = false;
+  try {
+    if (rule && !f.child_counted) {
+      capture_outputs(fn.outputs(), f.call);
+      add_cell(tb, f, rule->kind, evaluate(*rule, f.call));
+      counted = true;
+    } else if (!rule && !f.has_child && f.info->is_op && !f.under_rule) {
+      capture_outputs(fn.outputs(), f.call);
+      add_cell(tb, f, OpKind::kUnsupported,
+               OpCost{0, 0, f.call.input_bytes(), f.call.output_bytes()});
+    }
+  } catch (const std::exception&) {
+  }
+  if (parent && (counted || f.child_counted)) parent->child_counted = true;
+}
+
+namespace {
+
+std::array<std::atomic<Session*>, Profiler::kMaxProfilers> g_slots{};
+std::mutex g_slots_mu;
+
+struct ThreadSlots {
+  std::array<uint64_t, Profiler::kMaxProfilers> generation{};
+  std::array<ThreadBuffer*, Profiler::kMaxProfilers> buffer{};
+};
+thread_local ThreadSlots t_slots;
+
+template <int S>
+ThreadBuffer* buffer_for(Session* s) {
+  if (t_slots.generation[S] != s->generation()) {
+    t_slots.buffer[S] = s->register_thread();
+    t_slots.generation[S] = s->generation();
+  }
+  return t_slots.buffer[S];
+}
+
+template <int S>
+std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
+  Session* s = g_slots[S].load(std::memory_order_acquire);
+  if (s) s->on_start(fn, *buffer_for<S>(s));
+  return nullptr;
+}
+
+template <int S>
+void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
+  Session* s = g_slots[S].load(std::memory_order_acquire);
+  if (s) s->on_end(fn, *buffer_for<S>(s));
+}
+
+template <int... S>
+constexpr auto make_callbacks(std::integer_sequence<int, S...>) {
+  return std::array<std::pair<at::RecordFunctionCallback::StartCallback,
+                              at::RecordFunctionCallback::EndCallback>,
+                    sizeof...(S)>{{{on_start<S>, on_end<S>}...}};
+}
+const auto kCallbacks =
+    make_callbacks(std::make_integer_sequence<int, Profiler::kMaxProfilers>{});
+
+}  // namespace
+
+// ---------------------------------------------------------------- Profiler
+
+namespace {
+// Module calls on this thread since `start`.
+std::vector<int64_t> calls_since(const std::vector<int64_t>& start) {
+  std::vector<int64_t> diff = scope_calls_snapshot();
+  for (size_t k = 0; k < diff.size() && k < start.size(); ++k) diff[k] -= start[k];
+  return diff;
+}
+}  // namespace
+
+Profiler::Profiler(ProfilerOptions options, bool start_now) : options_(options) {
+  if (start_now) start();
+}
+
+Profiler::~Profiler() {
+  if (running()) {
+    try {
+      stop();
+    } catch (...) {
+    }
+  }
+}
+
+bool Profiler::running() const { return session_ != nullptr; }
+
+void Profiler::start() {
+  if (running()) throw std::runtime_error("effmetrics: this Profiler is already running");
+  std::lock_guard<std::mutex> lock(g_slots_mu);
+  int slot = -1;
+  for (int s = 0; s < kMaxProfilers && slot < 0; ++s) {
+    if (g_slots[s].load() == nullptr) slot = s;
+  }
+  if (slot < 0) {
+    throw std::runtime_error(
+        "effmetrics: " + std::to_string(kMaxProfilers) +
+        " profilers are already active; stop one (or reuse its report) before starting another");
+  }
+  auto session = std::make_unique<Session>(slot);
+  for (const auto& [impl, numel] : pending_watch_) session->watch(impl, numel);
+  pending_watch_.clear();
+  at::RecordFunctionCallback cb(kCallbacks[slot].first, kCallbacks[slot].second);
+  cb.needsInputs(true).needsOutputs(true).scopes(
+      {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION});
+  g_slots[slot].store(session.get(), std::memory_order_release);
+  owner_ = std::this_thread::get_id();
+  calls_at_start_ = scope_calls_snapshot();
+  callback_handle_ =
+      options_.all_threads ? at::addGlobalCallback(cb) : at::addThreadLocalCallback(cb);
+  session_ = std::move(session);
+}
+
+Report Profiler::snapshot() {
+  if (!running()) throw std::runtime_error("effmetrics: snapshot() needs a running Profiler");
+  return session_->collect(calls_since(calls_at_start_));
+}
+
+Report Profiler::stop() {
+  if (!running()) throw std::runtime_error("effmetrics: stop() on a Profiler that is not running");
+  if (!options_.all_threads && owner_ != std::this_thread::get_id()) {
+    throw std::runtime_error(
+        "effmetrics: stop a thread-local Profiler on the thread that started it "
+        "(or construct it with ProfilerOptions{.all_threads = true})");
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_slots_mu);
+    at::removeCallback(callback_handle_);
+    g_slots[session_->slot()].store(nullptr, std::memory_order_release);
+  }
+  Report r = session_->collect(calls_since(calls_at_start_));
+  session_.reset();
+  return r;
+}
+
+void Profiler::set_phase(Phase phase) {
+  if (!running()) throw std::runtime_error("effmetrics: set_phase() needs a running Profiler");
+  session_->forced_phase.store(static_cast<uint8_t>(phase));
+}
+
+void Profiler::watch(const void* tensor_impl, int64_t numel) {
+  if (running()) {
+    throw std::runtime_error("effmetrics: watch() parameters before start()");
+  }
+  pending_watch_.emplace_back(tensor_impl, numel);
+}
+
+}  // namespace effmetrics

@@ -1,0 +1,130 @@
+#include "effmetrics/op_call.h"
+
+#include <cstddef>
+
+namespace effmetrics {
+
+TensorMeta OpCall::make_meta(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                             bool defined) {
+  TensorMeta t;
+  t.id = id;
+  t.defined = defined;
+  t.itemsize = static_cast<uint8_t>(itemsize);
+  t.dims_offset = static_cast<uint32_t>(dims_.size());
+  t.ndim = static_cast<uint8_t>(defined ? ndim : 0);
+  int64_t numel = defined ? 1 : 0;
+  for (int k = 0; k < t.ndim; ++k) {
+    dims_.push_back(sizes[k]);
+    numel *= sizes[k];
+  }
+  t.numel = numel;
+  return t;
+}
+
+Shape OpCall::shape_of(const TensorMeta& t) const {
+  return Shape{dims_.data() + t.dims_offset, t.ndim, t.numel, t.itemsize, t.defined};
+}
+
+void OpCall::add_int_list(const int64_t* v, size_t n, ArgType t) {
+  Arg a{t, static_cast<int64_t>(n), 0.0, static_cast<uint32_t>(ints_.size())};
+  ints_.insert(ints_.end(), v, v + n);
+  args_.push_back(a);
+}
+
+void OpCall::add_bool_list(std::initializer_list<bool> v) {
+  Arg a{ArgType::kBoolList, static_cast<int64_t>(v.size()), 0.0,
+        static_cast<uint32_t>(ints_.size())};
+  for (bool b : v) ints_.push_back(b ? 1 : 0);
+  args_.push_back(a);
+}
+
+void OpCall::add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                        bool defined) {
+  args_.push_back(Arg{ArgType::kTensor, 0, 0.0, static_cast<uint32_t>(tensors_.size())});
+  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined));
+}
+
+void OpCall::add_tensor(std::initializer_list<int64_t> sizes, int itemsize) {
+  // Tests: every tensor distinct; use its position as identity.
+  const void* id = reinterpret_cast<const void*>(static_cast<uintptr_t>(tensors_.size() + 1));
+  add_tensor(id, sizes.begin(), static_cast<int>(sizes.size()), itemsize, true);
+}
+
+void OpCall::begin_tensor_list() {
+  args_.push_back(Arg{ArgType::kTensorList, 0, 0.0, static_cast<uint32_t>(tensors_.size())});
+}
+
+void OpCall::add_list_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                             bool defined) {
+  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined));
+  args_.back().i += 1;
+}
+
+void OpCall::add_output(const void* id, const int64_t* sizes, int ndim, int itemsize) {
+  outputs_.push_back(make_meta(id, sizes, ndim, itemsize, true));
+}
+
+void OpCall::add_output(std::initializer_list<int64_t> sizes, int itemsize) {
+  add_output(nullptr, sizes.begin(), static_cast<int>(sizes.size()), itemsize);
+}
+
+Shape OpCall::input(int i) const {
+  if (type(i) != ArgType::kTensor) return Shape{};
+  return shape_of(tensors_[args_[i].offset]);
+}
+
+int OpCall::num_list(int i) const {
+  ArgType t = type(i);
+  if (t != ArgType::kTensorList && t != ArgType::kIntList && t != ArgType::kBoolList) return 0;
+  return static_cast<int>(args_[i].i);
+}
+
+Shape OpCall::list_tensor(int i, int k) const {
+  if (type(i) != ArgType::kTensorList || k >= args_[i].i) return Shape{};
+  return shape_of(tensors_[args_[i].offset + k]);
+}
+
+int64_t OpCall::int_arg(int i, int64_t fallback) const {
+  ArgType t = type(i);
+  return (t == ArgType::kInt || t == ArgType::kBool) ? args_[i].i : fallback;
+}
+
+double OpCall::double_arg(int i, double fallback) const {
+  ArgType t = type(i);
+  if (t == ArgType::kDouble) return args_[i].d;
+  if (t == ArgType::kInt) return static_cast<double>(args_[i].i);
+  return fallback;
+}
+
+int64_t OpCall::list_int(int i, int k, int64_t fallback) const {
+  ArgType t = type(i);
+  if ((t != ArgType::kIntList && t != ArgType::kBoolList) || args_[i].i == 0) return fallback;
+  // A one-element list broadcasts over every spatial dim (kernel_size=[3] means 3x3).
+  if (k >= args_[i].i) k = static_cast<int>(args_[i].i) - 1;
+  return ints_[args_[i].offset + k];
+}
+
+Shape OpCall::output(int k) const {
+  if (k >= num_outputs()) return Shape{};
+  return shape_of(outputs_[k]);
+}
+
+int64_t OpCall::input_bytes() const {
+  int64_t total = 0;
+  for (size_t a = 0; a < tensors_.size(); ++a) {
+    const TensorMeta& t = tensors_[a];
+    if (!t.defined) continue;
+    bool seen = false;
+    for (size_t b = 0; b < a && !seen; ++b) seen = tensors_[b].id == t.id && t.id != nullptr;
+    if (!seen) total += t.nbytes();
+  }
+  return total;
+}
+
+int64_t OpCall::output_bytes() const {
+  int64_t total = 0;
+  for (const TensorMeta& t : outputs_) total += t.nbytes();
+  return total;
+}
+
+}  // namespace effmetrics

@@ -1,0 +1,169 @@
+#include "effmetrics/report.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <tuple>
+#include <functional>
+#include <sstream>
+#include <unordered_map>
+
+namespace effmetrics {
+
+const char* phase_name(Phase phase) {
+  return phase == Phase::kBackward ? "backward" : "forward";
+}
+
+void Counts::add(const Counts& o) {
+  calls += o.calls;
+  flops += o.flops;
+  macs += o.macs;
+  flops_matmul += o.flops_matmul;
+  macs_matmul += o.macs_matmul;
+  flops_vector += o.flops_vector;
+  flops_forward += o.flops_forward;
+  flops_backward += o.flops_backward;
+  bytes_read += o.bytes_read;
+  bytes_written += o.bytes_written;
+}
+
+void Counts::add_op(OpKind kind, Phase phase, const OpCost& cost) {
+  calls += 1;
+  flops += cost.flops;
+  macs += cost.macs;
+  if (kind == OpKind::kMatmul) {
+    flops_matmul += cost.flops;
+    macs_matmul += cost.macs;
+  } else {
+    flops_vector += cost.flops;
+  }
+  (phase == Phase::kBackward ? flops_backward : flops_forward) += cost.flops;
+  bytes_read += cost.bytes_read > 0 ? cost.bytes_read : 0;
+  bytes_written += cost.bytes_written > 0 ? cost.bytes_written : 0;
+}
+
+double Counts::intensity() const {
+  int64_t bytes = bytes_read + bytes_written;
+  return bytes > 0 ? static_cast<double>(flops) / static_cast<double>(bytes) : 0.0;
+}
+
+Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeNode>& nodes,
+                     const std::vector<int64_t>& calls) {
+  Report r;
+  const size_t n = nodes.size();
+  std::vector<Counts> self(n), total(n);
+  std::vector<char> used(n, 0);
+  auto mark = [&](uint32_t node) {
+    for (uint32_t k = node;; k = nodes[k].parent) {
+      used[k] = 1;
+      if (k == kRootScope) break;
+    }
+  };
+  mark(kRootScope);
+  for (size_t k = 0; k < calls.size() && k < n; ++k) {
+    if (calls[k] > 0) mark(static_cast<uint32_t>(k));
+  }
+  for (const RawCell& c : cells) {
+    uint32_t node = c.scope < n ? c.scope : kRootScope;
+    mark(node);
+    self[node].add(c.counts);
+    for (uint32_t k = node;; k = nodes[k].parent) {
+      total[k].add(c.counts);
+      if (k == kRootScope) break;
+    }
+    r.total.add(c.counts);
+    r.ops.push_back(OpRow{nodes[node].name, c.op, c.phase, c.kind, c.counts});
+    if (c.kind == OpKind::kUnsupported) r.unsupported_ops[c.op] += c.counts.calls;
+  }
+  // Pre-order walk, children in creation (= first execution) order.
+  std::vector<std::vector<uint32_t>> children(n);
+  for (uint32_t k = 1; k < n; ++k) {
+    if (used[k]) children[nodes[k].parent].push_back(k);
+  }
+  std::unordered_map<std::string, size_t> row_of;  // a module reached by two paths: one row
+  std::function<void(uint32_t)> visit = [&](uint32_t k) {
+    auto it = row_of.find(nodes[k].name);
+    if (it == row_of.end()) {
+      row_of.emplace(nodes[k].name, r.modules.size());
+      ModuleRow row;
+      row.name = nodes[k].name;
+      row.parent = k == kRootScope ? "" : nodes[nodes[k].parent].name;
+      row.depth = nodes[k].depth;
+      r.modules.push_back(row);
+      it = row_of.find(nodes[k].name);
+    }
+    ModuleRow& row = r.modules[it->second];
+    row.calls += k < calls.size() ? calls[k] : 0;
+    row.self.add(self[k]);
+    row.total.add(total[k]);
+    for (uint32_t c : children[k]) visit(c);
+  };
+  visit(kRootScope);
+  return r;
+}
+
+namespace {
+
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    switch (ch) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (static_cast<unsigned char>(ch) < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof(buf), "\\u%04x", ch);
+          out += buf;
+        } else {
+          out += ch;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+void write_counts(std::ostringstream& os, const Counts& c) {
+  os << "{\"calls\":" << c.calls << ",\"flops\":" << c.flops << ",\"macs\":" << c.macs
+     << ",\"flops_matmul\":" << c.flops_matmul << ",\"macs_matmul\":" << c.macs_matmul
+     << ",\"flops_vector\":" << c.flops_vector << ",\"flops_forward\":" << c.flops_forward
+     << ",\"flops_backward\":" << c.flops_backward << ",\"bytes_read\":" << c.bytes_read
+     << ",\"bytes_written\":" << c.bytes_written << ",\"intensity\":" << c.intensity() << "}";
+}
+
+}  // namespace
+
+std::string Report::to_json() const {
+  std::ostringstream os;
+  os.precision(17);
+  os << "{\"total\":";
+  write_counts(os, total);
+  os << ",\"modules\":[";
+  for (size_t i = 0; i < modules.size(); ++i) {
+    const ModuleRow& m = modules[i];
+    os << (i ? "," : "") << "{\"name\":" << quote(m.name) << ",\"parent\":" << quote(m.parent)
+       << ",\"depth\":" << m.depth << ",\"calls\":" << m.calls << ",\"self\":";
+    write_counts(os, m.self);
+    os << ",\"total\":";
+    write_counts(os, m.total);
+    os << "}";
+  }
+  os << "],\"ops\":[";
+  for (size_t i = 0; i < ops.size(); ++i) {
+    const OpRow& o = ops[i];
+    os << (i ? "," : "") << "{\"module\":" << quote(o.module) << ",\"op\":" << quote(o.op)
+       << ",\"phase\":" << quote(phase_name(o.phase)) << ",\"kind\":"
+       << quote(kind_name(o.kind)) << ",\"counts\":";
+    write_counts(os, o.counts);
+    os << "}";
+  }
+  os << "],\"unsupported_ops\":{";
+  size_t i = 0;
+  for (const auto& [op, n] : unsupported_ops) os << (i++ ? "," : "") << quote(op) << ":" << n;
+  os << "},\"params_applied\":" << params_applied << ",\"params_touched\":" << params_touched
+     << "}";
+  return os.str();
+}
+
+}  // namespace effmetrics

@@ -1,0 +1,500 @@
+// The op rule table. Each family is one small pure function of the call's shapes; the table at
+// the bottom maps op names to families. The README's "Counting conventions" documents each one.
+#include "effmetrics/rules.h"
+
+#include <algorithm>
+#include <deque>
+#include <string>
+#include <unordered_map>
+
+namespace effmetrics {
+namespace {
+
+OpCost matmul_cost(int64_t macs) { return OpCost{macs, 2 * macs}; }
+OpCost vector_cost(int64_t flops) { return OpCost{0, flops}; }
+
+// ---------------------------------------------------------------- matmul class
+// [m,k] @ [k,n] at args (a, b): m*k*n MACs. Bias and alpha/beta scaling are not counted.
+template <int A, int B>
+OpCost mm_family(const OpCall& c) {
+  Shape a = c.input(A), b = c.input(B);
+  if (a.ndim != 2 || b.ndim != 2) return OpCost{};
+  return matmul_cost(a[0] * a[1] * b[1]);
+}
+
+// [bt,m,k] @ [bt,k,n]: bt*m*k*n MACs (bmm, baddbmm, addbmm).
+template <int A, int B>
+OpCost bmm_family(const OpCall& c) {
+  Shape a = c.input(A), b = c.input(B);
+  if (a.ndim != 3 || b.ndim != 3) return OpCost{};
+  return matmul_cost(a[0] * a[1] * a[2] * b[2]);
+}
+
+// [m,n] @ [n]: m*n MACs (mv, addmv); [n].[n]: n MACs (dot, vdot).
+template <int A>
+OpCost mv_family(const OpCall& c) {
+  return matmul_cost(c.input(A).numel);
+}
+
+// N * prod(weight) * prod(spatial), spatial = output's (input's when transposed).
+// prod(weight) already divides by groups (weight is [Cout, Cin/g, k...] or [Cin, Cout/g, k...]).
+int64_t conv_macs(const Shape& x, const Shape& w, const Shape& out, bool transposed) {
+  const Shape& sp = transposed ? x : out;
+  if (x.ndim < 3 || w.ndim < 3 || sp.ndim < 3) return 0;
+  return x[0] * w.numel * sp.prod(2, sp.ndim);
+}
+
+// convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+OpCost convolution(const OpCall& c) {
+  return matmul_cost(conv_macs(c.input(0), c.input(1), c.output(0), c.int_arg(6, 0) != 0));
+}
+
+// convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation,
+//                      transposed, output_padding, groups, output_mask): grad_input and
+// grad_weight each cost one forward convolution (exact, groups included); the bias gradient,
+// like the forward bias, is not counted.
+template <int Transposed, int Mask>
+OpCost convolution_backward(const OpCall& c) {
+  Shape grad_out = c.input(0), x = c.input(1), w = c.input(2);
+  bool transposed = c.int_arg(Transposed, 0) != 0;
+  int64_t fwd = conv_macs(x, w, grad_out, transposed);
+  int64_t macs = 0;
+  if (c.list_int(Mask, 0, 1)) macs += fwd;
+  if (c.list_int(Mask, 1, 1)) macs += fwd;
+  return matmul_cost(macs);
+}
+
+// SDPA: q [b, hq, sq, dq], k [b, hkv, sk, dq], v [b, hkv, sk, dv] (BHSD kernels) or [b, s, h, d]
+// (_flash_attention_*, _efficient_attention_*). Forward: QK^T and AV, b*hq*sq*sk*(dq+dv) MACs.
+// Backward: recompute QK^T, dP = dO V^T, dV, dQ, dK: b*hq*sq*sk*(3dq+2dv) MACs (2.5x forward
+// when dq == dv). Causal masking is not discounted (as FlopCounterMode).
+struct AttnDims {
+  int64_t b = 0, hq = 0, sq = 0, sk = 0, dq = 0, dv = 0;
+};
+template <bool BSHD>
+AttnDims attn_dims(const Shape& q, const Shape& k, const Shape& v) {
+  AttnDims d;
+  if (q.ndim != 4 || k.ndim != 4 || v.ndim != 4) return d;
+  d.b = q[0];
+  d.hq = BSHD ? q[2] : q[1];
+  d.sq = BSHD ? q[1] : q[2];
+  d.sk = BSHD ? k[1] : k[2];
+  d.dq = q[3];
+  d.dv = v[3];
+  return d;
+}
+template <bool BSHD>
+OpCost sdpa_forward(const OpCall& c) {
+  AttnDims d = attn_dims<BSHD>(c.input(0), c.input(1), c.input(2));
+  return matmul_cost(d.b * d.hq * d.sq * d.sk * (d.dq + d.dv));
+}
+template <bool BSHD>
+OpCost sdpa_backward(const OpCall& c) {  // (grad_out, query, key, value, ...)
+  AttnDims d = attn_dims<BSHD>(c.input(1), c.input(2), c.input(3));
+  return matmul_cost(d.b * d.hq * d.sq * d.sk * (3 * d.dq + 2 * d.dv));
+}
+
+// ---------------------------------------------------------------- vector class
+// N FLOPs per output element (elementwise, activations, comparisons).
+template <int N>
+OpCost per_output(const OpCall& c) {
+  return vector_cost(N * c.output(0).numel);
+}
+// N FLOPs per element of input I (reductions read every element once).
+template <int N, int I = 0>
+OpCost per_input(const OpCall& c) {
+  return vector_cost(N * c.input(I).numel);
+}
+
+// Normalisation: 5 FLOPs/element to standardise (mean, centre, square, sum, scale), plus one per
+// element for each of weight and bias when given. Backward: twice the forward.
+int64_t norm_flops(const Shape& x, bool weight, bool bias, int stats) {
+  return x.numel * (stats + (weight ? 1 : 0) + (bias ? 1 : 0));
+}
+// native_layer_norm(input, normalized_shape, weight, bias, eps)
+OpCost layer_norm(const OpCall& c) {
+  return vector_cost(norm_flops(c.input(0), c.is_tensor(2), c.is_tensor(3), 5));
+}
+// native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias, mask)
+OpCost layer_norm_backward(const OpCall& c) {
+  return vector_cost(2 * norm_flops(c.input(1), c.is_tensor(5), c.is_tensor(6), 5));
+}
+// native_group_norm(input, weight, bias, N, C, HxW, group, eps)
+OpCost group_norm(const OpCall& c) {
+  return vector_cost(norm_flops(c.input(0), c.is_tensor(1), c.is_tensor(2), 5));
+}
+// native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, group, mask)
+OpCost group_norm_backward(const OpCall& c) {
+  return vector_cost(2 * norm_flops(c.input(1), c.is_tensor(4), c.is_tensor(4), 5));
+}
+// RMSNorm: 3 FLOPs/element (square, sum, scale) + 1 for the weight.
+// _fused_rms_norm(input, normalized_shape, weight, eps) / rms_norm(input, shape, weight, eps)
+OpCost rms_norm(const OpCall& c) {
+  return vector_cost(norm_flops(c.input(0), c.is_tensor(2), false, 3));
+}
+// _fused_rms_norm_backward(grad_out, input, normalized_shape, rstd, weight, output_mask)
+OpCost rms_norm_backward(const OpCall& c) {
+  return vector_cost(2 * norm_flops(c.input(1), c.is_tensor(4), false, 3));
+}
+// Batch norm: training computes statistics (5/element); eval applies running stats (2/element:
+// centre, scale). native_batch_norm(input, weight, bias, running_mean, running_var, training,..)
+template <int Training>
+OpCost batch_norm(const OpCall& c) {
+  bool training = Training < 0 ? false : c.int_arg(Training, 1) != 0;
+  return vector_cost(norm_flops(c.input(0), c.is_tensor(1), c.is_tensor(2), training ? 5 : 2));
+}
+// native_batch_norm_backward(grad_out, input, weight, ...): twice the training forward.
+OpCost batch_norm_backward(const OpCall& c) {
+  return vector_cost(2 * norm_flops(c.input(1), c.is_tensor(2), c.is_tensor(2), 5));
+}
+
+// Pooling over a window: prod(kernel) FLOPs per output element.
+// max_pool/avg_pool(self, kernel_size, ...) with Spatial window dims.
+template <int Spatial>
+OpCost window_pool(const OpCall& c) {
+  int64_t window = 1;
+  for (int k = 0; k < Spatial; ++k) window *= c.list_int(1, k, 1);
+  return vector_cost(c.output(0).numel * window);
+}
+// avg_pool backward (grad_output, self, kernel_size, ...): prod(kernel) per grad element.
+template <int Spatial>
+OpCost window_pool_backward(const OpCall& c) {
+  int64_t window = 1;
+  for (int k = 0; k < Spatial; ++k) window *= c.list_int(2, k, 1);
+  return vector_cost(c.input(0).numel * window);
+}
+
+// Interpolation: nearest moves data (0 FLOPs); linear family 2*taps-1 per output element
+// (taps = 2, 4, 8 for 1d/2d/3d; 16 for bicubic). Backward: the same per grad element.
+template <int Taps>
+OpCost interpolate(const OpCall& c) {
+  return vector_cost((2 * Taps - 1) * c.output(0).numel);
+}
+template <int Taps>
+OpCost interpolate_backward(const OpCall& c) {
+  return vector_cost((2 * Taps - 1) * c.input(0).numel);
+}
+
+// topk: one pass with a heap of k: numel * ceil(log2(k+1)) comparisons. (self, k, dim, ...)
+int64_t ceil_log2(int64_t n) {
+  int64_t r = 0;
+  while ((int64_t{1} << r) < n) ++r;
+  return std::max<int64_t>(r, 1);
+}
+OpCost topk(const OpCall& c) {
+  return vector_cost(c.input(0).numel * ceil_log2(c.int_arg(1, 1) + 1));
+}
+// sort(self, dim, descending) / sort.stable(self, stable, dim, descending): n log2 n per row.
+OpCost sort(const OpCall& c) {
+  Shape x = c.input(0);
+  if (x.ndim == 0) return vector_cost(0);
+  int64_t dim = c.type(1) == ArgType::kInt ? c.int_arg(1, -1) : c.int_arg(2, -1);
+  if (dim < 0) dim += x.ndim;
+  int64_t n = (dim >= 0 && dim < x.ndim) ? x[static_cast<int>(dim)] : x.numel;
+  return vector_cost(x.numel * ceil_log2(n));
+}
+
+// nll_loss_forward(self, target, weight, reduction, ignore_index): gather + sum per target.
+OpCost per_target(const OpCall& c) { return vector_cost(c.input(1).numel); }
+
+// _embedding_bag(weight, indices, offsets, ...): each gathered row is added once.
+OpCost embedding_bag(const OpCall& c) {
+  Shape w = c.input(0), idx = c.input(1);
+  int64_t dim = w.ndim == 2 ? w[1] : 0;
+  OpCost cost = vector_cost(idx.numel * dim);
+  cost.bytes_read = idx.nbytes() + idx.numel * dim * w.itemsize;
+  return cost;
+}
+
+// _transform_bias_rescale_qkv(qkv, qkv_bias, num_heads): add the bias to q, k, v, scale q.
+OpCost transform_bias_rescale_qkv(const OpCall& c) {
+  int64_t n = c.input(0).numel;
+  return vector_cost(n + n / 3);
+}
+
+// _native_batch_norm_legit etc. are above; dropout: compare + scale per element when training.
+// native_dropout(input, p, train)
+OpCost native_dropout(const OpCall& c) {
+  bool train = c.type(2) == ArgType::kBool ? c.int_arg(2, 1) != 0 : true;
+  return vector_cost(train ? 2 * c.input(0).numel : 0);
+}
+
+// ---------------------------------------------------------------- bytes-only families
+OpCost moves_bytes(const OpCall&) { return OpCost{}; }  // generic bytes
+OpCost no_cost(const OpCall&) { return OpCost{0, 0, 0, 0}; }
+OpCost writes_only(const OpCall& c) { return OpCost{0, 0, 0, c.output_bytes()}; }
+// copy_(self, src): reads src, writes self.
+OpCost copy(const OpCall& c) {
+  return OpCost{0, 0, c.input(1).nbytes(), c.input(0).nbytes()};
+}
+// Gathers read the indices and the gathered elements only, not the whole source.
+// embedding(weight, indices), index_select(self, dim, index), gather(self, dim, index),
+// index(self, indices[]), take(self, index).
+int64_t index_bytes(const OpCall& c) {
+  int64_t bytes = 0;
+  for (const TensorMeta& t : c.tensors()) bytes += t.defined ? t.nbytes() : 0;
+  return bytes;
+}
+template <int Source>
+OpCost gather(const OpCall& c) {
+  int64_t source = c.input(Source).nbytes();
+  int64_t out = c.output_bytes();
+  return OpCost{0, 0, index_bytes(c) - source + out, out};
+}
+// Scatters read the indices and the values and write one element per value; accumulating
+// scatters add each value (1 FLOP per value). Values = the source tensor's arg index;
+// AccumulateArg = the bool arg that switches accumulation (-1: always accumulates, -2: never).
+// index_put_(self, indices[], values, accumulate), index_add_(self, dim, index, source),
+// scatter_add_(self, dim, index, src), scatter_(self, dim, index, src|value).
+template <int Values, int AccumulateArg>
+OpCost scatter(const OpCall& c) {
+  Shape self = c.input(0);
+  // scatter_(..., value) has no source tensor: it writes one element per index entry.
+  Shape values = c.is_tensor(Values) ? c.input(Values) : c.input(Values - 1);
+  bool acc = AccumulateArg == -1 || (AccumulateArg >= 0 && c.int_arg(AccumulateArg, 0) != 0);
+  return OpCost{0, acc ? values.numel : 0, index_bytes(c) - self.nbytes(),
+                values.numel * self.itemsize};
+}
+
+struct Family {
+  OpKind kind;
+  CostFn cost;
+  std::initializer_list<const char*> names;  // without the "aten::" prefix
+};
+
+// In-place variants ("relu_") share the rule of their base op: see find_rule.
+const std::vector<Family>& families() {
+  static const std::vector<Family> table = {
+      // ---- matmul class
+      {OpKind::kMatmul, mm_family<0, 1>, {"mm", "_int_mm", "_scaled_mm"}},
+      {OpKind::kMatmul, mm_family<1, 2>, {"addmm", "_addmm_activation"}},
+      {OpKind::kMatmul, bmm_family<0, 1>, {"bmm"}},
+      {OpKind::kMatmul, bmm_family<1, 2>, {"baddbmm", "addbmm"}},
+      {OpKind::kMatmul, mv_family<0>, {"mv", "dot", "vdot"}},
+      {OpKind::kMatmul, mv_family<1>, {"addmv"}},
+      {OpKind::kMatmul, convolution,
+       {"convolution", "_convolution", "convolution_overrideable"}},
+      {OpKind::kMatmul, convolution_backward<7, 10>, {"convolution_backward"}},
+      {OpKind::kMatmul, convolution_backward<6, 9>,
+       {"convolution_backward_overrideable"}},
+      {OpKind::kMatmul, sdpa_forward<false>,
+       {"_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable"}},
+      {OpKind::kMatmul, sdpa_forward<true>,
+       {"_flash_attention_forward", "_efficient_attention_forward"}},
+      {OpKind::kMatmul, sdpa_backward<false>,
+       {"_scaled_dot_product_flash_attention_for_cpu_backward",
+        "_scaled_dot_product_flash_attention_backward",
+        "_scaled_dot_product_efficient_attention_backward",
+        "_scaled_dot_product_cudnn_attention_backward",
+        "_scaled_dot_product_fused_attention_overrideable_backward"}},
+      {OpKind::kMatmul, sdpa_backward<true>,
+       {"_flash_attention_backward", "_efficient_attention_backward"}},
+      // ---- vector class: elementwise, 1 FLOP per output element
+      {OpKind::kVector, per_output<1>,
+       {"abs", "neg", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
+        "reciprocal", "square", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
+        "asinh", "acosh", "atanh", "erf", "erfc", "erfinv", "sign", "sgn", "signbit", "floor",
+        "ceil", "round", "trunc", "frac", "nan_to_num", "logit", "isnan", "isinf", "isfinite",
+        "bitwise_not", "logical_not", "clamp", "clamp_min", "clamp_max", "clip", "pow",
+        "float_power", "add", "sub", "rsub", "mul", "div", "true_divide", "floor_divide",
+        "remainder", "fmod", "atan2", "hypot", "copysign", "xlogy", "maximum", "minimum",
+        "fmax", "fmin", "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or",
+        "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "bitwise_left_shift",
+        "bitwise_right_shift", "where", "masked_fill", "tril", "triu", "heaviside",
+        "relu", "relu6", "leaky_relu", "rrelu_with_noise", "elu", "selu", "celu", "gelu",
+        "silu", "mish", "sigmoid", "tanh", "hardtanh", "hardsigmoid", "hardswish", "softplus",
+        "softshrink", "hardshrink", "threshold", "log_sigmoid_forward", "_prelu_kernel",
+        "glu", "_conj_physical", "conj_physical", "_masked_scale"}},
+      // fused multiply-add forms: 2 FLOPs per output element
+      {OpKind::kVector, per_output<2>, {"addcmul", "addcdiv", "lerp"}},
+      // activation backward: local derivative times the incoming gradient, 2 per element
+      {OpKind::kVector, per_output<2>,
+       {"threshold_backward", "gelu_backward", "silu_backward", "sigmoid_backward",
+        "tanh_backward", "elu_backward", "leaky_relu_backward", "hardtanh_backward",
+        "hardsigmoid_backward", "hardswish_backward", "softplus_backward", "mish_backward",
+        "log_sigmoid_backward", "_prelu_kernel_backward", "glu_backward",
+        "native_dropout_backward"}},
+      // softmax: max, subtract, exp, sum, divide = 5 per element; backward 4
+      {OpKind::kVector, per_output<5>,
+       {"_softmax", "_log_softmax", "_masked_softmax", "_safe_softmax"}},
+      {OpKind::kVector, per_output<4>,
+       {"_softmax_backward_data", "_log_softmax_backward_data", "_masked_softmax_backward"}},
+      // norms
+      {OpKind::kVector, layer_norm, {"native_layer_norm"}},
+      {OpKind::kVector, layer_norm_backward, {"native_layer_norm_backward"}},
+      {OpKind::kVector, group_norm, {"native_group_norm"}},
+      {OpKind::kVector, group_norm_backward, {"native_group_norm_backward"}},
+      {OpKind::kVector, rms_norm, {"_fused_rms_norm", "rms_norm"}},
+      {OpKind::kVector, rms_norm_backward, {"_fused_rms_norm_backward"}},
+      {OpKind::kVector, batch_norm<5>,
+       {"native_batch_norm", "_native_batch_norm_legit", "cudnn_batch_norm",
+        "miopen_batch_norm"}},
+      {OpKind::kVector, batch_norm<-1>, {"_native_batch_norm_legit_no_training"}},
+      {OpKind::kVector, batch_norm_backward,
+       {"native_batch_norm_backward", "cudnn_batch_norm_backward", "miopen_batch_norm_backward",
+        "batch_norm_backward"}},
+      // reductions: 1 FLOP per input element (2 for norms: square + add, 3 for var/std)
+      {OpKind::kVector, per_input<1>,
+       {"sum", "nansum", "mean", "nanmean", "prod", "amax", "amin", "max", "min", "aminmax",
+        "argmax", "argmin", "all", "any", "count_nonzero", "cumsum", "cumprod", "cummax",
+        "cummin", "logcumsumexp", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
+        "adaptive_avg_pool1d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+        "adaptive_max_pool3d", "embedding_dense_backward", "_embedding_bag_dense_backward"}},
+      {OpKind::kVector, per_input<2>, {"norm", "linalg_vector_norm", "logsumexp"}},
+      {OpKind::kVector, per_input<3>, {"var", "std", "var_mean", "std_mean"}},
+      // pooling windows
+      {OpKind::kVector, window_pool<1>, {"max_pool1d", "avg_pool1d",
+                                                    "max_pool1d_with_indices"}},
+      {OpKind::kVector, window_pool<2>,
+       {"max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "mkldnn_max_pool2d",
+        "quantized_max_pool2d"}},
+      {OpKind::kVector, window_pool<3>,
+       {"max_pool3d", "max_pool3d_with_indices", "avg_pool3d"}},
+      {OpKind::kVector, window_pool_backward<2>, {"avg_pool2d_backward"}},
+      {OpKind::kVector, window_pool_backward<3>, {"avg_pool3d_backward"}},
+      // max-pool backward scatters each gradient once; adaptive-avg backward spreads it
+      {OpKind::kVector, per_input<1>,
+       {"max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward",
+        "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward",
+        "max_pool2d_backward"}},
+      {OpKind::kVector, per_input<1, 1>,
+       {"_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward"}},
+      // interpolation
+      {OpKind::kMemory, moves_bytes,
+       {"upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
+        "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d"}},
+      {OpKind::kVector, per_input<1>,
+       {"upsample_nearest1d_backward", "upsample_nearest2d_backward",
+        "upsample_nearest3d_backward", "_upsample_nearest_exact1d_backward",
+        "_upsample_nearest_exact2d_backward", "_upsample_nearest_exact3d_backward"}},
+      {OpKind::kVector, interpolate<2>, {"upsample_linear1d"}},
+      {OpKind::kVector, interpolate<4>,
+       {"upsample_bilinear2d", "_upsample_bilinear2d_aa"}},
+      {OpKind::kVector, interpolate<8>, {"upsample_trilinear3d"}},
+      {OpKind::kVector, interpolate<16>, {"upsample_bicubic2d", "_upsample_bicubic2d_aa"}},
+      {OpKind::kVector, interpolate_backward<2>, {"upsample_linear1d_backward"}},
+      {OpKind::kVector, interpolate_backward<4>,
+       {"upsample_bilinear2d_backward", "_upsample_bilinear2d_aa_backward"}},
+      {OpKind::kVector, interpolate_backward<8>, {"upsample_trilinear3d_backward"}},
+      {OpKind::kVector, interpolate_backward<16>,
+       {"upsample_bicubic2d_backward", "_upsample_bicubic2d_aa_backward"}},
+      // losses and misc
+      {OpKind::kVector, per_target,
+       {"nll_loss_forward", "nll_loss2d_forward", "nll_loss_backward", "nll_loss2d_backward"}},
+      {OpKind::kVector, per_input<3>,
+       {"mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy",
+        "soft_margin_loss"}},
+      {OpKind::kVector, per_input<2, 1>,
+       {"mse_loss_backward", "smooth_l1_loss_backward", "huber_loss_backward",
+        "binary_cross_entropy_backward"}},
+      {OpKind::kVector, topk, {"topk"}},
+      {OpKind::kVector, sort, {"sort"}},
+      {OpKind::kVector, embedding_bag, {"_embedding_bag", "_embedding_bag_forward_only"}},
+      {OpKind::kVector, transform_bias_rescale_qkv, {"_transform_bias_rescale_qkv"}},
+      {OpKind::kVector, native_dropout, {"native_dropout"}},
+      {OpKind::kVector, scatter<2, 3>, {"index_put", "_index_put_impl"}},
+      {OpKind::kVector, scatter<3, -1>,
+       {"index_add", "scatter_add", "scatter_reduce", "index_reduce"}},
+      // ---- memory: no FLOPs, bytes counted
+      {OpKind::kMemory, copy, {"copy_", "_copy_from", "_copy_from_and_resize"}},
+      {OpKind::kMemory, moves_bytes,
+       {"clone", "_to_copy", "cat", "_cat", "stack", "repeat", "flip", "roll",
+        "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
+        "replication_pad1d", "replication_pad2d", "replication_pad3d", "_unsafe_index",
+        "masked_select", "nonzero", "lift_fresh_copy", "_local_scalar_dense", "im2col",
+        "col2im", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "repeat_interleave",
+        "_pin_memory", "to_dense", "_to_dense", "unfold_backward", "select_backward",
+        "slice_backward", "as_strided_scatter", "slice_scatter", "select_scatter",
+        "diagonal_scatter", "index_fill", "masked_scatter", "_nested_tensor_from_mask",
+        "_fused_sdp_choice"}},
+      {OpKind::kMemory, writes_only,
+       {"fill_", "zero_", "fill", "zeros", "ones", "full", "arange", "linspace", "logspace",
+        "scalar_tensor", "uniform_", "normal_", "bernoulli_", "bernoulli", "random_",
+        "exponential_", "geometric_", "log_normal_", "cauchy_", "randperm", "multinomial",
+        "eye", "_efficientzerotensor"}},
+      {OpKind::kMemory, gather<0>, {"embedding", "index_select", "gather", "take",
+                                               "index"}},
+      {OpKind::kMemory, scatter<3, -2>, {"scatter"}},
+      // ---- views, allocation and metadata: no FLOPs, no bytes
+      {OpKind::kView, no_cost,
+       {"view", "_unsafe_view", "reshape", "_reshape_alias", "as_strided", "t", "transpose",
+        "permute", "expand", "expand_as", "squeeze", "unsqueeze", "slice", "select", "narrow",
+        "split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "chunk",
+        "unsafe_chunk", "unbind", "unflatten", "flatten", "movedim", "moveaxis", "view_as",
+        "view_as_real", "view_as_complex", "alias", "detach", "lift_fresh", "diagonal",
+        "unfold", "numpy_T", "mT", "mH", "adjoint", "swapaxes", "swapdims", "contiguous", "to",
+        "type_as", "resolve_conj", "resolve_neg", "_conj", "conj", "_neg_view", "real", "imag",
+        "dropout", "feature_dropout", "alpha_dropout", "empty", "empty_like", "empty_strided",
+        "new_empty", "new_empty_strided", "resize_", "resize_as_", "set_", "_resize_output_",
+        "_has_compatible_shallow_copy_type", "is_same_size", "is_nonzero", "size", "stride",
+        "_shape_as_tensor", "result_type", "_values", "_indices", "indices", "values",
+        "coalesce", "_coalesced_", "is_coalesced", "sparse_resize_", "_nested_tensor_size",
+        "_nested_tensor_strides", "_nested_view_from_buffer", "q_scale", "q_zero_point",
+        "int_repr", "dequantize", "quantize_per_tensor", "_make_per_tensor_quantized_tensor",
+        "_version", "requires_grad_", "retain_grad", "_fw_primal", "_make_dual",
+        "_unpack_dual", "record_stream", "_record_function_enter_new",
+        "_record_function_exit", "item", "is_pinned", "pin_memory", "expand_copy",
+        "broadcast_to", "atleast_1d", "atleast_2d", "atleast_3d", "align_as", "rename",
+        "refine_names", "_assert_async", "_assert_tensor_metadata", "_functional_assert_async",
+        "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "_reshape_copy"}},
+  };
+  return table;
+}
+
+struct Table {
+  std::deque<std::string> names;  // stable storage for OpRule::name
+  std::vector<OpRule> rules;
+  std::unordered_map<std::string_view, size_t> index;
+};
+
+const Table& table() {
+  static const Table t = [] {
+    Table t;
+    for (const Family& f : families()) {
+      for (const char* n : f.names) {
+        t.names.push_back(std::string("aten::") + n);
+        t.rules.push_back(OpRule{t.names.back().c_str(), f.kind, f.cost});
+      }
+    }
+    for (size_t i = 0; i < t.rules.size(); ++i) t.index.emplace(t.rules[i].name, i);
+    return t;
+  }();
+  return t;
+}
+
+}  // namespace
+
+const char* kind_name(OpKind kind) {
+  switch (kind) {
+    case OpKind::kMatmul: return "matmul";
+    case OpKind::kVector: return "vector";
+    case OpKind::kMemory: return "memory";
+    case OpKind::kView: return "view";
+    case OpKind::kUnsupported: return "unsupported";
+  }
+  return "unknown";
+}
+
+const OpRule* find_rule(std::string_view op_name) {
+  const Table& t = table();
+  auto it = t.index.find(op_name);
+  // In-place variant: "aten::relu_" shares "aten::relu" (copy_, fill_, zero_ have their own).
+  if (it == t.index.end() && op_name.size() > 1 && op_name.back() == '_') {
+    it = t.index.find(op_name.substr(0, op_name.size() - 1));
+  }
+  return it == t.index.end() ? nullptr : &t.rules[it->second];
+}
+
+const std::vector<OpRule>& all_rules() { return table().rules; }
+
+OpCost evaluate(const OpRule& rule, const OpCall& call) {
+  OpCost cost = rule.cost(call);
+  if (rule.kind == OpKind::kView) return OpCost{cost.macs, cost.flops, 0, 0};
+  if (cost.bytes_read < 0) cost.bytes_read = call.input_bytes();
+  if (cost.bytes_written < 0) cost.bytes_written = call.output_bytes();
+  return cost;
+}
+
+}  // namespace effmetrics

@@ -1,0 +1,93 @@
+#include "effmetrics/scope.h"
+
+#include <mutex>
+#include <unordered_map>
+
+namespace effmetrics {
+namespace {
+
+// The shared tree. Only pushes of a (parent, name) pair not yet seen on a thread take the lock.
+struct ScopeTree {
+  std::mutex mu;
+  std::vector<std::string> names;
+  std::unordered_map<std::string, uint32_t> name_ids;
+  std::vector<ScopeNode> nodes{ScopeNode{"", kRootScope, 0}};
+  std::unordered_map<uint64_t, uint32_t> children;  // (parent << 32 | name id) -> node
+};
+
+ScopeTree& tree() {
+  static ScopeTree* t = new ScopeTree();  // never destroyed: threads may outlive statics
+  return *t;
+}
+
+struct ThreadScopes {
+  std::vector<uint32_t> stack;
+  std::vector<int64_t> calls;
+  std::unordered_map<uint64_t, uint32_t> children;  // thread-local cache of tree().children
+};
+
+thread_local ThreadScopes tls;
+
+}  // namespace
+
+uint32_t intern_scope_name(std::string_view name) {
+  ScopeTree& t = tree();
+  std::lock_guard<std::mutex> lock(t.mu);
+  auto it = t.name_ids.find(std::string(name));
+  if (it != t.name_ids.end()) return it->second;
+  uint32_t id = static_cast<uint32_t>(t.names.size());
+  t.names.emplace_back(name);
+  t.name_ids.emplace(std::string(name), id);
+  return id;
+}
+
+void push_scope_id(uint32_t name_id) {
+  uint32_t parent = tls.stack.empty() ? kRootScope : tls.stack.back();
+  uint64_t key = (static_cast<uint64_t>(parent) << 32) | name_id;
+  auto it = tls.children.find(key);
+  uint32_t node;
+  if (it != tls.children.end()) {
+    node = it->second;
+  } else {
+    ScopeTree& t = tree();
+    std::lock_guard<std::mutex> lock(t.mu);
+    auto found = t.children.find(key);
+    if (found != t.children.end()) {
+      node = found->second;
+    } else {
+      node = static_cast<uint32_t>(t.nodes.size());
+      t.nodes.push_back(ScopeNode{t.names.at(name_id), parent, t.nodes[parent].depth + 1});
+      t.children.emplace(key, node);
+    }
+    tls.children.emplace(key, node);
+  }
+  tls.stack.push_back(node);
+  if (tls.calls.size() <= node) tls.calls.resize(node + 1, 0);
+  ++tls.calls[node];
+}
+
+void push_scope(std::string_view name) { push_scope_id(intern_scope_name(name)); }
+
+bool pop_scope() {
+  if (tls.stack.empty()) return false;
+  tls.stack.pop_back();
+  return true;
+}
+
+uint32_t current_scope() { return tls.stack.empty() ? kRootScope : tls.stack.back(); }
+
+size_t scope_depth() { return tls.stack.size(); }
+
+void truncate_scopes(size_t depth) {
+  if (tls.stack.size() > depth) tls.stack.resize(depth);
+}
+
+std::vector<int64_t> scope_calls_snapshot() { return tls.calls; }
+
+std::vector<ScopeNode> scope_nodes() {
+  ScopeTree& t = tree();
+  std::lock_guard<std::mutex> lock(t.mu);
+  return t.nodes;
+}
+
+}  // namespace effmetrics

@@ -1,0 +1,18 @@
+"""effmetrics: every efficiency cost indicator of a model in one pass.
+
+    import effmetrics as em
+    rep = em.profile(model, x)              # FLOPs, MACs, bytes, params per op and module
+    print(rep)                              # per-module table
+    rep.by_module(), rep.by_op()            # pandas DataFrames
+
+See README.md for the counting conventions.
+"""
+import torch  # noqa: F401  (loads libtorch before the extension that links it)
+
+from effmetrics import _C  # noqa: F401
+from effmetrics.params import ParamCount, count_params
+from effmetrics.profiler import Counter, profile
+from effmetrics.report import Report
+
+__version__ = "0.1.0"
+__all__ = ["Counter", "ParamCount", "Report", "count_params", "profile"]

@@ -1,0 +1,262 @@
+"""profile() and Counter: run a model under the C++ observer with module scopes attached."""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import _pytree as pytree
+
+from effmetrics import _C
+from effmetrics.params import count_params, params_by_module, unique_parameters
+from effmetrics.report import Report
+
+
+class _ModuleScopes:
+    """Global module hooks that push each module's qualified name into the C++ scope stack.
+
+    One set of hooks serves every active profile/Counter (nested or on other threads); names
+    are the union of the registered models' qualified names (the first registration wins).
+    Modules of no registered model are transparent: their ops go to the enclosing module.
+    """
+
+    _lock = threading.Lock()
+    _users = 0
+    _handles: list = []
+    _names: dict[int, int] = {}  # id(module) -> interned scope name id
+
+    @classmethod
+    def acquire(cls, model: nn.Module | None) -> list[int]:
+        added = []
+        with cls._lock:
+            if model is not None:
+                for name, m in model.named_modules():
+                    # The root is the report's root row ("") already: no scope of its own.
+                    if name and id(m) not in cls._names:
+                        cls._names[id(m)] = _C.intern_scope_name(name)
+                        added.append(id(m))
+            if cls._users == 0:
+                cls._handles = [
+                    nn.modules.module.register_module_forward_pre_hook(cls._pre),
+                    nn.modules.module.register_module_forward_hook(cls._post, always_call=True),
+                ]
+            cls._users += 1
+        return added
+
+    @classmethod
+    def release(cls, added: list[int]) -> None:
+        with cls._lock:
+            for key in added:
+                cls._names.pop(key, None)
+            cls._users -= 1
+            if cls._users == 0:
+                for h in cls._handles:
+                    h.remove()
+                cls._handles = []
+
+    @classmethod
+    def _pre(cls, module, args):
+        name_id = cls._names.get(id(module))
+        if name_id is not None:
+            _C.push_scope_id(name_id)
+
+    @classmethod
+    def _post(cls, module, args, output):
+        if id(module) in cls._names:
+            _C.pop_scope()
+
+
+@contextlib.contextmanager
+def _observing(model: nn.Module | None, profiler):
+    """Module scopes + a running profiler; on any exit the scope stack is rebalanced and the
+    profiler stopped (its callbacks removed) before the exception, if any, propagates."""
+    added = _ModuleScopes.acquire(model)
+    depth = _C.scope_depth()
+    try:
+        for p, _ in unique_parameters(model).values() if model is not None else ():
+            profiler.watch(p._cdata, p.numel())  # _cdata: the TensorImpl address
+        profiler.start()
+        yield
+    finally:
+        try:
+            if profiler.running:
+                profiler.stop()  # idempotent when the body already stopped it
+        finally:
+            _C.truncate_scopes(depth)
+            _ModuleScopes.release(added)
+
+
+def _check_model(model) -> tuple[Callable, nn.Module | None]:
+    if isinstance(model, nn.Module):
+        return model, model
+    if callable(model):
+        return model, getattr(model, "__self__", None) if isinstance(
+            getattr(model, "__self__", None), nn.Module) else None
+    raise TypeError(
+        f"model must be a torch.nn.Module or a callable; got {type(model).__name__}. "
+        "Pass the model itself, e.g. em.profile(net, x), not its output."
+    )
+
+
+def _check_inputs(args: tuple, kwargs: dict) -> None:
+    for leaf in pytree.tree_leaves((args, kwargs)):
+        if type(leaf).__module__ == "numpy" and hasattr(leaf, "shape"):
+            raise TypeError(
+                "inputs must be torch tensors (or lists/tuples/dicts of them); got a numpy "
+                "array. Convert it with torch.from_numpy(x)."
+            )
+
+
+def _parse_device(device) -> torch.device | None:
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(
+            f"unknown device {device!r}: use 'cpu', 'meta', 'cuda' or 'cuda:N' ({e})"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r}: CUDA is not available on this machine; use 'cpu' or 'meta' "
+                "(meta counts FLOPs without allocating memory)"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                "device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+            )
+    return dev
+
+
+def _default_loss(output) -> torch.Tensor:
+    leaves = [t for t in pytree.tree_leaves(output)
+              if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())]
+    if not leaves:
+        raise TypeError(
+            f"backward=True: the model returned {type(output).__name__} with no floating-point "
+            "tensor to differentiate; pass loss_fn=lambda out: <scalar tensor>"
+        )
+    loss = leaves[0].sum()
+    for t in leaves[1:]:
+        loss = loss + t.sum()
+    return loss.real if loss.is_complex() else loss
+
+
+def profile(
+    model: nn.Module | Callable,
+    *args: Any,
+    backward: bool = False,
+    loss_fn: Callable[[Any], torch.Tensor] | None = None,
+    device: str | torch.device | None = None,
+    all_threads: bool = False,
+    **kwargs: Any,
+) -> Report:
+    """Run ``model(*args, **kwargs)`` once and count every op it executes.
+
+    Args:
+        model: an nn.Module (module scopes, parameter counts) or any callable.
+        *args, **kwargs: passed to the model exactly as given (a dict stays a dict).
+        backward: also run ``loss_fn(output).backward()`` and count it as the backward pass.
+        loss_fn: reduces the output to a scalar; default: the sum of its floating tensors.
+        device: move the model (in place, like ``model.to``) and tensor inputs there first;
+            ``"meta"`` counts FLOPs without allocating.
+        all_threads: observe every thread, not only this one and its autograd threads.
+
+    Returns:
+        A Report: totals, ``by_module()``, ``by_op()``, ``params``, ``unsupported_ops``.
+    """
+    fn, module = _check_model(model)
+    _check_inputs(args, kwargs)
+    dev = _parse_device(device)
+    if dev is not None:
+        if module is not None:
+            module.to(dev)
+        args, kwargs = pytree.tree_map(
+            lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t, (args, kwargs))
+    params = count_params(module) if module is not None else None
+    profiler = _C.Profiler(all_threads)
+    with _observing(module, profiler):
+        with torch.enable_grad() if backward else contextlib.nullcontext():
+            output = fn(*args, **kwargs)
+            if backward:
+                loss = loss_fn(output) if loss_fn is not None else _default_loss(output)
+                if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:
+                    raise RuntimeError(
+                        "backward=True, but the loss has no grad_fn: nothing in the forward "
+                        "requires grad (all parameters frozen, or the call ran under "
+                        "torch.no_grad()/inference_mode()). Use backward=False, or make "
+                        "parameters or inputs require grad."
+                    )
+                profiler.set_phase("backward")
+                loss.backward()
+        raw = profiler.stop()
+    return Report(raw, params, params_by_module(module) if module is not None else None)
+
+
+class Counter:
+    """Counts FLOPs, MACs and bytes across a training loop, one row per step.
+
+        with em.Counter(model) as c:
+            for x, y in loader:
+                loss = loss_fn(model(x), y); loss.backward(); opt.step(); opt.zero_grad()
+                c.step(examples=len(x))
+        c.steps      # DataFrame, one row per step
+        c.report     # Report of the whole run (by_module(), by_op(), ...)
+
+    Backward ops are recognised by the autograd node they run in and attributed to the module
+    of their forward op.
+    """
+
+    _STEP_FIELDS = ("flops", "macs", "flops_matmul", "flops_vector", "flops_forward",
+                    "flops_backward", "bytes_read", "bytes_written")
+
+    def __init__(self, model: nn.Module | None = None, *, all_threads: bool = False):
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(
+                f"Counter(model): model must be a torch.nn.Module or None; got "
+                f"{type(model).__name__}"
+            )
+        self.model = model
+        self._profiler = _C.Profiler(all_threads)
+        self._ctx = None
+        self._rows: list[dict] = []
+        self._last = dict.fromkeys(self._STEP_FIELDS, 0)
+        self.report: Report | None = None
+
+    def __enter__(self) -> Counter:
+        self._ctx = _observing(self.model, self._profiler)
+        self._ctx.__enter__()
+        return self
+
+    def step(self, examples: int | None = None, tokens: int | None = None) -> dict:
+        """Close the current step; returns its row."""
+        if not self._profiler.running:
+            raise RuntimeError("Counter.step() outside its `with` block")
+        total = self._profiler.snapshot()["total"]
+        row = {"step": len(self._rows)}
+        row.update({k: total[k] - self._last[k] for k in self._STEP_FIELDS})
+        row["examples"], row["tokens"] = examples, tokens
+        self._last = {k: total[k] for k in self._STEP_FIELDS}
+        self._rows.append(row)
+        return row
+
+    def __exit__(self, *exc) -> None:
+        raw = self._profiler.stop()
+        self._ctx.__exit__(*exc)
+        model = self.model
+        self.report = Report(
+            raw,
+            count_params(model) if model is not None else None,
+            params_by_module(model) if model is not None else None,
+        )
+
+    @property
+    def steps(self):
+        import pandas as pd
+
+        return pd.DataFrame(self._rows, columns=["step", *self._STEP_FIELDS, "examples", "tokens"])

@@ -1,0 +1,148 @@
+"""Report: what one profiled region cost, as numbers, tables and JSON."""
+from __future__ import annotations
+
+import json
+
+from effmetrics.params import ParamCount
+from effmetrics.units import binary, si
+
+_COUNT_FIELDS = ("flops", "macs", "flops_matmul", "macs_matmul", "flops_vector",
+                 "flops_forward", "flops_backward", "bytes_read", "bytes_written")
+
+
+class Report:
+    """Counts of one profiled pass (see README "Counting conventions").
+
+    Totals are attributes (``flops``, ``macs``, ``flops_forward``, ``bytes_read``...);
+    ``by_module()`` and ``by_op()`` give pandas DataFrames; ``params`` a ParamCount with
+    ``applied`` and ``touched`` filled from the pass.
+    """
+
+    def __init__(self, raw: dict, params: ParamCount | None = None,
+                 module_params: dict | None = None):
+        self._raw = raw
+        self._module_params = module_params or {}
+        if params is not None:
+            if raw["params_applied"] >= 0:
+                params.applied = raw["params_applied"]
+                params.touched = raw["params_touched"]
+        self.params = params
+        total = raw["total"]
+        for field in _COUNT_FIELDS:
+            setattr(self, field, total[field])
+        self.unsupported_ops: dict[str, int] = dict(raw["unsupported_ops"])
+
+    @property
+    def intensity(self) -> float:
+        """FLOPs per byte moved (no-cache lower bound of memory traffic)."""
+        return self._raw["total"]["intensity"]
+
+    def by_module(self):
+        """One row per module (qualified name; "" is the whole model), tree order.
+
+        Inclusive columns (the module and its submodules) plus ``self_*`` columns (its own ops).
+        """
+        import pandas as pd
+
+        rows = []
+        for m in self._raw["modules"]:
+            row = {"module": m["name"], "depth": m["depth"], "calls": m["calls"],
+                   "params": self._module_params.get(m["name"])}
+            row.update({f: m["total"][f] for f in _COUNT_FIELDS})
+            row["intensity"] = m["total"]["intensity"]
+            for f in ("flops", "macs", "bytes_read", "bytes_written"):
+                row[f"self_{f}"] = m["self"][f]
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("module")
+
+    def by_op(self, module: str | None = None):
+        """One row per op name (summed over modules and phases), most FLOPs first.
+
+        module: only the ops attributed directly to this module (its self ops).
+        """
+        import pandas as pd
+
+        df = self.ops()
+        if module is not None:
+            df = df[df["module"] == module]
+        cols = ["calls", *_COUNT_FIELDS]
+        if df.empty:
+            return pd.DataFrame(columns=["kind", *cols, "intensity"]).rename_axis("op")
+        out = df.groupby("op").agg({"kind": "first", **{c: "sum" for c in cols}})
+        moved = out["bytes_read"] + out["bytes_written"]
+        out["intensity"] = (out["flops"] / moved.where(moved > 0)).fillna(0.0)
+        return out.sort_values(["flops", "bytes_read"], ascending=False)
+
+    def ops(self):
+        """The raw cells: one row per (module, op, phase)."""
+        import pandas as pd
+
+        rows = []
+        for o in self._raw["ops"]:
+            row = {"module": o["module"], "op": o["op"], "phase": o["phase"], "kind": o["kind"],
+                   "calls": o["counts"]["calls"]}
+            row.update({f: o["counts"][f] for f in _COUNT_FIELDS})
+            rows.append(row)
+        return pd.DataFrame(rows, columns=["module", "op", "phase", "kind", "calls",
+                                           *_COUNT_FIELDS])
+
+    def to_dict(self) -> dict:
+        d = dict(self._raw)
+        d["params"] = self.params.to_dict() if self.params is not None else None
+        return d
+
+    def to_json(self, path: str | None = None) -> str:
+        """The report as JSON; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=1)
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    def table(self, max_depth: int = 2) -> str:
+        """Per-module table with human units, modules down to ``max_depth``."""
+        lines = []
+        head = (f"{'module':<34} {'calls':>5} {'params':>10} {'FLOPs':>12} {'matmul':>7} "
+                f"{'bwd':>6} {'read':>11} {'written':>11} {'FLOP/B':>7}")
+        lines.append(head)
+        lines.append("-" * len(head))
+        for m in self._raw["modules"]:
+            if m["depth"] > max_depth:
+                continue
+            t = m["total"]
+            name = ("  " * m["depth"] + (m["name"].rsplit(".", 1)[-1] if m["name"] else "(model)"))
+            p = self._module_params.get(m["name"])
+            matmul = t["flops_matmul"] / t["flops"] if t["flops"] else 0.0
+            bwd = t["flops_backward"] / t["flops"] if t["flops"] else 0.0
+            lines.append(
+                f"{name[:34]:<34} {m['calls'] or '':>5} {si(p) if p is not None else '':>10} "
+                f"{si(t['flops'], 'FLOP'):>12} {matmul:>6.0%} {bwd:>6.0%} "
+                f"{binary(t['bytes_read']):>11} {binary(t['bytes_written']):>11} "
+                f"{t['intensity']:>7.1f}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        parts = [
+            f"effmetrics report: {si(self.flops, 'FLOPs')} ({si(self.macs, 'MACs')}), "
+            f"matmul {si(self.flops_matmul, 'FLOPs')}, vector {si(self.flops_vector, 'FLOPs')}; "
+            f"forward {si(self.flops_forward, 'FLOPs')}, backward {si(self.flops_backward, 'FLOPs')}",
+            f"memory traffic: read {binary(self.bytes_read)}, written {binary(self.bytes_written)}, "
+            f"intensity {self.intensity:.1f} FLOP/B (no-cache lower bound)",
+        ]
+        if self.params is not None:
+            p = self.params
+            line = f"params: {p.total:,} unique ({p.shared:,} shared, {p.trainable:,} trainable)"
+            if p.applied is not None:
+                line += f", {p.applied:,} applied, {p.touched:,} touched"
+            parts.append(line)
+        parts.append("")
+        parts.append(self.table())
+        if self.unsupported_ops:
+            ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.unsupported_ops.items()))
+            parts.append(f"\nunsupported ops (no FLOP rule; bytes counted): {ops}")
+        return "\n".join(parts)
+
+    def __repr__(self) -> str:
+        return (f"Report(flops={self.flops:,}, macs={self.macs:,}, "
+                f"flops_backward={self.flops_backward:,}, bytes_read={self.bytes_read:,}, "
+                f"unsupported_ops={len(self.unsupported_ops)})")
