@@ -7,6 +7,7 @@
 // kMaxProfilers slots, and slot S registers on_start<S>/on_end<S>.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/record_function.h>
+#include <torch/csrc/autograd/graph_task.h>
 
 #include <algorithm>
 #include <array>
@@ -87,6 +88,7 @@ struct ThreadBuffer {
   std::unordered_map<uint64_t, Cell> cells;  // scope << 32 | op id << 1 | phase
   std::vector<std::pair<int64_t, uint32_t>> seq_scopes;  // forward seqNr -> scope, ascending
   int64_t last_seq = -1;
+  uint32_t last_node_scope = kRootScope;  // scope of the last autograd node started here
   std::vector<int64_t> watched_uses;
 
   const OpInfo& info(const at::RecordFunction& fn) {
@@ -225,12 +227,6 @@ class Session {
           capture_tensor(t, call, true);
           if (watch && t.defined()) count_use(t.unsafeGetTensorImpl(), *watch);
         }
-      } else if (v.isList()) {  // Tensor?[] (aten::index) and other generic lists
-        call.begin_tensor_list();
-        for (const c10::IValue& e : v.toListRef()) {
-          if (e.isTensor()) capture_tensor(e.toTensor(), call, true);
-          else call.add_list_tensor(nullptr, nullptr, 0, 0, false);
-        }
       } else if (v.isInt()) {
         call.add_int(v.toInt());
       } else if (v.isBool()) {
@@ -238,12 +234,17 @@ class Session {
       } else if (v.isDouble()) {
         call.add_double(v.toDouble());
       } else if (v.isIntList()) {
-        auto l = v.toIntVector();
-        call.add_int_list(l.data(), l.size());
+        call.begin_int_list();
+        for (const c10::IValue& e : v.toListRef()) call.push_list_int(e.toInt());
       } else if (v.isBoolList()) {
-        auto l = v.toBoolList();
-        std::vector<int64_t> ints(l.begin(), l.end());
-        call.add_int_list(ints.data(), ints.size(), ArgType::kBoolList);
+        call.begin_int_list(ArgType::kBoolList);
+        for (const c10::IValue& e : v.toListRef()) call.push_list_int(e.toBool() ? 1 : 0);
+      } else if (v.isList()) {  // Tensor?[] (aten::index); int and bool lists are above
+        call.begin_tensor_list();
+        for (const c10::IValue& e : v.toListRef()) {
+          if (e.isTensor()) capture_tensor(e.toTensor(), call, true);
+          else call.add_list_tensor(nullptr, nullptr, 0, 0, false);
+        }
       } else if (v.isNone()) {
         call.add_none();
       } else {
@@ -319,9 +320,18 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   if (backward_node) {
     f.phase = Phase::kBackward;
     f.scope = backward_scope(fn.forwardThreadId(), fn.seqNr());
+    tb.last_node_scope = f.scope;
+    // The engine wraps each node in "autograd::engine::evaluate_function: <node>" and reduces
+    // the node's gradients (sum_to) inside that wrapper after the node: charge them to it too.
+    if (parent && !parent->info->is_op) parent->scope = f.scope;
   } else if (parent) {
     f.phase = parent->phase;
     f.scope = parent->phase == Phase::kBackward ? parent->scope : current_scope();
+  } else if (torch::autograd::get_current_graph_task_id() != -1) {
+    // The engine's own ops between nodes (sum_to in validate_outputs, gradient accumulation):
+    // backward, charged to the node that just ran on this thread.
+    f.phase = Phase::kBackward;
+    f.scope = tb.last_node_scope;
   } else {
     f.phase = static_cast<Phase>(forced_phase.load(std::memory_order_relaxed));
     f.scope = current_scope();

@@ -82,6 +82,14 @@ class OpCall {
   void add_int_list(const int64_t* v, size_t n, ArgType t = ArgType::kIntList);
   void add_int_list(std::initializer_list<int64_t> v) { add_int_list(v.begin(), v.size()); }
   void add_bool_list(std::initializer_list<bool> v);
+  // Streaming form of add_int_list: begin, then one push per element.
+  void begin_int_list(ArgType t = ArgType::kIntList) {
+    args_.push_back(Arg{t, 0, 0.0, static_cast<uint32_t>(ints_.size())});
+  }
+  void push_list_int(int64_t v) {
+    ints_.push_back(v);
+    args_.back().i += 1;
+  }
   // A tensor argument; sizes may be null for an undefined tensor.
   void add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined = true);
   void add_tensor(std::initializer_list<int64_t> sizes, int itemsize = 4);  // tests

@@ -1,0 +1,60 @@
+# The two commands of the README: `make demo` and `make test`. Both work on a fresh machine:
+# system packages (cmake, ninja, GoogleTest) via apt-get when missing, a .venv with
+# torch==2.13.0 (CPU) and the test tools, an incremental CMake build in build/.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+BUILD   := build
+STAMP   := .venv/.effmetrics-deps
+
+.PHONY: demo test build sysdeps venv ctest pytest lint bench clean
+
+demo: build
+	$(PY) -m effmetrics.demo
+
+test: build
+	cd $(BUILD) && ctest --output-on-failure
+	$(PY) -m pytest -q tests/python
+
+sysdeps:
+	@missing=""; \
+	command -v cmake >/dev/null || missing="$$missing cmake"; \
+	command -v ninja >/dev/null || missing="$$missing ninja-build"; \
+	command -v g++ >/dev/null || missing="$$missing g++"; \
+	[ -f /usr/include/gtest/gtest.h ] || missing="$$missing libgtest-dev"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	# The CPU build of torch (a CUDA build would be several GB): pinned, from the local index.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q numpy pandas pytest ruff pybind11 setuptools wheel
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+EDITABLE := .venv/.effmetrics-editable
+
+# CMake builds the core, the extension (into python/effmetrics/), the tests and the example;
+# the editable install (once) makes `import effmetrics` find python/effmetrics.
+build: sysdeps venv
+	cmake -S . -B $(BUILD) -G Ninja -DPython3_EXECUTABLE=$(abspath $(PY)) >/dev/null
+	cmake --build $(BUILD) -j 2
+	@test -f $(EDITABLE) || { \
+	  CMAKE_GENERATOR=Ninja EFFMETRICS_BUILD_DIR=$(BUILD) EFFMETRICS_BUILD_TESTS=1 \
+	  $(PIP) install -q --no-build-isolation --no-deps -e . && touch $(EDITABLE); }
+
+lint: venv
+	.venv/bin/ruff check python tests bench
+	@command -v clang-format >/dev/null && clang-format --dry-run --Werror csrc/*.cpp csrc/*/*.h csrc/python/*.cpp tests/cpp/*.cpp examples/*.cpp || echo "clang-format not installed: skipped"
+
+bench: build
+	$(PY) bench/overhead.py
+	$(PY) bench/meta_scale.py
+
+clean:
+	rm -rf $(BUILD) python/effmetrics/_C*.so *.egg-info python/*.egg-info

@@ -1,0 +1,113 @@
+"""Matmul-class FLOPs equal torch.utils.flop_counter.FlopCounterMode's, forward and
+forward+backward, on varied models.
+
+Where the reference is wrong or incomplete we correct the reference in the test (with torch's own
+formulas), never effmetrics:
+- some torch releases leave the CPU flash SDPA kernel (and its backward) out of flop_registry;
+- FlopCounterMode's convolution_backward ignores `groups` for grad_weight (it counts g times
+  the work of a grouped convolution's weight gradient; effmetrics counts it exactly).
+"""
+import pytest
+import torch
+from models import CNN, MLP, TCN, Decoder, Top1MoE, UniversalTransformer, ViT
+from torch import nn
+from torch.utils import flop_counter as fc
+
+import effmetrics as em
+
+aten = torch.ops.aten
+
+
+def _conv_backward_group_aware(grad_out, x, w, bias, stride, padding, dilation, transposed,
+                               output_padding, groups, output_mask, out_shape=None, **kw):
+    # torch's conv_backward_flop with one change: the weight gradient of a grouped convolution
+    # is divided by `groups` (each group only sees its Cin/g input channels).
+    def t(shape):
+        return [shape[1], shape[0], *shape[2:]]
+
+    flops = 0
+    if output_mask[0]:
+        flops += fc.conv_flop_count(grad_out, w, out_shape[0], not transposed)
+    if output_mask[1]:
+        if transposed:
+            grad_weight = fc.conv_flop_count(t(grad_out), t(x), t(out_shape[1]), False)
+        else:
+            grad_weight = fc.conv_flop_count(t(x), t(grad_out), t(out_shape[1]), False)
+        flops += grad_weight // groups
+    return flops
+
+
+def _sdpa_cpu(q, k, v, *args, out_shape=None, **kw):
+    return fc.sdpa_flop_count(q, k, v)
+
+
+def _sdpa_cpu_backward(grad_out, q, k, v, *args, out_shape=None, **kw):
+    return fc.sdpa_backward_flop_count(grad_out, q, k, v)
+
+
+def reference_flops(fn) -> int:
+    mapping = {aten.convolution_backward: _conv_backward_group_aware}
+    if aten._scaled_dot_product_flash_attention_for_cpu not in fc.flop_registry:
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = _sdpa_cpu
+    if aten._scaled_dot_product_flash_attention_for_cpu_backward not in fc.flop_registry:
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = _sdpa_cpu_backward
+    with fc.FlopCounterMode(display=False, custom_mapping=mapping) as mode:
+        fn()
+    return mode.get_total_flops()
+
+
+def transformer_layer():
+    return nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+
+
+CASES = {
+    "mlp": (MLP, lambda: torch.randn(8, 32)),
+    "cnn_grouped_depthwise": (CNN, lambda: torch.randn(2, 3, 32, 32)),
+    "transposed_conv": (Decoder, lambda: torch.randn(2, 16, 8, 8)),
+    "conv1d_dilated": (TCN, lambda: torch.randn(2, 8, 64)),
+    "vit_sdpa": (lambda: ViT(32, 2, 4, 64, 8, image=32, classes=10), lambda: torch.randn(2, 3, 32, 32)),
+    "vit_einsum": (lambda: ViT(32, 2, 4, 64, 8, image=32, classes=10, attention="einsum"),
+                   lambda: torch.randn(2, 3, 32, 32)),
+    "universal_transformer": (lambda: UniversalTransformer(32, 4, 4, 64),
+                              lambda: torch.randn(2, 16, 32)),
+    "moe_top1": (lambda: Top1MoE(32, 64, 4), lambda: torch.randn(4, 8, 32)),
+    "torch_transformer_layer": (transformer_layer, lambda: torch.randn(2, 10, 32)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_forward_matches_flop_counter(name):
+    build, make_input = CASES[name]
+    model, x = build(), make_input()
+    expected = reference_flops(lambda: model(x))
+    rep = em.profile(model, x)
+    assert expected > 0
+    assert rep.flops_matmul == expected
+    assert rep.flops_backward == 0
+    assert rep.unsupported_ops == {}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_forward_backward_matches_flop_counter(name):
+    build, make_input = CASES[name]
+    model, x = build(), make_input()
+    expected = reference_flops(lambda: model(x).sum().backward())
+    model.zero_grad()
+    rep = em.profile(model, x, backward=True)
+    assert rep.flops_matmul == expected
+    forward = reference_flops(lambda: model(x))
+    fwd_matmul = rep.ops().query("phase == 'forward' and kind == 'matmul'")["flops"].sum()
+    assert fwd_matmul == forward
+    assert rep.unsupported_ops == {}
+
+
+def test_grouped_conv_backward_is_exact_where_reference_overcounts():
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=8)  # depthwise
+    x = torch.randn(1, 8, 6, 6, requires_grad=True)
+    rep = em.profile(conv, x, backward=True)
+    macs_forward = 1 * 8 * 1 * 9 * 36  # N * Cout * Cin/g * k*k * H*W
+    assert rep.macs_matmul == 3 * macs_forward  # forward + grad_input + grad_weight
+    with fc.FlopCounterMode(display=False) as mode:
+        conv(x).sum().backward()
+    # torch's grad_weight term ignores groups: 8x the exact weight-gradient work.
+    assert mode.get_total_flops() == 2 * (2 * macs_forward + 8 * macs_forward)
