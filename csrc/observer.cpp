@@ -72,6 +72,7 @@ struct Frame {
   bool under_rule = false;     // some ancestor has a (memory or view) rule
   bool has_child = false;
   bool child_counted = false;  // a descendant with a rule counted
+  bool flops_below = false;    // a descendant with a FLOP rule counted
   OpCall call;
 };
 
@@ -303,6 +304,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   f.handle = fn.handle();
   f.has_child = false;
   f.child_counted = false;
+  f.flops_below = false;
   f.absorbed = false;
   f.call.clear();
   if (parent) {
@@ -368,14 +370,23 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
       capture_outputs(fn.outputs(), f.call);
       add_cell(tb, f, rule->kind, evaluate(*rule, f.call));
       counted = true;
-    } else if (!rule && !f.has_child && f.info->is_op && !f.under_rule) {
-      capture_outputs(fn.outputs(), f.call);
-      add_cell(tb, f, OpKind::kUnsupported,
-               OpCost{0, 0, f.call.input_bytes(), f.call.output_bytes()});
+    } else if (!rule && f.info->is_op && !f.under_rule && !f.flops_below) {
+      // No rule and nothing below it counted FLOPs: its work is unknown, so it is listed as
+      // unsupported, never a silent zero. A leaf's bytes are counted here; a composite's
+      // bytes were counted by its children.
+      OpCost cost{0, 0, 0, 0};
+      if (!f.has_child) {
+        capture_outputs(fn.outputs(), f.call);
+        cost = OpCost{0, 0, f.call.input_bytes(), f.call.output_bytes()};
+      }
+      add_cell(tb, f, OpKind::kUnsupported, cost);
     }
   } catch (const std::exception&) {
   }
-  if (parent && (counted || f.child_counted)) parent->child_counted = true;
+  if (parent) {
+    parent->child_counted |= counted || f.child_counted;
+    parent->flops_below |= (counted && owns_children(*rule)) || f.flops_below;
+  }
 }
 
 namespace {

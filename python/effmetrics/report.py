@@ -110,7 +110,10 @@ class Report:
             if m["depth"] > max_depth:
                 continue
             t = m["total"]
-            name = ("  " * m["depth"] + (m["name"].rsplit(".", 1)[-1] if m["name"] else "(model)"))
+            parent = m["parent"]
+            short = m["name"][len(parent) + 1:] if parent and m["name"].startswith(parent + ".") \
+                else (m["name"] or "(model)")
+            name = "  " * m["depth"] + short
             p = self._module_params.get(m["name"])
             matmul = t["flops_matmul"] / t["flops"] if t["flops"] else 0.0
             bwd = t["flops_backward"] / t["flops"] if t["flops"] else 0.0

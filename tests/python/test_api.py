@@ -1,0 +1,295 @@
+"""The Python API: calling convention, errors, exception safety, nesting, Counter, output."""
+import json
+import threading
+
+import numpy as np
+import pytest
+import torch
+from models import CNN, MLP, ViT
+from torch import nn
+
+import effmetrics as em
+from effmetrics import _C
+
+
+def linear_macs(batch, fan_in, fan_out):
+    return batch * fan_in * fan_out
+
+
+def global_hooks():
+    m = torch.nn.modules.module
+    return len(m._global_forward_pre_hooks) + len(m._global_forward_hooks)
+
+
+# ---------------------------------------------------------------- calling convention
+
+def test_args_kwargs_and_dicts_reach_the_model_unchanged():
+    seen = {}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 3)
+
+        def forward(self, batch, *, scale, mode="a"):
+            seen.update(batch=batch, scale=scale, mode=mode)
+            return self.lin(batch["x"]) * scale
+
+    x = torch.randn(2, 4)
+    batch = {"x": x, "meta": "keep"}
+    rep = em.profile(Net(), batch, scale=2.0, mode="b")
+    assert seen["batch"] is batch and seen["scale"] == 2.0 and seen["mode"] == "b"
+    assert rep.macs_matmul == linear_macs(2, 4, 3)
+
+
+def test_plain_function_is_profiled():
+    a, b = torch.randn(5, 6), torch.randn(6, 7)
+    rep = em.profile(torch.mm, a, b)
+    assert rep.macs == 5 * 6 * 7 and rep.params is None
+
+
+# ---------------------------------------------------------------- counting conventions
+
+def test_bytes_of_a_linear_layer():
+    lin = nn.Linear(16, 32)
+    x = torch.randn(4, 16)
+    rep = em.profile(lin, x)
+    row = rep.by_op().loc["aten::addmm"]
+    # reads input, weight, bias once each; writes the output (fp32)
+    assert row["bytes_read"] == 4 * (4 * 16 + 32 * 16 + 32)
+    assert row["bytes_written"] == 4 * (4 * 32)
+    assert row["intensity"] == pytest.approx(2 * 4 * 16 * 32 / (4 * (4 * 16 + 32 * 16 + 32 + 4 * 32)))
+    # the transpose of the weight is a view: no bytes
+    assert rep.by_op().loc["aten::t", "bytes_read"] == 0 if "aten::t" in rep.by_op().index else True
+
+
+def test_vector_flops_by_formula():
+    x = torch.randn(8, 32)
+    ln = nn.LayerNorm(32)
+    assert em.profile(ln, x).flops_vector == 8 * 32 * (5 + 2)
+    assert em.profile(lambda t: torch.softmax(t, -1), x).flops == 5 * 8 * 32
+    assert em.profile(torch.relu, x).flops == 8 * 32
+    assert em.profile(lambda t: t.sum(), x).flops == 8 * 32
+    pool = em.profile(lambda t: torch.nn.functional.max_pool2d(t, 3, stride=1),
+                      torch.randn(1, 2, 6, 6))
+    assert pool.flops == 2 * 4 * 4 * 9
+
+
+def test_backward_flops_and_attribution():
+    mlp = MLP()
+    x = torch.randn(8, 32)
+    rep = em.profile(mlp, x, backward=True)
+    fwd = sum(linear_macs(8, i, o) for i, o in ((32, 64), (64, 64), (64, 10)))
+    # grad_input for layers 2 and 3 (x needs no grad), grad_weight for all three
+    bwd = 2 * fwd - linear_macs(8, 32, 64)
+    ops = rep.ops()
+    assert ops.query("kind == 'matmul' and phase == 'forward'")["macs"].sum() == fwd
+    assert ops.query("kind == 'matmul' and phase == 'backward'")["macs"].sum() == bwd
+    by_mod = rep.by_module()
+    assert by_mod.loc["net.2", "macs_matmul"] == 3 * linear_macs(8, 64, 64)
+    assert by_mod.loc["net.0", "macs_matmul"] == 2 * linear_macs(8, 32, 64)
+    assert rep.flops == rep.flops_forward + rep.flops_backward
+
+
+def test_module_totals_are_inclusive_with_self_columns():
+    vit = ViT(32, 2, 4, 64, 8, image=32, classes=10)
+    rep = em.profile(vit, torch.randn(1, 3, 32, 32))
+    df = rep.by_module()
+    block = df.loc["blocks.0"]
+    children = df[df.index.str.startswith("blocks.0.")]
+    assert block["flops"] == block["self_flops"] + children["self_flops"].sum()
+    assert df.loc["", "flops"] == rep.flops == df["self_flops"].sum()
+
+
+def test_counts_on_meta_equal_counts_on_cpu():
+    cpu = CNN().eval()
+    meta = CNN().to("meta").eval()
+    rc = em.profile(cpu, torch.randn(2, 3, 32, 32))
+    rm = em.profile(meta, torch.randn(2, 3, 32, 32, device="meta"))
+    assert rc.flops_matmul == rm.flops_matmul
+    assert rc.params.total == rm.params.total
+
+
+@pytest.fixture(scope="module")
+def mystery_op():
+    # A custom op whose kernel computes outside ATen (numpy): no rule, no FLOPs below it.
+    lib = torch.library.Library("effmetrics_test", "DEF")
+    lib.define("mystery(Tensor x) -> Tensor")
+    lib.impl("mystery", lambda x: torch.from_numpy(np.tanh(x.numpy())), "CPU")
+    yield torch.ops.effmetrics_test.mystery
+    del lib
+
+
+def test_unsupported_ops_are_listed_with_calls(mystery_op):
+    x = torch.randn(3, 4)
+    rep = em.profile(lambda t: torch.relu(mystery_op(mystery_op(t))), x)
+    assert rep.unsupported_ops == {"effmetrics_test::mystery": 2}
+    assert rep.by_op().loc["effmetrics_test::mystery", "kind"] == "unsupported"
+    assert rep.flops == 3 * 4  # the relu, which has a rule
+
+
+def test_unsupported_leaf_op_keeps_its_bytes():
+    x = torch.rand(3, 4) + 1
+    rep = em.profile(torch.special.bessel_j0, x)
+    assert rep.unsupported_ops == {"aten::special_bessel_j0": 1}
+    row = rep.by_op().loc["aten::special_bessel_j0"]
+    assert row["bytes_read"] == 3 * 4 * 4 and row["bytes_written"] == 3 * 4 * 4
+
+
+@pytest.mark.parametrize("case", ["sparse", "complex", "quantized", "nested"])
+def test_exotic_tensors_do_not_crash(case):
+    if case == "sparse":
+        a = torch.randn(4, 5).relu().to_sparse()
+        rep = em.profile(torch.sparse.mm, a, torch.randn(5, 3))
+        assert rep.flops >= 0
+    elif case == "complex":
+        a, b = torch.randn(3, 4, dtype=torch.cfloat), torch.randn(4, 2, dtype=torch.cfloat)
+        rep = em.profile(torch.mm, a, b)
+        assert rep.macs == 3 * 4 * 2
+        assert rep.by_op().loc["aten::mm", "bytes_read"] == 8 * (12 + 8)
+    elif case == "quantized":
+        x = torch.randn(4, 4)
+        rep = em.profile(lambda t: torch.quantize_per_tensor(t, 0.1, 0, torch.quint8)
+                         .dequantize(), x)
+        assert rep.flops >= 0
+    else:
+        nt = torch.nested.nested_tensor([torch.randn(2, 3), torch.randn(4, 3)])
+        rep = em.profile(lambda t: t * 2 + 1, nt)
+        assert rep.flops >= 0
+
+
+# ---------------------------------------------------------------- errors
+
+def test_bad_model_names_the_fix():
+    with pytest.raises(TypeError, match="torch.nn.Module or a callable"):
+        em.profile(42, torch.randn(1))
+
+
+def test_numpy_input_names_the_fix():
+    with pytest.raises(TypeError, match="torch.from_numpy"):
+        em.profile(nn.Linear(2, 2), np.zeros((1, 2), dtype=np.float32))
+
+
+def test_backward_without_grad_names_the_fix():
+    lin = nn.Linear(2, 2).requires_grad_(False)
+    with pytest.raises(RuntimeError, match="no grad_fn"):
+        em.profile(lin, torch.randn(1, 2), backward=True)
+    assert _C.scope_depth() == 0 and global_hooks() == 0
+
+
+def test_unknown_device_names_the_fix():
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        em.profile(nn.Linear(2, 2), torch.randn(1, 2), device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            em.profile(nn.Linear(2, 2), torch.randn(1, 2), device="cuda")
+
+
+def test_device_option_moves_model_and_inputs():
+    lin = nn.Linear(8, 4)
+    rep = em.profile(lin, torch.randn(3, 8), device="meta")
+    assert lin.weight.device.type == "meta"
+    assert rep.macs == linear_macs(3, 8, 4)
+
+
+def test_exception_in_forward_propagates_and_leaves_nothing_behind():
+    class Boom(Exception):
+        pass
+
+    err = Boom("inside forward")
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            self.lin(x)
+            raise err
+
+    with pytest.raises(Boom) as info:
+        em.profile(Net(), torch.randn(2, 4))
+    assert info.value is err
+    assert _C.scope_depth() == 0 and global_hooks() == 0
+    assert not torch.autograd.profiler._is_profiler_enabled
+    rep = em.profile(nn.Linear(4, 4), torch.randn(2, 4))  # and the next profile is exact
+    assert rep.macs == linear_macs(2, 4, 4)
+
+
+# ---------------------------------------------------------------- nesting and threads
+
+def test_nested_profiles_both_count():
+    inner_reports = []
+    lin = nn.Linear(8, 8)
+
+    def outer(x):
+        y = lin(x)
+        inner_reports.append(em.profile(lin, y))
+        return lin(y)
+
+    rep = em.profile(outer, torch.randn(2, 8))
+    assert inner_reports[0].macs == linear_macs(2, 8, 8)
+    assert rep.macs == 3 * linear_macs(2, 8, 8)
+
+
+def test_concurrent_profiles_on_threads_do_not_mix():
+    results = {}
+
+    def work(name, n):
+        lin = nn.Linear(n, n)
+        results[name] = em.profile(lin, torch.randn(4, n)).macs
+
+    threads = [threading.Thread(target=work, args=(f"t{n}", n)) for n in (8, 16, 32, 64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {f"t{n}": linear_macs(4, n, n) for n in (8, 16, 32, 64)}
+
+
+def test_more_profilers_than_slots_fail_clearly():
+    held = [_C.Profiler() for _ in range(_C.max_profilers())]
+    for p in held:
+        p.start()
+    try:
+        with pytest.raises(RuntimeError, match="profilers are already active"):
+            em.profile(nn.Linear(2, 2), torch.randn(1, 2))
+    finally:
+        for p in held:
+            p.stop()
+    assert em.profile(nn.Linear(2, 2), torch.randn(1, 2)).macs == 4
+
+
+# ---------------------------------------------------------------- Counter
+
+def test_counter_counts_each_training_step():
+    mlp = MLP()
+    opt = torch.optim.SGD(mlp.parameters(), lr=0.1)
+    x = torch.randn(8, 32)
+    fwd = sum(linear_macs(8, i, o) for i, o in ((32, 64), (64, 64), (64, 10)))
+    with em.Counter(mlp) as c:
+        for _ in range(3):
+            mlp(x).sum().backward()
+            opt.step()
+            opt.zero_grad()
+            c.step(examples=8)
+    steps = c.steps
+    assert len(steps) == 3 and list(steps["examples"]) == [8, 8, 8]
+    matmul = c.report.ops().query("kind == 'matmul'")
+    assert matmul["macs"].sum() == 3 * (fwd + 2 * fwd - linear_macs(8, 32, 64))
+    assert (steps["flops_backward"] > 0).all()
+    assert steps["flops"].sum() == c.report.flops
+
+
+# ---------------------------------------------------------------- output
+
+def test_print_and_json():
+    vit = ViT(32, 2, 4, 64, 8, image=32, classes=10)
+    rep = em.profile(vit, torch.randn(1, 3, 32, 32))
+    text = str(rep)
+    assert "blocks" in text and "FLOP" in text and "KiB" in text
+    d = json.loads(rep.to_json())
+    assert d["total"]["flops"] == rep.flops
+    assert d["params"]["total"] == rep.params.total
+    # ModuleList containers have no forward of their own: their blocks are rows
+    assert {m["name"] for m in d["modules"]} >= {"", "blocks.0", "blocks.1.qkv", "head"}

@@ -1,0 +1,99 @@
+"""Parameter counts: sharing (Universal Transformer), MoE touched params, tied weights."""
+import torch
+from models import Block, Top1MoE, UniversalTransformer
+from torch import nn
+
+import effmetrics as em
+
+
+def block_params(D, M):
+    return 4 * D * D + 2 * D * M + 9 * D + M
+
+
+def test_universal_transformer_shares_params_not_flops():
+    D, L, H, M = 32, 6, 4, 64
+    x = torch.randn(2, 16, D)
+    shared = UniversalTransformer(D, L, H, M, shared=True)
+    vanilla = UniversalTransformer(D, L, H, M, shared=False)
+    rs, rv = em.profile(shared, x), em.profile(vanilla, x)
+    # unique params shrink by (L-1) blocks; FLOPs do not move
+    assert rs.params.total == block_params(D, M)
+    assert rv.params.total == L * block_params(D, M)
+    assert rv.params.total - rs.params.total == (L - 1) * block_params(D, M)
+    assert rs.flops == rv.flops and rs.macs_matmul == rv.macs_matmul
+    # as used, the shared model applies its block L times: same as the vanilla model
+    assert rs.params.applied == rv.params.applied == L * block_params(D, M)
+    assert rs.params.touched == block_params(D, M)
+    assert rs.by_module().loc["block", "calls"] == L
+
+
+def test_moe_touches_only_routed_experts():
+    D, F, E = 16, 32, 8
+    moe = Top1MoE(D, F, E)
+    x = torch.randn(1, 3, D)  # 3 tokens can reach at most 3 of the 8 experts
+    with torch.no_grad():
+        chosen = set(moe.router(x.reshape(-1, D)).argmax(-1).tolist())
+    rep = em.profile(moe, x)
+    expert = D * F + F + F * D + D
+    assert rep.params.total == D * E + E * expert
+    assert rep.params.touched == D * E + len(chosen) * expert
+    assert rep.params.touched < rep.params.total
+
+
+def test_switch_params_grow_at_fixed_flops_per_token():
+    D, F, tokens = 16, 32, 64
+    x = torch.randn(1, tokens, D)
+    small, big = Top1MoE(D, F, 2), Top1MoE(D, F, 16)
+    rs, rb = em.profile(small, x), em.profile(big, x)
+    assert rb.params.total > 7 * rs.params.total
+    # every token goes through exactly one expert MLP: 2*D*F MACs; the router adds D*E
+    expert_macs = tokens * 2 * D * F
+    assert rs.macs_matmul == expert_macs + tokens * D * 2
+    assert rb.macs_matmul == expert_macs + tokens * D * 16
+
+
+def test_tied_weights_count_once_applied_twice():
+    class TinyLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(100, 16)
+            self.block = Block(16, 2, 32)
+            self.lm_head = nn.Linear(16, 100, bias=False)
+            self.lm_head.weight = self.embed.weight  # tied
+
+        def forward(self, ids):
+            return self.lm_head(self.block(self.embed(ids)))
+
+    lm = TinyLM()
+    pc = em.count_params(lm)
+    assert pc.total == pc.unique == 100 * 16 + block_params(16, 32)
+    assert pc.shared == 100 * 16
+    assert pc.embedding == 100 * 16
+    assert pc.non_embedding == block_params(16, 32)
+    rep = em.profile(lm, torch.randint(0, 100, (2, 5)))
+    assert rep.params.applied == 2 * 100 * 16 + block_params(16, 32)
+    assert rep.params.touched == pc.total
+
+
+def test_trainable_frozen_and_buffers():
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Linear(8, 2))
+    net[0].requires_grad_(False)
+    pc = em.count_params(net)
+    assert pc.frozen == 4 * 8 + 8
+    assert pc.trainable == 8 + 8 + 8 * 2 + 2
+    assert pc.buffers == 8 + 8 + 1  # running mean, running var, num_batches_tracked
+    assert pc.total == pc.trainable + pc.frozen
+
+
+def test_parameters_aliasing_one_storage_count_once():
+    lin = nn.Linear(4, 4)
+    other = nn.Linear(4, 4)
+    other.weight = nn.Parameter(lin.weight.data)  # a second Parameter over the same memory
+    both = nn.ModuleList([lin, other])
+    assert em.count_params(both).total == 16 + 4 + 4
+
+
+def test_count_params_on_meta():
+    with torch.device("meta"):
+        net = nn.Sequential(nn.Linear(1000, 1000), nn.Linear(1000, 10))
+    assert em.count_params(net).total == 1000 * 1000 + 1000 + 1000 * 10 + 10
