@@ -93,4 +93,13 @@ def count_params(model: nn.Module) -> ParamCount:
 
 def params_by_module(model: nn.Module) -> dict:
     """{qualified module name: unique parameter elements in it and its submodules}."""
-    return {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_modules()}
+    out = dict.fromkeys((name for name, _ in model.named_modules()), 0)
+    seen = set()  # (module, parameter) pairs: a tied weight counts once per module
+    for full, p in model.named_parameters(remove_duplicate=False):
+        parts = full.split(".")[:-1]
+        for k in range(len(parts) + 1):
+            prefix = ".".join(parts[:k])
+            if prefix in out and (prefix, id(p)) not in seen:
+                seen.add((prefix, id(p)))
+                out[prefix] += p.numel()
+    return out

@@ -1,0 +1,82 @@
+"""Instrumentation overhead of effmetrics vs torch's FlopCounterMode, forward on CPU.
+
+Interleaved repeats (bare, effmetrics, FlopCounterMode each once per round, order rotated) so
+that machine noise hits every mode alike; reports medians and ratios from this one run.
+Targets (issue 2): effmetrics <= 1.10x bare on ViT-Ti/16 batch 1 single-thread, and at least
+5x less added time than FlopCounterMode.
+
+    python bench/overhead.py [--rounds N]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import effmetrics as em
+from effmetrics.models import vit
+
+
+def bare(model, x):
+    model(x)
+
+
+def with_effmetrics(model, x):
+    em.profile(model, x)
+
+
+def with_flop_counter(model, x):
+    with FlopCounterMode(display=False):
+        model(x)
+
+
+MODES = {"bare": bare, "effmetrics": with_effmetrics, "FlopCounterMode": with_flop_counter}
+
+
+def measure(name, model, x, rounds):
+    times = {m: [] for m in MODES}
+    order = list(MODES)
+    with torch.inference_mode(False), torch.no_grad():
+        for fn in MODES.values():  # warm-up
+            fn(model, x)
+        for r in range(rounds):
+            for mode in order[r % 3:] + order[: r % 3]:
+                t0 = time.perf_counter()
+                MODES[mode](model, x)
+                times[mode].append(time.perf_counter() - t0)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    added_em = med["effmetrics"] - med["bare"]
+    added_fc = med["FlopCounterMode"] - med["bare"]
+    print(f"\n{name}  ({rounds} interleaved rounds, medians)")
+    for m in MODES:
+        print(f"  {m:<16} {med[m] * 1e3:9.2f} ms   {med[m] / med['bare']:6.3f}x bare")
+    ratio = added_fc / added_em if added_em > 0 else float("inf")
+    print(f"  added time: effmetrics {added_em * 1e3:.2f} ms, FlopCounterMode "
+          f"{added_fc * 1e3:.2f} ms -> effmetrics adds {ratio:.1f}x less")
+    return med["effmetrics"] / med["bare"], ratio
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=0, help="default: 41 (Ti), 7 (B)")
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ti = vit("vit-ti/16").eval()
+    r_ti, a_ti = measure("ViT-Ti/16, batch 1, 1 thread", ti, torch.randn(1, 3, 224, 224),
+                         args.rounds or 41)
+    torch.set_num_threads(threads)
+    b = vit("vit-b/16").eval()
+    r_b, a_b = measure(f"ViT-B/16, batch 8, {threads} threads", b, torch.randn(8, 3, 224, 224),
+                       args.rounds or 7)
+    print("\nsummary:")
+    print(f"  ViT-Ti/16 b1: effmetrics/bare = {r_ti:.3f} (target <= 1.10), "
+          f"FlopCounterMode adds {a_ti:.1f}x more time (target >= 5)")
+    print(f"  ViT-B/16  b8: effmetrics/bare = {r_b:.3f}, FlopCounterMode adds {a_b:.1f}x more")
+
+
+if __name__ == "__main__":
+    main()
