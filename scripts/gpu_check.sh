@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds effmetrics from source on the GPU machine (torch + CUDA preinstalled, no network) and
+# runs the test suite there; the CUDA tests (tests/python/test_cuda.py) check that counts on
+# CUDA equal counts on CPU for the same models. Budget: under 5 minutes.
+#
+#   bash scripts/gpu_check.sh            # through the device tool: run(command="bash scripts/gpu_check.sh")
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1
+"$PY" - <<'PYEOF'
+import torch
+print("torch", torch.__version__, "| CUDA", torch.version.cuda, "| available",
+      torch.cuda.is_available(), "|", torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+PYEOF
+tests=OFF
+if [ -f /usr/include/gtest/gtest.h ]; then tests=ON; else echo "GoogleTest absent: C++ tests skipped here"; fi
+gen=(); command -v ninja >/dev/null && gen=(-G Ninja)
+cmake -S . -B build-gpu "${gen[@]}" -DPython3_EXECUTABLE="$(command -v "$PY")" \
+      -DEFFMETRICS_BUILD_TESTS=$tests >/dev/null
+time cmake --build build-gpu -j "$(nproc)"
+if [ "$tests" = ON ]; then (cd build-gpu && ctest --output-on-failure); fi
+PYTHONPATH=python "$PY" -m pytest -q -rs tests/python
