@@ -128,8 +128,10 @@ class Report:
         parts = [
             f"effmetrics report: {si(self.flops, 'FLOPs')} ({si(self.macs, 'MACs')}), "
             f"matmul {si(self.flops_matmul, 'FLOPs')}, vector {si(self.flops_vector, 'FLOPs')}; "
-            f"forward {si(self.flops_forward, 'FLOPs')}, backward {si(self.flops_backward, 'FLOPs')}",
-            f"memory traffic: read {binary(self.bytes_read)}, written {binary(self.bytes_written)}, "
+            f"forward {si(self.flops_forward, 'FLOPs')}, "
+            f"backward {si(self.flops_backward, 'FLOPs')}",
+            f"memory traffic: read {binary(self.bytes_read)}, "
+            f"written {binary(self.bytes_written)}, "
             f"intensity {self.intensity:.1f} FLOP/B (no-cache lower bound)",
         ]
         if self.params is not None:

@@ -9,11 +9,11 @@ formulas), never effmetrics:
 """
 import pytest
 import torch
-from models import CNN, MLP, TCN, Decoder, Top1MoE, UniversalTransformer, ViT
 from torch import nn
 from torch.utils import flop_counter as fc
 
 import effmetrics as em
+from models import CNN, MLP, TCN, Decoder, Top1MoE, UniversalTransformer, ViT
 
 aten = torch.ops.aten
 
@@ -65,7 +65,8 @@ CASES = {
     "cnn_grouped_depthwise": (CNN, lambda: torch.randn(2, 3, 32, 32)),
     "transposed_conv": (Decoder, lambda: torch.randn(2, 16, 8, 8)),
     "conv1d_dilated": (TCN, lambda: torch.randn(2, 8, 64)),
-    "vit_sdpa": (lambda: ViT(32, 2, 4, 64, 8, image=32, classes=10), lambda: torch.randn(2, 3, 32, 32)),
+    "vit_sdpa": (lambda: ViT(32, 2, 4, 64, 8, image=32, classes=10),
+                 lambda: torch.randn(2, 3, 32, 32)),
     "vit_einsum": (lambda: ViT(32, 2, 4, 64, 8, image=32, classes=10, attention="einsum"),
                    lambda: torch.randn(2, 3, 32, 32)),
     "universal_transformer": (lambda: UniversalTransformer(32, 4, 4, 64),

@@ -1,9 +1,9 @@
 """Parameter counts: sharing (Universal Transformer), MoE touched params, tied weights."""
 import torch
-from models import Block, Top1MoE, UniversalTransformer
 from torch import nn
 
 import effmetrics as em
+from models import Block, Top1MoE, UniversalTransformer
 
 
 def block_params(D, M):

@@ -1,9 +1,9 @@
 """ViT counts against the published figures in ORACLES.md and the closed form there."""
 import pytest
 import torch
-from models import ViT, vit_b16
 
 import effmetrics as em
+from models import ViT, vit_b16
 
 
 def vit_params(D, L, M, P, image=224, C=1000):
