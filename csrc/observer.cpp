@@ -343,6 +343,8 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
     tb.last_seq = fn.seqNr();
   }
   if (!f.info->is_op) return;
+  // A view's cost is 0 whatever its arguments (views are most of the ops): capture nothing.
+  if (f.info->rule && f.info->rule->kind == OpKind::kView && (parent || watched_.empty())) return;
   // Parameter uses: direct inputs of top-level forward ops (linear's weight, not its t()).
   ThreadBuffer* watch =
       (!parent && f.phase == Phase::kForward && !watched_.empty()) ? &tb : nullptr;

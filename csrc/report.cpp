@@ -1,6 +1,7 @@
 #include "effmetrics/report.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <tuple>
 #include <functional>
@@ -14,16 +15,11 @@ const char* phase_name(Phase phase) {
 }
 
 void Counts::add(const Counts& o) {
-  calls += o.calls;
-  flops += o.flops;
-  macs += o.macs;
-  flops_matmul += o.flops_matmul;
-  macs_matmul += o.macs_matmul;
-  flops_vector += o.flops_vector;
-  flops_forward += o.flops_forward;
-  flops_backward += o.flops_backward;
-  bytes_read += o.bytes_read;
-  bytes_written += o.bytes_written;
+  std::array<int64_t, kNumFields> theirs;
+  size_t k = 0;
+  fields(o, [&](const char*, int64_t v) { theirs[k++] = v; });
+  k = 0;
+  fields(*this, [&](const char*, int64_t& v) { v += theirs[k++]; });
 }
 
 void Counts::add_op(OpKind kind, Phase phase, const OpCost& cost) {
@@ -125,11 +121,9 @@ std::string quote(const std::string& s) {
 }
 
 void write_counts(std::ostringstream& os, const Counts& c) {
-  os << "{\"calls\":" << c.calls << ",\"flops\":" << c.flops << ",\"macs\":" << c.macs
-     << ",\"flops_matmul\":" << c.flops_matmul << ",\"macs_matmul\":" << c.macs_matmul
-     << ",\"flops_vector\":" << c.flops_vector << ",\"flops_forward\":" << c.flops_forward
-     << ",\"flops_backward\":" << c.flops_backward << ",\"bytes_read\":" << c.bytes_read
-     << ",\"bytes_written\":" << c.bytes_written << ",\"intensity\":" << c.intensity() << "}";
+  os << "{";
+  Counts::fields(c, [&](const char* name, int64_t v) { os << "\"" << name << "\":" << v << ","; });
+  os << "\"intensity\":" << c.intensity() << "}";
 }
 
 }  // namespace

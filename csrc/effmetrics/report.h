@@ -27,6 +27,22 @@ struct Counts {
   int64_t bytes_read = 0;
   int64_t bytes_written = 0;
 
+  // Every field with its name, in one order: JSON, the Python columns and add() use it.
+  template <typename Self, typename F>
+  static void fields(Self& c, F&& f) {
+    f("calls", c.calls);
+    f("flops", c.flops);
+    f("macs", c.macs);
+    f("flops_matmul", c.flops_matmul);
+    f("macs_matmul", c.macs_matmul);
+    f("flops_vector", c.flops_vector);
+    f("flops_forward", c.flops_forward);
+    f("flops_backward", c.flops_backward);
+    f("bytes_read", c.bytes_read);
+    f("bytes_written", c.bytes_written);
+  }
+  static constexpr int kNumFields = 10;
+
   void add(const Counts& o);
   void add_op(OpKind kind, Phase phase, const OpCost& cost);  // one call
   // FLOPs per byte moved (0 when nothing moved).

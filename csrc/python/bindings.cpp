@@ -13,45 +13,61 @@ namespace {
 
 py::dict counts_to_dict(const Counts& c) {
   py::dict d;
-  d["calls"] = c.calls;
-  d["flops"] = c.flops;
-  d["macs"] = c.macs;
-  d["flops_matmul"] = c.flops_matmul;
-  d["macs_matmul"] = c.macs_matmul;
-  d["flops_vector"] = c.flops_vector;
-  d["flops_forward"] = c.flops_forward;
-  d["flops_backward"] = c.flops_backward;
-  d["bytes_read"] = c.bytes_read;
-  d["bytes_written"] = c.bytes_written;
+  Counts::fields(c, [&](const char* name, int64_t v) { d[name] = v; });
   d["intensity"] = c.intensity();
+  return d;
+}
+
+// Columns {field: [values...]} for a table of Counts: one Python list per field is far cheaper
+// than one dict per row, and pandas builds a DataFrame from it directly.
+template <typename Row, typename Get>
+py::dict counts_columns(const std::vector<Row>& rows, Get get) {
+  std::vector<std::pair<const char*, std::vector<int64_t>>> cols;
+  const Counts zero;
+  Counts::fields(zero, [&](const char* name, int64_t) {
+    cols.emplace_back(name, std::vector<int64_t>{});
+  });
+  for (const Row& r : rows) {
+    size_t k = 0;
+    const Counts& c = get(r);
+    Counts::fields(c, [&](const char*, int64_t v) { cols[k++].second.push_back(v); });
+  }
+  py::dict d;
+  for (auto& [name, values] : cols) d[name] = py::cast(values);
   return d;
 }
 
 py::dict report_to_dict(const Report& r) {
   py::dict d;
   d["total"] = counts_to_dict(r.total);
-  py::list modules;
+  std::vector<std::string> names, parents;
+  std::vector<int64_t> depth, calls;
   for (const ModuleRow& m : r.modules) {
-    py::dict row;
-    row["name"] = m.name;
-    row["parent"] = m.parent;
-    row["depth"] = m.depth;
-    row["calls"] = m.calls;
-    row["self"] = counts_to_dict(m.self);
-    row["total"] = counts_to_dict(m.total);
-    modules.append(row);
+    names.push_back(m.name);
+    parents.push_back(m.parent);
+    depth.push_back(m.depth);
+    calls.push_back(m.calls);
   }
+  py::dict modules;
+  modules["name"] = names;
+  modules["parent"] = parents;
+  modules["depth"] = depth;
+  modules["calls"] = calls;
+  modules["self"] = counts_columns(r.modules, [](const ModuleRow& m) -> const Counts& { return m.self; });
+  modules["total"] = counts_columns(r.modules, [](const ModuleRow& m) -> const Counts& { return m.total; });
   d["modules"] = modules;
-  py::list ops;
+  std::vector<std::string> op_module, op_name, op_phase, op_kind;
   for (const OpRow& o : r.ops) {
-    py::dict row;
-    row["module"] = o.module;
-    row["op"] = o.op;
-    row["phase"] = phase_name(o.phase);
-    row["kind"] = kind_name(o.kind);
-    row["counts"] = counts_to_dict(o.counts);
-    ops.append(row);
+    op_module.push_back(o.module);
+    op_name.push_back(o.op);
+    op_phase.push_back(phase_name(o.phase));
+    op_kind.push_back(kind_name(o.kind));
   }
+  py::dict ops = counts_columns(r.ops, [](const OpRow& o) -> const Counts& { return o.counts; });
+  ops["module"] = op_module;
+  ops["op"] = op_name;
+  ops["phase"] = op_phase;
+  ops["kind"] = op_kind;
   d["ops"] = ops;
   py::dict unsupported;
   for (const auto& [op, n] : r.unsupported_ops) unsupported[py::str(op)] = n;

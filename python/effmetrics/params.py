@@ -54,16 +54,56 @@ def _storage_key(t: torch.Tensor):
     return (t.untyped_storage()._cdata, t.storage_offset(), tuple(t.shape), t.stride())
 
 
-def unique_parameters(model: nn.Module) -> dict:
-    """{storage key: (parameter, [names])} over every name a parameter is reachable by."""
-    found: dict = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        key = _storage_key(p)
-        if key in found:
-            found[key][1].append(name)
-        else:
-            found[key] = (p, [name])
-    return found
+@dataclasses.dataclass
+class ModelScan:
+    """One walk over a model: everything profile() needs before and after the pass."""
+
+    counts: ParamCount
+    module_params: dict  # qualified module name -> unique parameter elements, inclusive
+    module_names: dict  # id(module) -> its first qualified name ("" = the root)
+    parameters: list  # each distinct parameter once (by storage)
+
+
+def scan(model: nn.Module) -> ModelScan:
+    """Walk the module tree once: parameter counts, per-module counts, names."""
+    module_names: dict = {}
+    module_params: dict = {}
+    key_of: dict = {}  # id(tensor) -> storage key (untyped_storage() is the slow part)
+    names_of: dict = {}  # storage key -> [parameter, number of names]
+    embedding_keys, buffers, seen = set(), {}, set()
+    for mname, m in model.named_modules(remove_duplicate=False):
+        module_names.setdefault(id(m), mname)
+        module_params.setdefault(mname, 0)
+        prefixes = [mname[:i] for i, ch in enumerate(mname) if ch == "."] + [mname]
+        if mname:
+            prefixes.insert(0, "")
+        for p in m._parameters.values():
+            if p is None:
+                continue
+            key = key_of.get(id(p))
+            if key is None:
+                key = key_of[id(p)] = _storage_key(p)
+            entry = names_of.setdefault(key, [p, 0])
+            entry[1] += 1
+            if isinstance(m, _EMBEDDING_TYPES):
+                embedding_keys.add(key)
+            for prefix in prefixes:  # inclusive counts: the module and its ancestors
+                if (prefix, key) not in seen:
+                    seen.add((prefix, key))
+                    module_params[prefix] = module_params.get(prefix, 0) + p.numel()
+        for b in m._buffers.values():
+            if b is not None:
+                buffers.setdefault(_storage_key(b), b.numel())
+    entries = list(names_of.items())
+    counts = ParamCount(
+        total=sum(p.numel() for _, (p, _) in entries),
+        shared=sum(p.numel() for _, (p, n) in entries if n > 1),
+        trainable=sum(p.numel() for _, (p, _) in entries if p.requires_grad),
+        frozen=sum(p.numel() for _, (p, _) in entries if not p.requires_grad),
+        buffers=sum(buffers.values()),
+        embedding=sum(p.numel() for k, (p, _) in entries if k in embedding_keys),
+    )
+    return ModelScan(counts, module_params, module_names, [p for _, (p, _) in entries])
 
 
 def count_params(model: nn.Module) -> ParamCount:
@@ -73,33 +113,4 @@ def count_params(model: nn.Module) -> ParamCount:
             f"count_params needs a torch.nn.Module; got {type(model).__name__}. "
             "For a plain function there are no parameters to count."
         )
-    params = unique_parameters(model)
-    embedding_keys = set()
-    for m in model.modules():
-        if isinstance(m, _EMBEDDING_TYPES):
-            embedding_keys.update(_storage_key(p) for p in m.parameters(recurse=False))
-    buffers = {}
-    for _, b in model.named_buffers(remove_duplicate=False):
-        buffers.setdefault(_storage_key(b), b.numel())
-    return ParamCount(
-        total=sum(p.numel() for p, _ in params.values()),
-        shared=sum(p.numel() for p, names in params.values() if len(names) > 1),
-        trainable=sum(p.numel() for p, _ in params.values() if p.requires_grad),
-        frozen=sum(p.numel() for p, _ in params.values() if not p.requires_grad),
-        buffers=sum(buffers.values()),
-        embedding=sum(p.numel() for k, (p, _) in params.items() if k in embedding_keys),
-    )
-
-
-def params_by_module(model: nn.Module) -> dict:
-    """{qualified module name: unique parameter elements in it and its submodules}."""
-    out = dict.fromkeys((name for name, _ in model.named_modules()), 0)
-    seen = set()  # (module, parameter) pairs: a tied weight counts once per module
-    for full, p in model.named_parameters(remove_duplicate=False):
-        parts = full.split(".")[:-1]
-        for k in range(len(parts) + 1):
-            prefix = ".".join(parts[:k])
-            if prefix in out and (prefix, id(p)) not in seen:
-                seen.add((prefix, id(p)))
-                out[prefix] += p.numel()
-    return out
+    return scan(model).counts

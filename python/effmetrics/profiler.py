@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from effmetrics import _C
-from effmetrics.params import count_params, params_by_module, unique_parameters
+from effmetrics.params import ModelScan, scan
 from effmetrics.report import Report
 
 
@@ -29,15 +30,15 @@ class _ModuleScopes:
     _names: dict[int, int] = {}  # id(module) -> interned scope name id
 
     @classmethod
-    def acquire(cls, model: nn.Module | None) -> list[int]:
+    def acquire(cls, module_names: dict) -> list[int]:
+        """module_names: {id(module): qualified name}, as ModelScan.module_names."""
         added = []
         with cls._lock:
-            if model is not None:
-                for name, m in model.named_modules():
-                    # The root is the report's root row ("") already: no scope of its own.
-                    if name and id(m) not in cls._names:
-                        cls._names[id(m)] = _C.intern_scope_name(name)
-                        added.append(id(m))
+            for key, name in module_names.items():
+                # The root is the report's root row ("") already: no scope of its own.
+                if name and key not in cls._names:
+                    cls._names[key] = _C.intern_scope_name(name)
+                    added.append(key)
             if cls._users == 0:
                 cls._handles = [
                     nn.modules.module.register_module_forward_pre_hook(cls._pre),
@@ -70,13 +71,13 @@ class _ModuleScopes:
 
 
 @contextlib.contextmanager
-def _observing(model: nn.Module | None, profiler):
+def _observing(model_scan: ModelScan | None, profiler):
     """Module scopes + a running profiler; on any exit the scope stack is rebalanced and the
     profiler stopped (its callbacks removed) before the exception, if any, propagates."""
-    added = _ModuleScopes.acquire(model)
+    added = _ModuleScopes.acquire(model_scan.module_names if model_scan else {})
     depth = _C.scope_depth()
     try:
-        for p, _ in unique_parameters(model).values() if model is not None else ():
+        for p in model_scan.parameters if model_scan else ():
             profiler.watch(p._cdata, p.numel())  # _cdata: the TensorImpl address
         profiler.start()
         yield
@@ -178,9 +179,9 @@ def profile(
             module.to(dev)
         args, kwargs = pytree.tree_map(
             lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t, (args, kwargs))
-    params = count_params(module) if module is not None else None
+    model_scan = scan(module) if module is not None else None
     profiler = _C.Profiler(all_threads)
-    with _observing(module, profiler):
+    with _observing(model_scan, profiler):
         with torch.enable_grad() if backward else contextlib.nullcontext():
             output = fn(*args, **kwargs)
             if backward:
@@ -195,7 +196,13 @@ def profile(
                 profiler.set_phase("backward")
                 loss.backward()
         raw = profiler.stop()
-    return Report(raw, params, params_by_module(module) if module is not None else None)
+    return _report(raw, model_scan)
+
+
+def _report(raw: dict, model_scan: ModelScan | None) -> Report:
+    if model_scan is None:
+        return Report(raw)
+    return Report(raw, dataclasses.replace(model_scan.counts), model_scan.module_params)
 
 
 class Counter:
@@ -229,7 +236,8 @@ class Counter:
         self.report: Report | None = None
 
     def __enter__(self) -> Counter:
-        self._ctx = _observing(self.model, self._profiler)
+        self._scan = scan(self.model) if self.model is not None else None
+        self._ctx = _observing(self._scan, self._profiler)
         self._ctx.__enter__()
         return self
 
@@ -248,12 +256,7 @@ class Counter:
     def __exit__(self, *exc) -> None:
         raw = self._profiler.stop()
         self._ctx.__exit__(*exc)
-        model = self.model
-        self.report = Report(
-            raw,
-            count_params(model) if model is not None else None,
-            params_by_module(model) if model is not None else None,
-        )
+        self.report = _report(raw, self._scan)
 
     @property
     def steps(self):

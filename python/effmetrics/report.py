@@ -37,6 +37,9 @@ class Report:
         """FLOPs per byte moved (no-cache lower bound of memory traffic)."""
         return self._raw["total"]["intensity"]
 
+    def _modules(self) -> dict:
+        return self._raw["modules"]
+
     def by_module(self):
         """One row per module (qualified name; "" is the whole model), tree order.
 
@@ -44,30 +47,26 @@ class Report:
         """
         import pandas as pd
 
-        rows = []
-        for m in self._raw["modules"]:
-            row = {"module": m["name"], "depth": m["depth"], "calls": m["calls"],
-                   "params": self._module_params.get(m["name"])}
-            row.update({f: m["total"][f] for f in _COUNT_FIELDS})
-            row["intensity"] = m["total"]["intensity"]
-            for f in ("flops", "macs", "bytes_read", "bytes_written"):
-                row[f"self_{f}"] = m["self"][f]
-            rows.append(row)
-        return pd.DataFrame(rows).set_index("module")
+        m = self._modules()
+        df = pd.DataFrame({"module": m["name"], "depth": m["depth"], "calls": m["calls"]})
+        df["params"] = [self._module_params.get(n) for n in m["name"]]
+        for f in _COUNT_FIELDS:
+            df[f] = m["total"][f]
+        moved = df["bytes_read"] + df["bytes_written"]
+        df["intensity"] = (df["flops"] / moved.where(moved > 0)).fillna(0.0)
+        for f in ("flops", "macs", "bytes_read", "bytes_written"):
+            df[f"self_{f}"] = m["self"][f]
+        return df.set_index("module")
 
     def by_op(self, module: str | None = None):
         """One row per op name (summed over modules and phases), most FLOPs first.
 
         module: only the ops attributed directly to this module (its self ops).
         """
-        import pandas as pd
-
         df = self.ops()
         if module is not None:
             df = df[df["module"] == module]
         cols = ["calls", *_COUNT_FIELDS]
-        if df.empty:
-            return pd.DataFrame(columns=["kind", *cols, "intensity"]).rename_axis("op")
         out = df.groupby("op").agg({"kind": "first", **{c: "sum" for c in cols}})
         moved = out["bytes_read"] + out["bytes_written"]
         out["intensity"] = (out["flops"] / moved.where(moved > 0)).fillna(0.0)
@@ -77,19 +76,34 @@ class Report:
         """The raw cells: one row per (module, op, phase)."""
         import pandas as pd
 
-        rows = []
-        for o in self._raw["ops"]:
-            row = {"module": o["module"], "op": o["op"], "phase": o["phase"], "kind": o["kind"],
-                   "calls": o["counts"]["calls"]}
-            row.update({f: o["counts"][f] for f in _COUNT_FIELDS})
-            rows.append(row)
-        return pd.DataFrame(rows, columns=["module", "op", "phase", "kind", "calls",
-                                           *_COUNT_FIELDS])
+        o = self._raw["ops"]
+        return pd.DataFrame({c: o[c] for c in ("module", "op", "phase", "kind", "calls",
+                                               *_COUNT_FIELDS)})
 
     def to_dict(self) -> dict:
-        d = dict(self._raw)
-        d["params"] = self.params.to_dict() if self.params is not None else None
-        return d
+        """Plain dict, one record per module and per op (the schema of the C++ to_json)."""
+        m, o = self._raw["modules"], self._raw["ops"]
+        fields = ("calls", *_COUNT_FIELDS)
+
+        def counts(cols, i):
+            c = {f: cols[f][i] for f in fields}
+            moved = c["bytes_read"] + c["bytes_written"]
+            c["intensity"] = c["flops"] / moved if moved else 0.0
+            return c
+
+        return {
+            "total": dict(self._raw["total"]),
+            "modules": [{"name": m["name"][i], "parent": m["parent"][i], "depth": m["depth"][i],
+                         "calls": m["calls"][i], "self": counts(m["self"], i),
+                         "total": counts(m["total"], i)} for i in range(len(m["name"]))],
+            "ops": [{"module": o["module"][i], "op": o["op"][i], "phase": o["phase"][i],
+                     "kind": o["kind"][i], "counts": counts(o, i)}
+                    for i in range(len(o["op"]))],
+            "unsupported_ops": dict(self.unsupported_ops),
+            "params_applied": self._raw["params_applied"],
+            "params_touched": self._raw["params_touched"],
+            "params": self.params.to_dict() if self.params is not None else None,
+        }
 
     def to_json(self, path: str | None = None) -> str:
         """The report as JSON; also written to ``path`` when given."""
@@ -106,7 +120,7 @@ class Report:
                 f"{'bwd':>6} {'read':>11} {'written':>11} {'FLOP/B':>7}")
         lines.append(head)
         lines.append("-" * len(head))
-        for m in self._raw["modules"]:
+        for m in self.to_dict()["modules"]:
             if m["depth"] > max_depth:
                 continue
             t = m["total"]
