@@ -67,16 +67,13 @@ class ModelScan:
 def scan(model: nn.Module) -> ModelScan:
     """Walk the module tree once: parameter counts, per-module counts, names."""
     module_names: dict = {}
-    module_params: dict = {}
+    own: list = []  # (module name, [(storage key, numel)...]) for modules with parameters
     key_of: dict = {}  # id(tensor) -> storage key (untyped_storage() is the slow part)
     names_of: dict = {}  # storage key -> [parameter, number of names]
-    embedding_keys, buffers, seen = set(), {}, set()
+    embedding_keys, buffers = set(), {}
     for mname, m in model.named_modules(remove_duplicate=False):
         module_names.setdefault(id(m), mname)
-        module_params.setdefault(mname, 0)
-        prefixes = [mname[:i] for i, ch in enumerate(mname) if ch == "."] + [mname]
-        if mname:
-            prefixes.insert(0, "")
+        direct = []
         for p in m._parameters.values():
             if p is None:
                 continue
@@ -85,12 +82,10 @@ def scan(model: nn.Module) -> ModelScan:
                 key = key_of[id(p)] = _storage_key(p)
             entry = names_of.setdefault(key, [p, 0])
             entry[1] += 1
+            direct.append((key, p.numel()))
             if isinstance(m, _EMBEDDING_TYPES):
                 embedding_keys.add(key)
-            for prefix in prefixes:  # inclusive counts: the module and its ancestors
-                if (prefix, key) not in seen:
-                    seen.add((prefix, key))
-                    module_params[prefix] = module_params.get(prefix, 0) + p.numel()
+        own.append((mname, direct))
         for b in m._buffers.values():
             if b is not None:
                 buffers.setdefault(_storage_key(b), b.numel())
@@ -103,7 +98,30 @@ def scan(model: nn.Module) -> ModelScan:
         buffers=sum(buffers.values()),
         embedding=sum(p.numel() for k, (p, _) in entries if k in embedding_keys),
     )
-    return ModelScan(counts, module_params, module_names, [p for _, (p, _) in entries])
+    return ModelScan(counts, _inclusive(own, any(n > 1 for _, (_, n) in entries)),
+                     module_names, [p for _, (p, _) in entries])
+
+
+def _inclusive(own: list, has_shared: bool) -> dict:
+    """{module name: parameter elements in it and below}; a shared parameter counts once per
+    module it is under."""
+    totals = dict.fromkeys((name for name, _ in own), 0)
+    seen = set()
+    for mname, direct in own:
+        if not direct:
+            continue
+        prefixes = [""] + [mname[:i] for i, ch in enumerate(mname) if ch == "."] + [mname]
+        if not has_shared:  # the common case: plain sums
+            n = sum(numel for _, numel in direct)
+            for prefix in prefixes[0 if mname else 1:]:
+                totals[prefix] += n
+            continue
+        for key, numel in direct:
+            for prefix in prefixes[0 if mname else 1:]:
+                if (prefix, key) not in seen:
+                    seen.add((prefix, key))
+                    totals[prefix] += numel
+    return totals
 
 
 def count_params(model: nn.Module) -> ParamCount:

@@ -40,9 +40,10 @@ class _ModuleScopes:
                     cls._names[key] = _C.intern_scope_name(name)
                     added.append(key)
             if cls._users == 0:
+                pre, post = cls._make_hooks()
                 cls._handles = [
-                    nn.modules.module.register_module_forward_pre_hook(cls._pre),
-                    nn.modules.module.register_module_forward_hook(cls._post, always_call=True),
+                    nn.modules.module.register_module_forward_pre_hook(pre),
+                    nn.modules.module.register_module_forward_hook(post, always_call=True),
                 ]
             cls._users += 1
         return added
@@ -59,15 +60,20 @@ class _ModuleScopes:
                 cls._handles = []
 
     @classmethod
-    def _pre(cls, module, args):
-        name_id = cls._names.get(id(module))
-        if name_id is not None:
-            _C.push_scope_id(name_id)
+    def _make_hooks(cls):
+        # Closures over locals: these run twice per module call, keep them minimal.
+        names, push, pop = cls._names, _C.push_scope_id, _C.pop_scope
 
-    @classmethod
-    def _post(cls, module, args, output):
-        if id(module) in cls._names:
-            _C.pop_scope()
+        def pre(module, args):
+            name_id = names.get(id(module))
+            if name_id is not None:
+                push(name_id)
+
+        def post(module, args, output):
+            if id(module) in names:
+                pop()
+
+        return pre, post
 
 
 @contextlib.contextmanager
