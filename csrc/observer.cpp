@@ -81,12 +81,65 @@ struct Cell {
   Counts counts;
 };
 
+// Cells keyed by scope << 32 | op id << 1 | phase, in an open-addressing table that only
+// allocates when it grows: the profiled model's own large allocations should find the heap as
+// they left it (per-op node allocations interleaved with them fragment it and multiply the
+// page faults of the next forward).
+class CellTable {
+ public:
+  CellTable() { slots_.resize(1024); }
+  Cell& at(uint64_t key) {
+    if (2 * (size_ + 1) > slots_.size()) grow();
+    Slot* s = find(key);
+    if (!s->used) {
+      s->used = true;
+      s->key = key;
+      s->cell = Cell{};
+      ++size_;
+    }
+    return s->cell;
+  }
+  template <typename F>
+  void for_each(F&& f) const {
+    for (const Slot& s : slots_) {
+      if (s.used) f(s.key, s.cell);
+    }
+  }
+  void clear() {
+    for (Slot& s : slots_) s.used = false;
+    size_ = 0;
+  }
+
+ private:
+  struct Slot {
+    uint64_t key = 0;
+    bool used = false;
+    Cell cell;
+  };
+  Slot* find(uint64_t key) {
+    size_t mask = slots_.size() - 1;
+    size_t i = (key * 0x9E3779B97F4A7C15ull) >> 20 & mask;
+    while (slots_[i].used && slots_[i].key != key) i = (i + 1) & mask;
+    return &slots_[i];
+  }
+  void grow() {
+    std::vector<Slot> old(slots_.size() * 2);
+    old.swap(slots_);
+    size_ = 0;
+    for (const Slot& s : old) {
+      if (s.used) at(s.key) = s.cell;
+    }
+  }
+  std::vector<Slot> slots_;
+  size_t size_ = 0;
+};
+
 struct ThreadBuffer {
   uint64_t rf_thread_id = 0;  // at::RecordFunction::currentThreadId() of the owning thread
   std::vector<Frame> stack;
   size_t depth = 0;
   std::unordered_map<std::string_view, OpInfo> op_cache;
-  std::unordered_map<uint64_t, Cell> cells;  // scope << 32 | op id << 1 | phase
+  CellTable cells;
   std::vector<std::pair<int64_t, uint32_t>> seq_scopes;  // forward seqNr -> scope, ascending
   int64_t last_seq = -1;
   uint32_t last_node_scope = kRootScope;  // scope of the last autograd node started here
@@ -109,6 +162,40 @@ struct ThreadBuffer {
 
 std::atomic<uint64_t> g_generation{1};
 
+// Thread buffers outlive their session in a pool, so a new profiler on a thread reuses frames,
+// op-name cache and cell table (and allocates nothing while the model runs).
+std::mutex g_pool_mu;
+std::vector<std::unique_ptr<ThreadBuffer>>& buffer_pool() {
+  static auto* pool = new std::vector<std::unique_ptr<ThreadBuffer>>();
+  return *pool;
+}
+
+std::unique_ptr<ThreadBuffer> acquire_buffer() {
+  {
+    std::lock_guard<std::mutex> lock(g_pool_mu);
+    auto& pool = buffer_pool();
+    if (!pool.empty()) {
+      auto buf = std::move(pool.back());
+      pool.pop_back();
+      return buf;
+    }
+  }
+  auto buf = std::make_unique<ThreadBuffer>();
+  buf->stack.resize(64);
+  buf->seq_scopes.reserve(4096);
+  return buf;
+}
+
+void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
+  buf->depth = 0;
+  buf->cells.clear();
+  buf->seq_scopes.clear();
+  buf->last_seq = -1;
+  buf->last_node_scope = kRootScope;
+  std::lock_guard<std::mutex> lock(g_pool_mu);
+  if (buffer_pool().size() < 64) buffer_pool().push_back(std::move(buf));
+}
+
 }  // namespace
 
 class Session {
@@ -118,8 +205,12 @@ class Session {
   int slot() const { return slot_; }
   uint64_t generation() const { return generation_; }
 
+  ~Session() {
+    for (auto& buf : buffers_) release_buffer(std::move(buf));
+  }
+
   ThreadBuffer* register_thread() {
-    auto buf = std::make_unique<ThreadBuffer>();
+    auto buf = acquire_buffer();
     buf->rf_thread_id = at::RecordFunction::currentThreadId();
     buf->watched_uses.assign(watched_numel_.size(), 0);
     std::lock_guard<std::mutex> lock(mu_);
@@ -143,11 +234,11 @@ class Session {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (auto& buf : buffers_) {
-        for (const auto& [key, cell] : buf->cells) {
+        buf->cells.for_each([&](uint64_t key, const Cell& cell) {
           Cell& m = merged[key];
           m.kind = cell.kind;
           m.counts.add(cell.counts);
-        }
+        });
         for (size_t i = 0; i < uses.size(); ++i) uses[i] += buf->watched_uses[i];
       }
     }
@@ -281,7 +372,7 @@ class Session {
   void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost) {
     uint64_t key = (static_cast<uint64_t>(f.scope) << 32) |
                    (static_cast<uint64_t>(f.info->id) << 1) | static_cast<uint64_t>(f.phase);
-    Cell& cell = tb.cells[key];
+    Cell& cell = tb.cells.at(key);
     cell.kind = kind;
     cell.counts.add_op(kind, f.phase, cost);
   }

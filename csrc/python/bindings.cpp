@@ -101,8 +101,10 @@ PYBIND11_MODULE(_C, m) {
       .def("snapshot", [](Profiler& p) { return report_to_dict(p.snapshot()); })
       .def("set_phase", [](Profiler& p, const std::string& s) { p.set_phase(parse_phase(s)); })
       .def("watch",
-           [](Profiler& p, uintptr_t impl, int64_t numel) {
-             p.watch(reinterpret_cast<const void*>(impl), numel);
+           [](Profiler& p, const std::vector<std::pair<uintptr_t, int64_t>>& tensors) {
+             for (const auto& [impl, numel] : tensors) {
+               p.watch(reinterpret_cast<const void*>(impl), numel);
+             }
            })
       .def_property_readonly("running", &Profiler::running);
 

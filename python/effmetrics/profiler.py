@@ -28,6 +28,7 @@ class _ModuleScopes:
     _users = 0
     _handles: list = []
     _names: dict[int, int] = {}  # id(module) -> interned scope name id
+    _interned: dict[str, int] = {}  # qualified name -> scope name id (interned once per process)
 
     @classmethod
     def acquire(cls, module_names: dict) -> list[int]:
@@ -37,7 +38,10 @@ class _ModuleScopes:
             for key, name in module_names.items():
                 # The root is the report's root row ("") already: no scope of its own.
                 if name and key not in cls._names:
-                    cls._names[key] = _C.intern_scope_name(name)
+                    name_id = cls._interned.get(name)
+                    if name_id is None:
+                        name_id = cls._interned[name] = _C.intern_scope_name(name)
+                    cls._names[key] = name_id
                     added.append(key)
             if cls._users == 0:
                 pre, post = cls._make_hooks()
@@ -83,8 +87,8 @@ def _observing(model_scan: ModelScan | None, profiler):
     added = _ModuleScopes.acquire(model_scan.module_names if model_scan else {})
     depth = _C.scope_depth()
     try:
-        for p in model_scan.parameters if model_scan else ():
-            profiler.watch(p._cdata, p.numel())  # _cdata: the TensorImpl address
+        if model_scan:  # _cdata: the TensorImpl address, how the C++ side recognises a tensor
+            profiler.watch([(p._cdata, p.numel()) for p in model_scan.parameters])
         profiler.start()
         yield
     finally:
