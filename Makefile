@@ -44,8 +44,7 @@ EDITABLE := .venv/.effmetrics-editable
 build: sysdeps venv
 	cmake -S . -B $(BUILD) -G Ninja -DPython3_EXECUTABLE=$(abspath $(PY)) >/dev/null
 	cmake --build $(BUILD) -j 2
-	@test -f $(EDITABLE) || { \
-	  CMAKE_GENERATOR=Ninja EFFMETRICS_BUILD_DIR=$(BUILD) EFFMETRICS_BUILD_TESTS=1 \
+	@test -f $(EDITABLE) || { EFFMETRICS_SKIP_BUILD=1 \
 	  $(PIP) install -q --no-build-isolation --no-deps -e . && touch $(EDITABLE); }
 
 lint: venv

@@ -17,23 +17,23 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     def build_extension(self, ext):
+        if os.environ.get("EFFMETRICS_SKIP_BUILD") == "1":
+            return  # `make` already built _C into python/effmetrics with CMake
         try:
             import torch  # noqa: F401
         except ImportError:
             sys.exit("effmetrics: install torch first (pip install torch), then "
                      "pip install --no-build-isolation .")
         out_dir = os.path.dirname(os.path.abspath(self.get_ext_fullpath(ext.name)))
-        build_dir = os.environ.get("EFFMETRICS_BUILD_DIR") or os.path.join(
-            os.path.abspath(self.build_temp), "cmake")
+        build_dir = os.path.join(os.path.abspath(self.build_temp), "cmake")
         os.makedirs(build_dir, exist_ok=True)
         config = [
             "cmake", "-S", os.path.dirname(os.path.abspath(__file__)), "-B", build_dir,
             f"-DPython3_EXECUTABLE={sys.executable}",
             f"-DEFFMETRICS_PYTHON_OUT={out_dir}",
             "-DCMAKE_BUILD_TYPE=Release",
+            "-DEFFMETRICS_BUILD_TESTS=OFF",
         ]
-        if os.environ.get("EFFMETRICS_BUILD_TESTS", "0") != "1":
-            config.append("-DEFFMETRICS_BUILD_TESTS=OFF")
         subprocess.check_call(config)
         jobs = os.environ.get("EFFMETRICS_JOBS", str(os.cpu_count() or 2))
         subprocess.check_call(["cmake", "--build", build_dir, "--target", "_C", "-j", jobs])
