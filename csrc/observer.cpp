@@ -13,6 +13,7 @@
 #include <array>
 #include <atomic>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -454,7 +455,8 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     while (tb.depth > 0 && tb.stack[tb.depth].handle != fn.handle()) --tb.depth;
     return;
   }
-  if (f.absorbed) return;
+  // The op is ending by an exception (its RecordFunction is being unwound): it did no work.
+  if (f.absorbed || std::uncaught_exceptions() > 0) return;
   Frame* parent = tb.depth ? &tb.stack[tb.depth - 1] : nullptr;
   const OpRule* rule = f.info->rule;
   bool counted = false;

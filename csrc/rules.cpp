@@ -259,7 +259,8 @@ OpCost scatter(const OpCall& c) {
 struct Family {
   OpKind kind;
   CostFn cost;
-  std::initializer_list<const char*> names;  // without the "aten::" prefix
+  std::vector<const char*> names;  // without the "aten::" prefix (a vector: an initializer_list
+                                  // member would dangle once the table is built)
 };
 
 // In-place variants ("relu_") share the rule of their base op: see find_rule.
@@ -337,7 +338,7 @@ const std::vector<Family>& families() {
         "batch_norm_backward"}},
       // reductions: 1 FLOP per input element (2 for norms: square + add, 3 for var/std)
       {OpKind::kVector, per_input<1>,
-       {"sum", "nansum", "mean", "nanmean", "prod", "amax", "amin", "max", "min", "aminmax",
+       {"sum", "nansum", "mean", "nanmean", "prod", "amax", "amin", "max", "min", "aminmax", "equal",
         "argmax", "argmin", "all", "any", "count_nonzero", "cumsum", "cumprod", "cummax",
         "cummin", "logcumsumexp", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
         "adaptive_avg_pool1d", "adaptive_max_pool1d", "adaptive_max_pool2d",

@@ -1,0 +1,259 @@
+// The observer end to end from LibTorch: exact counts, modules, backward, threads, nesting,
+// exceptions, parameters, exotic tensors. The only test TU with the heavy torch headers.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <thread>
+
+#include "effmetrics/effmetrics.h"
+
+namespace em = effmetrics;
+
+namespace {
+
+const em::ModuleRow* module_row(const em::Report& r, const std::string& name) {
+  for (const auto& m : r.modules) {
+    if (m.name == name) return &m;
+  }
+  return nullptr;
+}
+
+int64_t op_flops(const em::Report& r, const std::string& op, em::Phase phase) {
+  int64_t total = 0;
+  for (const auto& o : r.ops) {
+    if (o.op == op && o.phase == phase) total += o.counts.flops;
+  }
+  return total;
+}
+
+bool no_callbacks_left() { return !at::hasThreadLocalCallbacks() && !at::hasGlobalCallbacks(); }
+
+}  // namespace
+
+TEST(Profiler, MatmulOpsOnCpuAndMeta) {
+  for (const char* device : {"cpu", "meta"}) {
+    auto opts = torch::TensorOptions().device(device);
+    auto a = torch::ones({7, 5}, opts), b = torch::ones({5, 3}, opts);
+    auto bias = torch::ones({3}, opts);
+    auto x = torch::ones({4, 6, 5}, opts), y = torch::ones({4, 5, 2}, opts);
+    em::Profiler prof;
+    at::mm(a, b);
+    at::addmm(bias, a, b);
+    at::bmm(x, y);
+    em::Report r = prof.stop();
+    EXPECT_EQ(r.total.macs_matmul, 7 * 5 * 3 + 7 * 5 * 3 + 4 * 6 * 5 * 2) << device;
+    EXPECT_EQ(r.total.flops_matmul, 2 * r.total.macs_matmul) << device;
+    EXPECT_TRUE(r.unsupported_ops.empty()) << device;
+  }
+}
+
+TEST(Profiler, LinearCountsOnceThroughAddmm) {
+  auto x = torch::randn({8, 16}), w = torch::randn({32, 16}), b = torch::randn({32});
+  em::Profiler prof;
+  at::linear(x, w, b);
+  em::Report r = prof.stop();
+  EXPECT_EQ(r.total.macs, 8 * 16 * 32);
+  EXPECT_EQ(op_flops(r, "aten::addmm", em::Phase::kForward), 2 * 8 * 16 * 32);
+  // bytes: input, weight and bias read once, the output written once; the transpose is a view
+  EXPECT_EQ(r.total.bytes_read, 4 * (8 * 16 + 32 * 16 + 32));
+  EXPECT_EQ(r.total.bytes_written, 4 * 8 * 32);
+}
+
+TEST(Profiler, LibTorchModulesWithScopes) {
+  const int64_t N = 2, L = 10, E = 32, heads = 4;
+  torch::nn::Linear lin(16, 24);
+  torch::nn::Conv2d conv(torch::nn::Conv2dOptions(8, 16, 3).padding(1).groups(2));
+  torch::nn::MultiheadAttention mha(torch::nn::MultiheadAttentionOptions(E, heads));
+  torch::NoGradGuard no_grad;
+  auto xl = torch::randn({5, 16});
+  auto xc = torch::randn({N, 8, 12, 12});
+  auto xa = torch::randn({L, N, E});  // (L, N, E)
+
+  em::Profiler prof;
+  {
+    em::ScopeGuard g("lin");
+    lin->forward(xl);
+  }
+  {
+    em::ScopeGuard g("conv");
+    conv->forward(xc);
+  }
+  {
+    em::ScopeGuard g("attn");
+    mha->forward(xa, xa, xa);
+  }
+  em::Report r = prof.stop();
+
+  ASSERT_NE(module_row(r, "lin"), nullptr);
+  EXPECT_EQ(module_row(r, "lin")->total.macs_matmul, 5 * 16 * 24);
+  EXPECT_EQ(module_row(r, "lin")->calls, 1);
+  // N * Cout * (Cin / groups) * k * k * H * W
+  EXPECT_EQ(module_row(r, "conv")->total.macs_matmul, N * 16 * (8 / 2) * 3 * 3 * 12 * 12);
+  const int64_t hd = E / heads;
+  const int64_t mha_macs = 3 * L * N * E * E        // in-projection
+                           + N * heads * L * L * hd  // Q K^T
+                           + N * heads * L * L * hd  // A V
+                           + L * N * E * E;         // out-projection
+  EXPECT_EQ(module_row(r, "attn")->total.macs_matmul, mha_macs);
+  EXPECT_EQ(r.total.macs_matmul, 5 * 16 * 24 + N * 16 * 4 * 9 * 144 + mha_macs);
+  for (const auto& [op, calls] : r.unsupported_ops) ADD_FAILURE() << "unsupported " << op;
+}
+
+TEST(Profiler, BackwardAttributedToForwardScope) {
+  auto x = torch::randn({6, 10}, torch::requires_grad());
+  auto w = torch::randn({4, 10}, torch::requires_grad());
+  em::Profiler prof;
+  torch::Tensor y;
+  {
+    em::ScopeGuard g("lin");
+    y = at::linear(x, w);
+  }
+  y.sum().backward();  // outside the scope: backward ops find "lin" through seqNr
+  em::Report r = prof.stop();
+  const int64_t fwd = 2 * 6 * 10 * 4;
+  EXPECT_EQ(r.total.flops_matmul, 3 * fwd);  // forward, grad_input, grad_weight
+  const em::ModuleRow* lin = module_row(r, "lin");
+  ASSERT_NE(lin, nullptr);
+  EXPECT_EQ(lin->total.flops_matmul, 3 * fwd);
+  int64_t lin_backward_matmul = 0;
+  for (const auto& o : r.ops) {
+    if (o.module == "lin" && o.phase == em::Phase::kBackward && o.kind == em::OpKind::kMatmul) {
+      lin_backward_matmul += o.counts.flops;
+    }
+  }
+  EXPECT_EQ(lin_backward_matmul, 2 * fwd);
+  EXPECT_EQ(op_flops(r, "aten::mm", em::Phase::kBackward), 2 * fwd);
+}
+
+TEST(Profiler, TwoThreadsEachWithItsOwnProfiler) {
+  auto work = [](int64_t n, int reps, em::Report* out) {
+    auto a = torch::ones({n, n}), b = torch::ones({n, n});
+    em::Profiler prof;
+    for (int i = 0; i < reps; ++i) at::mm(a, b);
+    *out = prof.stop();
+  };
+  em::Report r1, r2;
+  std::thread t1(work, 16, 200, &r1), t2(work, 24, 150, &r2);
+  t1.join();
+  t2.join();
+  EXPECT_EQ(r1.total.macs, 200 * 16 * 16 * 16);
+  EXPECT_EQ(r2.total.macs, 150 * 24 * 24 * 24);
+  EXPECT_EQ(r1.total.calls, 200);
+  EXPECT_EQ(r2.total.calls, 150);
+}
+
+TEST(Profiler, AllThreadsObservesWorkerThreads) {
+  em::ProfilerOptions opts;
+  opts.all_threads = true;
+  em::Profiler prof(opts);
+  auto work = [](int64_t n) {
+    auto a = torch::ones({n, n}), b = torch::ones({n, n});
+    for (int i = 0; i < 10; ++i) at::mm(a, b);
+  };
+  std::thread t1(work, 8), t2(work, 12);
+  t1.join();
+  t2.join();
+  em::Report r = prof.stop();
+  EXPECT_EQ(r.total.macs, 10 * 8 * 8 * 8 + 10 * 12 * 12 * 12);
+  EXPECT_TRUE(no_callbacks_left());
+}
+
+TEST(Profiler, NestedProfilersBothCount) {
+  auto a = torch::ones({4, 4});
+  em::Profiler outer;
+  at::mm(a, a);
+  em::Report inner_report;
+  {
+    em::Profiler inner;
+    at::mm(a, a);
+    at::mm(a, a);
+    inner_report = inner.stop();
+  }
+  at::mm(a, a);
+  em::Report outer_report = outer.stop();
+  EXPECT_EQ(inner_report.total.macs, 2 * 64);
+  EXPECT_EQ(outer_report.total.macs, 4 * 64);
+}
+
+TEST(Profiler, ExceptionInsideProfiledRegion) {
+  auto a = torch::ones({3, 3}), bad = torch::ones({4, 5});
+  const size_t depth = em::scope_depth();
+  em::Profiler prof;
+  bool threw = false;
+  try {
+    em::ScopeGuard g("block");
+    at::mm(a, a);
+    at::mm(a, bad);  // shape mismatch: throws inside the op
+  } catch (const c10::Error&) {
+    threw = true;
+  }
+  EXPECT_TRUE(threw);
+  EXPECT_EQ(em::scope_depth(), depth);
+  em::Report r = prof.stop();
+  EXPECT_EQ(r.total.macs, 27);  // the mm before the failure; the failed mm did no work
+  EXPECT_TRUE(no_callbacks_left());
+  em::Profiler again;
+  at::mm(a, a);
+  EXPECT_EQ(again.stop().total.macs, 27);
+}
+
+TEST(Profiler, StopFromAnotherThreadIsAClearError) {
+  em::Profiler prof;
+  std::string message;
+  std::thread t([&] {
+    try {
+      prof.stop();
+    } catch (const std::runtime_error& e) {
+      message = e.what();
+    }
+  });
+  t.join();
+  EXPECT_NE(message.find("thread that started it"), std::string::npos) << message;
+  prof.stop();
+  EXPECT_TRUE(no_callbacks_left());
+}
+
+TEST(Profiler, TooManyProfilersIsAClearError) {
+  std::vector<std::unique_ptr<em::Profiler>> held;
+  for (int i = 0; i < em::Profiler::kMaxProfilers; ++i) {
+    held.push_back(std::make_unique<em::Profiler>());
+  }
+  try {
+    em::Profiler one_more;
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("already active"), std::string::npos);
+  }
+  held.clear();
+  EXPECT_TRUE(no_callbacks_left());
+}
+
+TEST(Profiler, WatchedParametersAppliedAndTouched) {
+  torch::nn::Linear lin(8, 4), unused(8, 4);
+  torch::NoGradGuard no_grad;
+  em::Profiler prof(em::ProfilerOptions{}, /*start_now=*/false);
+  for (auto* m : {&lin, &unused}) {
+    for (auto& p : (*m)->parameters()) prof.watch(p.unsafeGetTensorImpl(), p.numel());
+  }
+  prof.start();
+  auto x = torch::randn({2, 8});
+  lin->forward(lin->forward(x).repeat({1, 2}));
+  em::Report r = prof.stop();
+  EXPECT_EQ(r.params_applied, 2 * (8 * 4 + 4));
+  EXPECT_EQ(r.params_touched, 8 * 4 + 4);
+}
+
+TEST(Profiler, ComplexSparseQuantizedTensors) {
+  {
+    em::Profiler prof;
+    at::mm(torch::randn({3, 4}, torch::kComplexFloat), torch::randn({4, 2}, torch::kComplexFloat));
+    em::Report r = prof.stop();
+    EXPECT_EQ(r.total.macs, 3 * 4 * 2);
+    EXPECT_EQ(op_flops(r, "aten::mm", em::Phase::kForward), 2 * 3 * 4 * 2);
+  }
+  em::Profiler prof;
+  auto sparse = torch::eye(5).to_sparse();
+  EXPECT_NO_THROW(at::mm(sparse, torch::randn({5, 3})));
+  EXPECT_NO_THROW(at::quantize_per_tensor(torch::randn({4, 4}), 0.1, 0, at::kQUInt8).dequantize());
+  EXPECT_NO_THROW(prof.stop());
+}

@@ -1,0 +1,103 @@
+// Report aggregation on hand-made cells: inclusive = self + children, tree order, JSON.
+#include <gtest/gtest.h>
+
+#include "effmetrics/report.h"
+
+namespace em = effmetrics;
+
+namespace {
+
+em::RawCell cell(uint32_t scope, const char* op, em::OpKind kind, int64_t flops, int64_t bytes,
+                 em::Phase phase = em::Phase::kForward) {
+  em::RawCell c;
+  c.scope = scope;
+  c.op = op;
+  c.kind = kind;
+  c.phase = phase;
+  em::OpCost cost{kind == em::OpKind::kMatmul ? flops / 2 : 0, flops, bytes, bytes};
+  c.counts.add_op(kind, phase, cost);
+  return c;
+}
+
+// root(0) -> encoder(1) -> encoder.layer(2); head(3); a second path to "encoder.layer" (4)
+std::vector<em::ScopeNode> tree() {
+  return {{"", 0, 0},
+          {"encoder", 0, 1},
+          {"encoder.layer", 1, 2},
+          {"head", 0, 1},
+          {"encoder.layer", 3, 2}};
+}
+
+const em::ModuleRow& row(const em::Report& r, const std::string& name) {
+  for (const auto& m : r.modules) {
+    if (m.name == name) return m;
+  }
+  ADD_FAILURE() << "no module row " << name;
+  return r.modules.front();
+}
+
+}  // namespace
+
+TEST(Report, InclusiveSelfAndOrder) {
+  std::vector<em::RawCell> cells = {
+      cell(1, "aten::add", em::OpKind::kVector, 10, 40),
+      cell(2, "aten::mm", em::OpKind::kMatmul, 1000, 400),
+      cell(2, "aten::mm", em::OpKind::kMatmul, 2000, 800, em::Phase::kBackward),
+      cell(3, "aten::addmm", em::OpKind::kMatmul, 300, 100),
+      cell(0, "mylib::thing", em::OpKind::kUnsupported, 0, 16),
+  };
+  std::vector<int64_t> calls = {0, 1, 2, 1, 0};
+  em::Report r = em::Report::build(cells, tree(), calls);
+
+  EXPECT_EQ(r.total.flops, 10 + 1000 + 2000 + 300);
+  EXPECT_EQ(r.total.flops_matmul, 3300);
+  EXPECT_EQ(r.total.flops_vector, 10);
+  EXPECT_EQ(r.total.flops_backward, 2000);
+  EXPECT_EQ(r.total.flops_forward, 1310);
+  EXPECT_EQ(r.total.bytes_read, 40 + 400 + 800 + 100 + 16);
+
+  ASSERT_EQ(r.modules.size(), 4u);  // the two "encoder.layer" nodes are one row
+  EXPECT_EQ(r.modules[0].name, "");
+  EXPECT_EQ(r.modules[1].name, "encoder");
+  EXPECT_EQ(r.modules[2].name, "encoder.layer");
+  EXPECT_EQ(r.modules[3].name, "head");
+
+  EXPECT_EQ(row(r, "encoder").self.flops, 10);
+  EXPECT_EQ(row(r, "encoder").total.flops, 10 + 3000);
+  EXPECT_EQ(row(r, "encoder.layer").total.flops, 3000);
+  EXPECT_EQ(row(r, "encoder.layer").calls, 2);
+  EXPECT_EQ(row(r, "encoder.layer").parent, "encoder");
+  EXPECT_EQ(row(r, "").total.flops, r.total.flops);
+  EXPECT_EQ(row(r, "").self.bytes_read, 16);
+  EXPECT_EQ(r.unsupported_ops.at("mylib::thing"), 1);
+  EXPECT_EQ(r.ops.size(), cells.size());
+}
+
+TEST(Report, ModuleReachedByTwoPathsMergesCounts) {
+  std::vector<em::RawCell> cells = {
+      cell(2, "aten::mm", em::OpKind::kMatmul, 100, 0),
+      cell(4, "aten::mm", em::OpKind::kMatmul, 60, 0),
+  };
+  em::Report r = em::Report::build(cells, tree(), {});
+  EXPECT_EQ(row(r, "encoder.layer").self.flops, 160);
+  EXPECT_EQ(row(r, "head").total.flops, 60);
+  EXPECT_EQ(row(r, "encoder").total.flops, 100);
+}
+
+TEST(Report, IntensityAndJson) {
+  em::Counts c;
+  c.add_op(em::OpKind::kMatmul, em::Phase::kForward, em::OpCost{50, 100, 30, 20});
+  EXPECT_DOUBLE_EQ(c.intensity(), 2.0);
+  EXPECT_EQ(em::Counts{}.intensity(), 0.0);
+
+  std::vector<em::RawCell> cells = {cell(3, "aten::addmm", em::OpKind::kMatmul, 300, 100)};
+  em::Report r = em::Report::build(cells, tree(), {0, 0, 0, 1, 0});
+  std::string json = r.to_json();
+  EXPECT_NE(json.find("\"total\":{\"calls\":1,\"flops\":300,\"macs\":150"), std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"name\":\"head\""), std::string::npos);
+  EXPECT_NE(json.find("\"op\":\"aten::addmm\",\"phase\":\"forward\",\"kind\":\"matmul\""),
+            std::string::npos);
+  EXPECT_NE(json.find("\"unsupported_ops\":{}"), std::string::npos);
+  EXPECT_NE(json.find("\"params_applied\":-1"), std::string::npos);
+}

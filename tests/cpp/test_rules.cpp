@@ -1,0 +1,403 @@
+// Each rule family against its formula, written out here. No ATen: rules see plain OpCalls.
+#include <gtest/gtest.h>
+
+#include <set>
+#include <string>
+
+#include "effmetrics/rules.h"
+
+namespace em = effmetrics;
+
+namespace {
+
+em::OpCost run(const char* op, const em::OpCall& call) {
+  const em::OpRule* rule = em::find_rule(op);
+  EXPECT_NE(rule, nullptr) << op;
+  return rule ? em::evaluate(*rule, call) : em::OpCost{};
+}
+
+em::OpKind kind(const char* op) { return em::find_rule(op)->kind; }
+
+}  // namespace
+
+TEST(Matmul, MmAddmm) {
+  const int64_t m = 7, k = 5, n = 3;
+  em::OpCall mm;
+  mm.add_tensor({m, k});
+  mm.add_tensor({k, n});
+  mm.add_output({m, n});
+  em::OpCost c = run("aten::mm", mm);
+  EXPECT_EQ(c.macs, m * k * n);
+  EXPECT_EQ(c.flops, 2 * m * k * n);
+  EXPECT_EQ(c.bytes_read, 4 * (m * k + k * n));
+  EXPECT_EQ(c.bytes_written, 4 * m * n);
+  EXPECT_EQ(kind("aten::mm"), em::OpKind::kMatmul);
+
+  em::OpCall addmm;  // bias is not counted in FLOPs but is read
+  addmm.add_tensor({n});
+  addmm.add_tensor({m, k});
+  addmm.add_tensor({k, n});
+  addmm.add_double(1.0);
+  addmm.add_double(1.0);
+  addmm.add_output({m, n});
+  c = run("aten::addmm", addmm);
+  EXPECT_EQ(c.flops, 2 * m * k * n);
+  EXPECT_EQ(c.bytes_read, 4 * (n + m * k + k * n));
+}
+
+TEST(Matmul, BmmBaddbmmMvDot) {
+  const int64_t b = 4, m = 6, k = 8, n = 2;
+  em::OpCall bmm;
+  bmm.add_tensor({b, m, k});
+  bmm.add_tensor({b, k, n});
+  bmm.add_output({b, m, n});
+  EXPECT_EQ(run("aten::bmm", bmm).macs, b * m * k * n);
+
+  em::OpCall baddbmm;
+  baddbmm.add_tensor({b, m, n});
+  baddbmm.add_tensor({b, m, k});
+  baddbmm.add_tensor({b, k, n});
+  baddbmm.add_output({b, m, n});
+  EXPECT_EQ(run("aten::baddbmm", baddbmm).flops, 2 * b * m * k * n);
+
+  em::OpCall mv;
+  mv.add_tensor({m, k});
+  mv.add_tensor({k});
+  mv.add_output({m});
+  EXPECT_EQ(run("aten::mv", mv).macs, m * k);
+
+  em::OpCall dot;
+  dot.add_tensor({k});
+  dot.add_tensor({k});
+  dot.add_output({});
+  EXPECT_EQ(run("aten::dot", dot).macs, k);
+}
+
+// convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+em::OpCall conv_call(std::initializer_list<int64_t> x, std::initializer_list<int64_t> w,
+                     std::initializer_list<int64_t> out, bool transposed, int64_t groups) {
+  em::OpCall c;
+  c.add_tensor(x);
+  c.add_tensor(w);
+  c.add_none();
+  c.add_int_list({1});
+  c.add_int_list({0});
+  c.add_int_list({1});
+  c.add_bool(transposed);
+  c.add_int_list({0});
+  c.add_int(groups);
+  c.add_output(out);
+  return c;
+}
+
+TEST(Convolution, Conv2dGroupedDepthwiseStrided) {
+  // 2d: N=2, Cin=8, Cout=16, 3x3, 10x12 output
+  {
+    const int64_t N = 2, Cin = 8, Cout = 16, k = 3, Ho = 10, Wo = 12;
+    auto c = conv_call({N, Cin, 12, 14}, {Cout, Cin, k, k}, {N, Cout, Ho, Wo}, false, 1);
+    EXPECT_EQ(run("aten::convolution", c).macs, N * Cout * Cin * k * k * Ho * Wo);
+  }
+  // grouped: groups=4, weight holds Cin/groups input channels
+  {
+    const int64_t N = 1, Cin = 16, Cout = 32, g = 4, k = 3, Ho = 8, Wo = 8;
+    auto c = conv_call({N, Cin, 8, 8}, {Cout, Cin / g, k, k}, {N, Cout, Ho, Wo}, false, g);
+    EXPECT_EQ(run("aten::convolution", c).macs, N * Cout * (Cin / g) * k * k * Ho * Wo);
+  }
+  // depthwise with stride 2 (the output shape carries the stride)
+  {
+    const int64_t N = 3, C = 24, k = 5, Ho = 7, Wo = 7;
+    auto c = conv_call({N, C, 14, 14}, {C, 1, k, k}, {N, C, Ho, Wo}, false, C);
+    EXPECT_EQ(run("aten::_convolution", c).macs, N * C * k * k * Ho * Wo);
+  }
+}
+
+TEST(Convolution, Conv1dConv3dTransposed) {
+  {
+    const int64_t N = 2, Cin = 4, Cout = 6, k = 3, L = 50;  // dilated: output length in shape
+    auto c = conv_call({N, Cin, 54}, {Cout, Cin, k}, {N, Cout, L}, false, 1);
+    EXPECT_EQ(run("aten::convolution", c).flops, 2 * N * Cout * Cin * k * L);
+  }
+  {
+    const int64_t N = 1, Cin = 2, Cout = 3, k = 2, D = 3, H = 4, W = 5;
+    auto c = conv_call({N, Cin, 4, 5, 6}, {Cout, Cin, k, k, k}, {N, Cout, D, H, W}, false, 1);
+    EXPECT_EQ(run("aten::convolution", c).macs, N * Cout * Cin * k * k * k * D * H * W);
+  }
+  {
+    // transposed: weight [Cin, Cout/g, k, k]; every input pixel meets the whole kernel
+    const int64_t N = 2, Cin = 8, Cout = 4, g = 2, k = 4, H = 5, W = 6;
+    auto c = conv_call({N, Cin, H, W}, {Cin, Cout / g, k, k}, {N, Cout, 12, 14}, true, g);
+    EXPECT_EQ(run("aten::convolution", c).macs, N * Cin * (Cout / g) * k * k * H * W);
+  }
+}
+
+// convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation,
+//                      transposed, output_padding, groups, output_mask)
+em::OpCall conv_backward_call(std::initializer_list<bool> mask, int64_t groups) {
+  em::OpCall c;
+  c.add_tensor({2, 16, 8, 8});            // grad_out
+  c.add_tensor({2, 8, 8, 8});             // input
+  c.add_tensor({16, 8 / groups, 3, 3});   // weight
+  c.add_int_list({16});
+  c.add_int_list({1});
+  c.add_int_list({1});
+  c.add_int_list({1});
+  c.add_bool(false);
+  c.add_int_list({0});
+  c.add_int(groups);
+  c.add_bool_list(mask);
+  c.add_output({2, 8, 8, 8});
+  c.add_output({16, 8 / groups, 3, 3});
+  return c;
+}
+
+TEST(Convolution, BackwardByOutputMask) {
+  for (int64_t g : {1, 2, 8}) {
+    const int64_t fwd = 2 * 16 * (8 / g) * 3 * 3 * 8 * 8;  // N*Cout*Cin/g*k*k*H*W
+    EXPECT_EQ(run("aten::convolution_backward", conv_backward_call({1, 1, 0}, g)).macs, 2 * fwd);
+    EXPECT_EQ(run("aten::convolution_backward", conv_backward_call({0, 1, 1}, g)).macs, fwd);
+    EXPECT_EQ(run("aten::convolution_backward", conv_backward_call({1, 0, 0}, g)).macs, fwd);
+    EXPECT_EQ(run("aten::convolution_backward", conv_backward_call({0, 0, 1}, g)).macs, 0);
+  }
+}
+
+TEST(Attention, SdpaForwardBackwardAndGqa) {
+  const int64_t b = 2, h = 4, sq = 16, sk = 24, d = 8, dv = 12;
+  em::OpCall fwd;  // BHSD
+  fwd.add_tensor({b, h, sq, d});
+  fwd.add_tensor({b, h, sk, d});
+  fwd.add_tensor({b, h, sk, dv});
+  fwd.add_double(0.0);
+  fwd.add_bool(false);
+  fwd.add_output({b, h, sq, dv});
+  const int64_t fwd_flops = 2 * b * h * sq * sk * (d + dv);
+  EXPECT_EQ(run("aten::_scaled_dot_product_flash_attention_for_cpu", fwd).flops, fwd_flops);
+  EXPECT_EQ(run("aten::_scaled_dot_product_efficient_attention", fwd).flops, fwd_flops);
+  EXPECT_EQ(kind("aten::_scaled_dot_product_cudnn_attention"), em::OpKind::kMatmul);
+
+  em::OpCall bshd;  // _flash_attention_forward takes [b, s, h, d]
+  bshd.add_tensor({b, sq, h, d});
+  bshd.add_tensor({b, sk, h, d});
+  bshd.add_tensor({b, sk, h, dv});
+  EXPECT_EQ(run("aten::_flash_attention_forward", bshd).flops, fwd_flops);
+
+  em::OpCall bwd;  // (grad_out, q, k, v, ...)
+  bwd.add_tensor({b, h, sq, dv});
+  bwd.add_tensor({b, h, sq, d});
+  bwd.add_tensor({b, h, sk, d});
+  bwd.add_tensor({b, h, sk, dv});
+  EXPECT_EQ(run("aten::_scaled_dot_product_flash_attention_for_cpu_backward", bwd).macs,
+            b * h * sq * sk * (3 * d + 2 * dv));
+
+  em::OpCall square;  // dq == dv: backward is 2.5x forward
+  square.add_tensor({b, h, sq, d});
+  square.add_tensor({b, h, sq, d});
+  square.add_tensor({b, h, sk, d});
+  square.add_tensor({b, h, sk, d});
+  em::OpCall square_fwd;
+  square_fwd.add_tensor({b, h, sq, d});
+  square_fwd.add_tensor({b, h, sk, d});
+  square_fwd.add_tensor({b, h, sk, d});
+  EXPECT_EQ(2 * run("aten::_scaled_dot_product_efficient_attention_backward", square).flops,
+            5 * run("aten::_scaled_dot_product_efficient_attention", square_fwd).flops);
+
+  em::OpCall gqa;  // 8 query heads share 2 key/value heads: work scales with query heads
+  gqa.add_tensor({b, 8, sq, d});
+  gqa.add_tensor({b, 2, sk, d});
+  gqa.add_tensor({b, 2, sk, d});
+  EXPECT_EQ(run("aten::_scaled_dot_product_flash_attention", gqa).macs, b * 8 * sq * sk * 2 * d);
+}
+
+TEST(Vector, ElementwiseActivationsSoftmax) {
+  em::OpCall unary;
+  unary.add_tensor({3, 5});
+  unary.add_output({3, 5});
+  EXPECT_EQ(run("aten::gelu", unary).flops, 15);
+  EXPECT_EQ(run("aten::exp", unary).flops, 15);
+  EXPECT_EQ(run("aten::_softmax", unary).flops, 5 * 15);
+  EXPECT_EQ(run("aten::_softmax_backward_data", unary).flops, 4 * 15);
+  EXPECT_EQ(run("aten::gelu_backward", unary).flops, 2 * 15);
+  EXPECT_EQ(run("aten::addcmul", unary).flops, 2 * 15);
+  EXPECT_EQ(run("aten::gelu", unary).macs, 0);
+  EXPECT_EQ(kind("aten::gelu"), em::OpKind::kVector);
+
+  em::OpCall broadcast;  // [4,1] + [1,6] -> [4,6]: one FLOP per output element
+  broadcast.add_tensor({4, 1});
+  broadcast.add_tensor({1, 6});
+  broadcast.add_output({4, 6});
+  em::OpCost c = run("aten::add", broadcast);
+  EXPECT_EQ(c.flops, 24);
+  EXPECT_EQ(c.bytes_read, 4 * (4 + 6));
+  EXPECT_EQ(c.bytes_written, 4 * 24);
+}
+
+TEST(Vector, Norms) {
+  const int64_t n = 6 * 32;
+  em::OpCall ln;  // native_layer_norm(input, normalized_shape, weight, bias, eps)
+  ln.add_tensor({6, 32});
+  ln.add_int_list({32});
+  ln.add_tensor({32});
+  ln.add_tensor({32});
+  ln.add_double(1e-5);
+  EXPECT_EQ(run("aten::native_layer_norm", ln).flops, n * (5 + 2));
+  em::OpCall ln_plain;
+  ln_plain.add_tensor({6, 32});
+  ln_plain.add_int_list({32});
+  ln_plain.add_none();
+  ln_plain.add_none();
+  EXPECT_EQ(run("aten::native_layer_norm", ln_plain).flops, n * 5);
+
+  em::OpCall ln_bwd;  // (grad_out, input, normalized_shape, mean, rstd, weight, bias, mask)
+  ln_bwd.add_tensor({6, 32});
+  ln_bwd.add_tensor({6, 32});
+  ln_bwd.add_int_list({32});
+  ln_bwd.add_tensor({6, 1});
+  ln_bwd.add_tensor({6, 1});
+  ln_bwd.add_tensor({32});
+  ln_bwd.add_tensor({32});
+  EXPECT_EQ(run("aten::native_layer_norm_backward", ln_bwd).flops, 2 * n * 7);
+
+  em::OpCall bn;  // native_batch_norm(input, weight, bias, running_mean, running_var, training,..)
+  bn.add_tensor({4, 8, 5, 5});
+  bn.add_tensor({8});
+  bn.add_tensor({8});
+  bn.add_tensor({8});
+  bn.add_tensor({8});
+  bn.add_bool(true);
+  EXPECT_EQ(run("aten::native_batch_norm", bn).flops, 4 * 8 * 25 * (5 + 2));
+  em::OpCall bn_eval;  // _native_batch_norm_legit_no_training(input, weight, bias, rm, rv, ...)
+  bn_eval.add_tensor({4, 8, 5, 5});
+  bn_eval.add_tensor({8});
+  bn_eval.add_tensor({8});
+  EXPECT_EQ(run("aten::_native_batch_norm_legit_no_training", bn_eval).flops, 4 * 8 * 25 * 4);
+
+  em::OpCall gn;  // native_group_norm(input, weight, bias, N, C, HxW, group, eps)
+  gn.add_tensor({2, 8, 4, 4});
+  gn.add_tensor({8});
+  gn.add_none();
+  EXPECT_EQ(run("aten::native_group_norm", gn).flops, 2 * 8 * 16 * (5 + 1));
+
+  em::OpCall rms;  // _fused_rms_norm(input, normalized_shape, weight, eps)
+  rms.add_tensor({3, 64});
+  rms.add_int_list({64});
+  rms.add_tensor({64});
+  EXPECT_EQ(run("aten::_fused_rms_norm", rms).flops, 3 * 64 * (3 + 1));
+}
+
+TEST(Vector, ReductionsPoolingInterpolation) {
+  em::OpCall red;
+  red.add_tensor({10, 20});
+  red.add_output({10});
+  EXPECT_EQ(run("aten::sum", red).flops, 200);
+  EXPECT_EQ(run("aten::mean", red).flops, 200);
+  EXPECT_EQ(run("aten::var", red).flops, 3 * 200);
+
+  em::OpCall pool;  // max_pool2d(self, kernel_size=[3], ...): one int means 3x3
+  pool.add_tensor({1, 4, 9, 9});
+  pool.add_int_list({3});
+  pool.add_int_list({3});
+  pool.add_output({1, 4, 3, 3});
+  EXPECT_EQ(run("aten::max_pool2d", pool).flops, 4 * 9 * 9);
+  em::OpCall pool2;  // kernel [2, 3]
+  pool2.add_tensor({1, 2, 8, 9});
+  pool2.add_int_list({2, 3});
+  pool2.add_output({1, 2, 4, 3});
+  EXPECT_EQ(run("aten::avg_pool2d", pool2).flops, 2 * 4 * 3 * 6);
+
+  em::OpCall adaptive;
+  adaptive.add_tensor({2, 16, 7, 7});
+  adaptive.add_int_list({1, 1});
+  adaptive.add_output({2, 16, 1, 1});
+  EXPECT_EQ(run("aten::_adaptive_avg_pool2d", adaptive).flops, 2 * 16 * 49);
+
+  em::OpCall up;
+  up.add_tensor({1, 3, 4, 4});
+  up.add_output({1, 3, 8, 8});
+  EXPECT_EQ(run("aten::upsample_nearest2d", up).flops, 0);
+  EXPECT_EQ(run("aten::upsample_nearest2d", up).bytes_written, 4 * 3 * 64);
+  EXPECT_EQ(run("aten::upsample_bilinear2d", up).flops, 7 * 3 * 64);
+}
+
+TEST(Memory, EmbeddingReadsOnlyGatheredRows) {
+  const int64_t vocab = 50000, dim = 64, tokens = 10;
+  em::OpCall emb;  // embedding(weight, indices)
+  emb.add_tensor({vocab, dim});
+  emb.add_tensor({2, 5}, 8);  // int64 indices
+  emb.add_output({2, 5, dim});
+  em::OpCost c = run("aten::embedding", emb);
+  EXPECT_EQ(c.flops, 0);
+  EXPECT_EQ(c.bytes_read, tokens * 8 + tokens * dim * 4);
+  EXPECT_EQ(c.bytes_written, tokens * dim * 4);
+  EXPECT_EQ(kind("aten::embedding"), em::OpKind::kMemory);
+}
+
+TEST(Memory, CopyViewsIndexPut) {
+  em::OpCall copy;  // copy_(self, src): reads src only
+  copy.add_tensor({100}, 2);
+  copy.add_tensor({100}, 4);
+  copy.add_output({100}, 2);
+  em::OpCost c = run("aten::copy_", copy);
+  EXPECT_EQ(c.bytes_read, 400);
+  EXPECT_EQ(c.bytes_written, 200);
+
+  em::OpCall view;
+  view.add_tensor({4, 4});
+  view.add_int_list({16});
+  view.add_output({16});
+  c = run("aten::view", view);
+  EXPECT_EQ(c.flops + c.bytes_read + c.bytes_written, 0);
+  EXPECT_EQ(run("aten::transpose", view).bytes_read, 0);
+
+  for (bool accumulate : {false, true}) {
+    em::OpCall put;  // index_put_(self, indices[], values, accumulate)
+    put.add_tensor({1000});
+    put.begin_tensor_list();
+    put.add_list_tensor(reinterpret_cast<const void*>(0x10), std::initializer_list<int64_t>{30}.begin(),
+                        1, 8);
+    put.add_tensor({30});
+    put.add_bool(accumulate);
+    put.add_output({1000});
+    c = run("aten::index_put_", put);
+    EXPECT_EQ(c.flops, accumulate ? 30 : 0);
+    EXPECT_EQ(c.bytes_read, 30 * 8 + 30 * 4);
+    EXPECT_EQ(c.bytes_written, 30 * 4);
+  }
+}
+
+TEST(Bytes, DistinctInputsReadOnce) {
+  int token = 0;
+  const int64_t sizes[] = {8, 8};
+  em::OpCall square;  // x * x
+  square.add_tensor(&token, sizes, 2, 4);
+  square.add_tensor(&token, sizes, 2, 4);
+  square.add_output({8, 8});
+  EXPECT_EQ(run("aten::mul", square).bytes_read, 64 * 4);
+}
+
+TEST(Table, LookupInPlaceVariantsAndUnknown) {
+  EXPECT_EQ(em::find_rule("aten::relu_"), em::find_rule("aten::relu"));
+  EXPECT_EQ(em::find_rule("aten::add_"), em::find_rule("aten::add"));
+  EXPECT_NE(em::find_rule("aten::copy_"), nullptr);
+  EXPECT_EQ(em::find_rule("aten::copy"), nullptr);  // copy_ has its own rule, no base form
+  EXPECT_NE(em::find_rule("aten::fill_"), em::find_rule("aten::add"));
+  EXPECT_EQ(em::find_rule("aten::no_such_op"), nullptr);
+  EXPECT_EQ(em::find_rule("mylib::addmm"), nullptr);
+}
+
+TEST(Table, EveryRuleIsUniqueAndSafeOnEmptyCalls) {
+  std::set<std::string> names;
+  const em::OpCall empty;
+  for (const em::OpRule& rule : em::all_rules()) {
+    std::string name = rule.name;
+    EXPECT_EQ(name.rfind("aten::", 0), 0u) << name;
+    EXPECT_TRUE(names.insert(name).second) << "duplicate rule " << name;
+    em::OpCost c = em::evaluate(rule, empty);
+    EXPECT_EQ(c.flops, 0) << name;
+    EXPECT_GE(c.macs, 0) << name;
+    EXPECT_EQ(c.bytes_read, 0) << name;
+    EXPECT_EQ(c.bytes_written, 0) << name;
+    if (rule.kind == em::OpKind::kMatmul) {
+      EXPECT_EQ(c.flops, 2 * c.macs) << name;
+    }
+  }
+  EXPECT_GT(names.size(), 300u);
+}
