@@ -6,12 +6,12 @@ PIP     := .venv/bin/pip
 BUILD   := build
 STAMP   := .venv/.effmetrics-deps
 
-.PHONY: demo test build sysdeps venv ctest pytest lint bench clean
+.PHONY: demo test build sysdeps venv lint bench clean
 
 demo: build
 	$(PY) -m effmetrics.demo
 
-test: build
+test: build lint
 	cd $(BUILD) && ctest --output-on-failure
 	$(PY) -m pytest -q tests/python
 
@@ -21,6 +21,7 @@ sysdeps:
 	command -v ninja >/dev/null || missing="$$missing ninja-build"; \
 	command -v g++ >/dev/null || missing="$$missing g++"; \
 	[ -f /usr/include/gtest/gtest.h ] || missing="$$missing libgtest-dev"; \
+	command -v clang-format >/dev/null || missing="$$missing clang-format"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -47,9 +48,11 @@ build: sysdeps venv
 	@test -f $(EDITABLE) || { EFFMETRICS_SKIP_BUILD=1 \
 	  $(PIP) install -q --no-build-isolation --no-deps -e . && touch $(EDITABLE); }
 
-lint: venv
+# Style gates: ruff for Python, clang-format (Google style, 100 columns: .clang-format) for C++.
+lint: sysdeps venv
 	.venv/bin/ruff check python tests bench
-	@command -v clang-format >/dev/null && clang-format --dry-run --Werror csrc/*.cpp csrc/*/*.h csrc/python/*.cpp tests/cpp/*.cpp examples/*.cpp || echo "clang-format not installed: skipped"
+	clang-format --dry-run --Werror csrc/*.cpp csrc/*/*.h csrc/python/*.cpp tests/cpp/*.cpp \
+	  examples/*.cpp
 
 bench: build
 	$(PY) bench/overhead.py

@@ -69,8 +69,8 @@ struct Frame {
   const OpInfo* info = nullptr;
   uint32_t scope = kRootScope;
   Phase phase = Phase::kForward;
-  bool absorbed = false;       // inside an op with a FLOP rule: counted by that op
-  bool under_rule = false;     // some ancestor has a (memory or view) rule
+  bool absorbed = false;    // inside an op with a FLOP rule: counted by that op
+  bool under_rule = false;  // some ancestor has a (memory or view) rule
   bool has_child = false;
   bool child_counted = false;  // a descendant with a rule counted
   bool flops_below = false;    // a descendant with a FLOP rule counted
@@ -335,8 +335,10 @@ class Session {
       } else if (v.isList()) {  // Tensor?[] (aten::index); int and bool lists are above
         call.begin_tensor_list();
         for (const c10::IValue& e : v.toListRef()) {
-          if (e.isTensor()) capture_tensor(e.toTensor(), call, true);
-          else call.add_list_tensor(nullptr, nullptr, 0, 0, false);
+          if (e.isTensor())
+            capture_tensor(e.toTensor(), call, true);
+          else
+            call.add_list_tensor(nullptr, nullptr, 0, 0, false);
         }
       } else if (v.isNone()) {
         call.add_none();
@@ -519,12 +521,11 @@ void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
 
 template <int... S>
 constexpr auto make_callbacks(std::integer_sequence<int, S...>) {
-  return std::array<std::pair<at::RecordFunctionCallback::StartCallback,
-                              at::RecordFunctionCallback::EndCallback>,
-                    sizeof...(S)>{{{on_start<S>, on_end<S>}...}};
+  return std::array<
+      std::pair<at::RecordFunctionCallback::StartCallback, at::RecordFunctionCallback::EndCallback>,
+      sizeof...(S)>{{{on_start<S>, on_end<S>}...}};
 }
-const auto kCallbacks =
-    make_callbacks(std::make_integer_sequence<int, Profiler::kMaxProfilers>{});
+const auto kCallbacks = make_callbacks(std::make_integer_sequence<int, Profiler::kMaxProfilers>{});
 
 }  // namespace
 

@@ -3,16 +3,14 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
-#include <tuple>
 #include <functional>
 #include <sstream>
+#include <tuple>
 #include <unordered_map>
 
 namespace effmetrics {
 
-const char* phase_name(Phase phase) {
-  return phase == Phase::kBackward ? "backward" : "forward";
-}
+const char* phase_name(Phase phase) { return phase == Phase::kBackward ? "backward" : "forward"; }
 
 void Counts::add(const Counts& o) {
   std::array<int64_t, kNumFields> theirs;
@@ -103,10 +101,18 @@ std::string quote(const std::string& s) {
   std::string out = "\"";
   for (char ch : s) {
     switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(ch) < 0x20) {
           char buf[8];
@@ -147,8 +153,8 @@ std::string Report::to_json() const {
   for (size_t i = 0; i < ops.size(); ++i) {
     const OpRow& o = ops[i];
     os << (i ? "," : "") << "{\"module\":" << quote(o.module) << ",\"op\":" << quote(o.op)
-       << ",\"phase\":" << quote(phase_name(o.phase)) << ",\"kind\":"
-       << quote(kind_name(o.kind)) << ",\"counts\":";
+       << ",\"phase\":" << quote(phase_name(o.phase)) << ",\"kind\":" << quote(kind_name(o.kind))
+       << ",\"counts\":";
     write_counts(os, o.counts);
     os << "}";
   }

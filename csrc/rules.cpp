@@ -224,9 +224,7 @@ OpCost moves_bytes(const OpCall&) { return OpCost{}; }  // generic bytes
 OpCost no_cost(const OpCall&) { return OpCost{0, 0, 0, 0}; }
 OpCost writes_only(const OpCall& c) { return OpCost{0, 0, 0, c.output_bytes()}; }
 // copy_(self, src): reads src, writes self.
-OpCost copy(const OpCall& c) {
-  return OpCost{0, 0, c.input(1).nbytes(), c.input(0).nbytes()};
-}
+OpCost copy(const OpCall& c) { return OpCost{0, 0, c.input(1).nbytes(), c.input(0).nbytes()}; }
 // Gathers read the indices and the gathered elements only, not the whole source.
 // embedding(weight, indices), index_select(self, dim, index), gather(self, dim, index),
 // index(self, indices[]), take(self, index).
@@ -256,6 +254,8 @@ OpCost scatter(const OpCall& c) {
                 values.numel * self.itemsize};
 }
 
+// The table: one family per entry, op names wrapped by hand.
+// clang-format off
 struct Family {
   OpKind kind;
   CostFn cost;
@@ -338,9 +338,9 @@ const std::vector<Family>& families() {
         "batch_norm_backward"}},
       // reductions: 1 FLOP per input element (2 for norms: square + add, 3 for var/std)
       {OpKind::kVector, per_input<1>,
-       {"sum", "nansum", "mean", "nanmean", "prod", "amax", "amin", "max", "min", "aminmax", "equal",
-        "argmax", "argmin", "all", "any", "count_nonzero", "cumsum", "cumprod", "cummax",
-        "cummin", "logcumsumexp", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
+       {"sum", "nansum", "mean", "nanmean", "prod", "amax", "amin", "max", "min", "aminmax",
+        "equal", "argmax", "argmin", "all", "any", "count_nonzero", "cumsum", "cumprod",
+        "cummax", "cummin", "logcumsumexp", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
         "adaptive_avg_pool1d", "adaptive_max_pool1d", "adaptive_max_pool2d",
         "adaptive_max_pool3d", "embedding_dense_backward", "_embedding_bag_dense_backward"}},
       {OpKind::kVector, per_input<2>, {"norm", "linalg_vector_norm", "logsumexp"}},
@@ -447,6 +447,7 @@ const std::vector<Family>& families() {
   };
   return table;
 }
+// clang-format on
 
 struct Table {
   std::deque<std::string> names;  // stable storage for OpRule::name
@@ -473,11 +474,16 @@ const Table& table() {
 
 const char* kind_name(OpKind kind) {
   switch (kind) {
-    case OpKind::kMatmul: return "matmul";
-    case OpKind::kVector: return "vector";
-    case OpKind::kMemory: return "memory";
-    case OpKind::kView: return "view";
-    case OpKind::kUnsupported: return "unsupported";
+    case OpKind::kMatmul:
+      return "matmul";
+    case OpKind::kVector:
+      return "vector";
+    case OpKind::kMemory:
+      return "memory";
+    case OpKind::kView:
+      return "view";
+    case OpKind::kUnsupported:
+      return "unsupported";
   }
   return "unknown";
 }

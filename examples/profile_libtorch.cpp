@@ -34,13 +34,12 @@ int main() {
               "written B");
   for (const auto& m : report.modules) {
     std::printf("%-20s %14lld %14lld %12lld %12lld\n", m.name.empty() ? "(all)" : m.name.c_str(),
-                static_cast<long long>(m.total.flops),
-                static_cast<long long>(m.total.macs_matmul),
+                static_cast<long long>(m.total.flops), static_cast<long long>(m.total.macs_matmul),
                 static_cast<long long>(m.total.bytes_read),
                 static_cast<long long>(m.total.bytes_written));
   }
-  const int64_t expected = N * F * C * K * K * H * W                    // conv, same padding
-                           + N * (F * (H / 2) * (W / 2)) * classes;     // fc
+  const int64_t expected = N * F * C * K * K * H * W                 // conv, same padding
+                           + N * (F * (H / 2) * (W / 2)) * classes;  // fc
   std::printf("matmul MACs: %lld (closed form %lld)\n",
               static_cast<long long>(report.total.macs_matmul), static_cast<long long>(expected));
   if (report.total.macs_matmul != expected || !report.unsupported_ops.empty()) {

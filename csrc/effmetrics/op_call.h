@@ -22,14 +22,25 @@ struct TensorMeta {
   int64_t nbytes() const { return numel * itemsize; }
 };
 
-enum class ArgType : uint8_t { kNone, kTensor, kTensorList, kInt, kDouble, kBool, kIntList, kBoolList, kOther };
+enum class ArgType : uint8_t {
+  kNone,
+  kTensor,
+  kTensorList,
+  kInt,
+  kDouble,
+  kBool,
+  kIntList,
+  kBoolList,
+  kOther
+};
 
 // One positional argument of the op's schema.
 struct Arg {
   ArgType type = ArgType::kNone;
-  int64_t i = 0;         // kInt, kBool; for lists: count
-  double d = 0.0;        // kDouble
-  uint32_t offset = 0;   // kTensor: index in tensors_; kTensorList: first index; kIntList/kBoolList: index in ints_
+  int64_t i = 0;        // kInt, kBool; for lists: count
+  double d = 0.0;       // kDouble
+  uint32_t offset = 0;  // kTensor: index in tensors_; kTensorList: first index; kIntList/kBoolList:
+                        // index in ints_
 };
 
 // A read-only view of one tensor's sizes.
@@ -53,10 +64,12 @@ class OpCall {
   // --- reading (rules) ---
   int num_args() const { return static_cast<int>(args_.size()); }
   ArgType type(int i) const { return i < num_args() ? args_[i].type : ArgType::kNone; }
-  bool is_tensor(int i) const { return type(i) == ArgType::kTensor && tensors_[args_[i].offset].defined; }
-  Shape input(int i) const;                        // positional arg i; undefined Shape if not a tensor
-  int num_list(int i) const;                       // element count of a list arg (tensor/int/bool)
-  Shape list_tensor(int i, int k) const;           // element k of a TensorList arg
+  bool is_tensor(int i) const {
+    return type(i) == ArgType::kTensor && tensors_[args_[i].offset].defined;
+  }
+  Shape input(int i) const;               // positional arg i; undefined Shape if not a tensor
+  int num_list(int i) const;              // element count of a list arg (tensor/int/bool)
+  Shape list_tensor(int i, int k) const;  // element k of a TensorList arg
   int64_t int_arg(int i, int64_t fallback) const;  // int or bool arg
   double double_arg(int i, double fallback) const;
   int64_t list_int(int i, int k, int64_t fallback) const;  // element k of an int/bool list
@@ -91,10 +104,12 @@ class OpCall {
     args_.back().i += 1;
   }
   // A tensor argument; sizes may be null for an undefined tensor.
-  void add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined = true);
+  void add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                  bool defined = true);
   void add_tensor(std::initializer_list<int64_t> sizes, int itemsize = 4);  // tests
   void begin_tensor_list();
-  void add_list_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined = true);
+  void add_list_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                       bool defined = true);
   void add_output(const void* id, const int64_t* sizes, int ndim, int itemsize);
   void add_output(std::initializer_list<int64_t> sizes, int itemsize = 4);  // tests
 
@@ -107,8 +122,8 @@ class OpCall {
   std::vector<Arg> args_;
   std::vector<TensorMeta> tensors_;  // inputs, in argument order (list elements included)
   std::vector<TensorMeta> outputs_;
-  std::vector<int64_t> dims_;        // sizes of every tensor above
-  std::vector<int64_t> ints_;        // int and bool lists
+  std::vector<int64_t> dims_;  // sizes of every tensor above
+  std::vector<int64_t> ints_;  // int and bool lists
 };
 
 }  // namespace effmetrics

@@ -62,9 +62,9 @@ struct ModuleRow {
   std::string name;    // "" for the root
   std::string parent;  // parent module's name ("" for top-level modules and the root)
   int depth = 0;
-  int64_t calls = 0;   // times the module ran (on the profiler's thread)
-  Counts self;         // ops attributed directly to this module
-  Counts total;        // inclusive of every submodule
+  int64_t calls = 0;  // times the module ran (on the profiler's thread)
+  Counts self;        // ops attributed directly to this module
+  Counts total;       // inclusive of every submodule
 };
 
 // Raw cell as the observer accumulates it (scope node and interned op name).
@@ -79,7 +79,7 @@ struct RawCell {
 struct Report {
   Counts total;
   std::vector<OpRow> ops;
-  std::vector<ModuleRow> modules;                // tree pre-order, root first
+  std::vector<ModuleRow> modules;                  // tree pre-order, root first
   std::map<std::string, int64_t> unsupported_ops;  // op -> calls
   // Watched parameters (see Profiler::watch): -1 when none were watched.
   int64_t params_applied = -1;

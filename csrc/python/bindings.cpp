@@ -24,9 +24,8 @@ template <typename Row, typename Get>
 py::dict counts_columns(const std::vector<Row>& rows, Get get) {
   std::vector<std::pair<const char*, std::vector<int64_t>>> cols;
   const Counts zero;
-  Counts::fields(zero, [&](const char* name, int64_t) {
-    cols.emplace_back(name, std::vector<int64_t>{});
-  });
+  Counts::fields(
+      zero, [&](const char* name, int64_t) { cols.emplace_back(name, std::vector<int64_t>{}); });
   for (const Row& r : rows) {
     size_t k = 0;
     const Counts& c = get(r);
@@ -53,8 +52,10 @@ py::dict report_to_dict(const Report& r) {
   modules["parent"] = parents;
   modules["depth"] = depth;
   modules["calls"] = calls;
-  modules["self"] = counts_columns(r.modules, [](const ModuleRow& m) -> const Counts& { return m.self; });
-  modules["total"] = counts_columns(r.modules, [](const ModuleRow& m) -> const Counts& { return m.total; });
+  modules["self"] =
+      counts_columns(r.modules, [](const ModuleRow& m) -> const Counts& { return m.self; });
+  modules["total"] =
+      counts_columns(r.modules, [](const ModuleRow& m) -> const Counts& { return m.total; });
   d["modules"] = modules;
   std::vector<std::string> op_module, op_name, op_phase, op_kind;
   for (const OpRow& o : r.ops) {

@@ -90,10 +90,10 @@ TEST(Profiler, LibTorchModulesWithScopes) {
   // N * Cout * (Cin / groups) * k * k * H * W
   EXPECT_EQ(module_row(r, "conv")->total.macs_matmul, N * 16 * (8 / 2) * 3 * 3 * 12 * 12);
   const int64_t hd = E / heads;
-  const int64_t mha_macs = 3 * L * N * E * E        // in-projection
+  const int64_t mha_macs = 3 * L * N * E * E         // in-projection
                            + N * heads * L * L * hd  // Q K^T
                            + N * heads * L * L * hd  // A V
-                           + L * N * E * E;         // out-projection
+                           + L * N * E * E;          // out-projection
   EXPECT_EQ(module_row(r, "attn")->total.macs_matmul, mha_macs);
   EXPECT_EQ(r.total.macs_matmul, 5 * 16 * 24 + N * 16 * 4 * 9 * 144 + mha_macs);
   for (const auto& [op, calls] : r.unsupported_ops) ADD_FAILURE() << "unsupported " << op;

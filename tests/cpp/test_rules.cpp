@@ -134,9 +134,9 @@ TEST(Convolution, Conv1dConv3dTransposed) {
 //                      transposed, output_padding, groups, output_mask)
 em::OpCall conv_backward_call(std::initializer_list<bool> mask, int64_t groups) {
   em::OpCall c;
-  c.add_tensor({2, 16, 8, 8});            // grad_out
-  c.add_tensor({2, 8, 8, 8});             // input
-  c.add_tensor({16, 8 / groups, 3, 3});   // weight
+  c.add_tensor({2, 16, 8, 8});           // grad_out
+  c.add_tensor({2, 8, 8, 8});            // input
+  c.add_tensor({16, 8 / groups, 3, 3});  // weight
   c.add_int_list({16});
   c.add_int_list({1});
   c.add_int_list({1});
@@ -351,8 +351,8 @@ TEST(Memory, CopyViewsIndexPut) {
     em::OpCall put;  // index_put_(self, indices[], values, accumulate)
     put.add_tensor({1000});
     put.begin_tensor_list();
-    put.add_list_tensor(reinterpret_cast<const void*>(0x10), std::initializer_list<int64_t>{30}.begin(),
-                        1, 8);
+    put.add_list_tensor(reinterpret_cast<const void*>(0x10),
+                        std::initializer_list<int64_t>{30}.begin(), 1, 8);
     put.add_tensor({30});
     put.add_bool(accumulate);
     put.add_output({1000});
