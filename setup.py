@@ -17,8 +17,6 @@ class CMakeExtension(Extension):
 
 class CMakeBuild(build_ext):
     def build_extension(self, ext):
-        if os.environ.get("EFFMETRICS_SKIP_BUILD") == "1":
-            return  # `make` already built _C into python/effmetrics with CMake
         try:
             import torch  # noqa: F401
         except ImportError:

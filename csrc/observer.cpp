@@ -39,10 +39,11 @@ struct OpNames {
   std::deque<std::string> names;
   std::unordered_map<std::string_view, OpInfo> infos;
 
-  OpInfo resolve(const char* name, const char* overload) {
+  // The interned name (stable storage) and what we know of it.
+  std::pair<std::string_view, OpInfo> resolve(const char* name, const char* overload) {
     std::lock_guard<std::mutex> lock(mu);
     auto it = infos.find(std::string_view(name));
-    if (it != infos.end()) return it->second;
+    if (it != infos.end()) return *it;
     names.emplace_back(name);
     OpInfo info;
     info.id = static_cast<uint32_t>(names.size() - 1);
@@ -50,8 +51,7 @@ struct OpNames {
     info.is_op = c10::Dispatcher::singleton()
                      .findOp(c10::OperatorName(names.back(), overload ? overload : ""))
                      .has_value();
-    infos.emplace(std::string_view(names.back()), info);
-    return info;
+    return *infos.emplace(std::string_view(names.back()), info).first;
   }
   std::string name(uint32_t id) {
     std::lock_guard<std::mutex> lock(mu);
@@ -150,14 +150,8 @@ struct ThreadBuffer {
     const char* name = fn.name();
     auto it = op_cache.find(std::string_view(name));
     if (it != op_cache.end()) return it->second;
-    OpInfo resolved = op_names().resolve(name, fn.overload_name());
-    // Key the cache with the interned storage (the callback's string may be temporary).
-    std::string_view key;
-    {
-      std::lock_guard<std::mutex> lock(op_names().mu);
-      key = op_names().names[resolved.id];
-    }
-    return op_cache.emplace(key, resolved).first->second;
+    // Keyed by the interned storage: the callback's string may be temporary.
+    return op_cache.insert(op_names().resolve(name, fn.overload_name())).first->second;
   }
 };
 
@@ -464,7 +458,7 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   bool counted = false;
   try {
     if (rule && !f.child_counted) {
-      capture_outputs(fn.outputs(), f.call);
+      if (rule->kind != OpKind::kView) capture_outputs(fn.outputs(), f.call);
       add_cell(tb, f, rule->kind, evaluate(*rule, f.call));
       counted = true;
     } else if (!rule && f.info->is_op && !f.under_rule && !f.flops_below) {
