@@ -99,6 +99,60 @@ TEST(Profiler, LibTorchModulesWithScopes) {
   for (const auto& [op, calls] : r.unsupported_ops) ADD_FAILURE() << "unsupported " << op;
 }
 
+TEST(Profiler, CrossAttentionKeyValueLengthDiffersFromQuery) {
+  // Query length L, key/value length S (key is value, query is not): in-projection of q is
+  // L*N*E*E, of k and v 2*S*N*E*E; attention N*heads*L*S*(2*head_dim); out-projection L*N*E*E.
+  const int64_t N = 3, L = 6, S = 11, E = 24, heads = 3, hd = E / heads;
+  torch::nn::MultiheadAttention mha(torch::nn::MultiheadAttentionOptions(E, heads));
+  torch::NoGradGuard no_grad;
+  auto q = torch::randn({L, N, E}), kv = torch::randn({S, N, E});
+  em::Profiler prof;
+  {
+    em::ScopeGuard g("cross");
+    mha->forward(q, kv, kv);
+  }
+  em::Report r = prof.stop();
+  const int64_t expected =
+      L * N * E * E + 2 * S * N * E * E + N * heads * L * S * (2 * hd) + L * N * E * E;
+  const em::ModuleRow* cross = module_row(r, "cross");
+  ASSERT_NE(cross, nullptr);
+  std::string ops;
+  for (const auto& o : r.ops) ops += o.op + " ";
+  EXPECT_EQ(cross->total.macs_matmul, expected) << ops;
+  EXPECT_EQ(cross->self.macs_matmul, expected);
+  EXPECT_EQ(r.total.macs_matmul, expected);
+}
+
+TEST(Profiler, LinearModuleBackwardIsTwiceForward) {
+  // nn::Linear with bias: forward addmm; backward mm (grad_input) + mm (grad_weight) + a sum
+  // for the bias gradient (vector class, not matmul).
+  const int64_t B = 5, In = 12, Out = 7;
+  torch::nn::Linear lin(In, Out);
+  auto x = torch::randn({B, In}, torch::requires_grad());
+  em::Profiler prof;
+  torch::Tensor y;
+  {
+    em::ScopeGuard g("fc");
+    y = lin->forward(x);
+  }
+  y.sum().backward();
+  em::Report r = prof.stop();
+  const int64_t fwd = B * In * Out;
+  int64_t fwd_matmul = 0, bwd_matmul = 0, fc_bwd_matmul = 0;
+  for (const auto& o : r.ops) {
+    if (o.kind != em::OpKind::kMatmul) continue;
+    (o.phase == em::Phase::kForward ? fwd_matmul : bwd_matmul) += o.counts.macs;
+    if (o.phase == em::Phase::kBackward && o.module == "fc") fc_bwd_matmul += o.counts.macs;
+  }
+  EXPECT_EQ(fwd_matmul, fwd);
+  EXPECT_EQ(bwd_matmul, 2 * fwd);
+  EXPECT_EQ(fc_bwd_matmul, 2 * fwd);
+  EXPECT_EQ(r.total.macs_matmul, 3 * fwd);
+  // flops_backward also holds the bias-gradient sum (B*Out adds) and nothing else counted as a
+  // FLOP: the seed is a fill, SumBackward an expand (view).
+  EXPECT_EQ(module_row(r, "fc")->total.flops_backward, 2 * 2 * fwd + B * Out);
+}
+
 TEST(Profiler, BackwardAttributedToForwardScope) {
   auto x = torch::randn({6, 10}, torch::requires_grad());
   auto w = torch::randn({4, 10}, torch::requires_grad());
@@ -122,6 +176,8 @@ TEST(Profiler, BackwardAttributedToForwardScope) {
     }
   }
   EXPECT_EQ(lin_backward_matmul, 2 * fwd);
+  EXPECT_EQ(lin->total.flops_forward - lin->self.flops_vector, fwd);  // vector: none in "lin"
+  EXPECT_EQ(lin->self.flops_vector, 0);
   EXPECT_EQ(op_flops(r, "aten::mm", em::Phase::kBackward), 2 * fwd);
 }
 

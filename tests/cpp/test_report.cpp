@@ -78,8 +78,16 @@ TEST(Report, ModuleReachedByTwoPathsMergesCounts) {
       cell(2, "aten::mm", em::OpKind::kMatmul, 100, 0),
       cell(4, "aten::mm", em::OpKind::kMatmul, 60, 0),
   };
-  em::Report r = em::Report::build(cells, tree(), {});
+  em::Report r = em::Report::build(cells, tree(), {0, 1, 2, 1, 3});
+  ASSERT_EQ(r.modules.size(), 4u);  // root, encoder, encoder.layer (both paths), head
+  int layer_rows = 0;
+  for (const auto& m : r.modules) layer_rows += m.name == "encoder.layer";
+  EXPECT_EQ(layer_rows, 1);
+  EXPECT_EQ(row(r, "encoder.layer").calls, 2 + 3);
   EXPECT_EQ(row(r, "encoder.layer").self.flops, 160);
+  EXPECT_EQ(row(r, "encoder.layer").total.flops, 160);
+  EXPECT_EQ(row(r, "encoder.layer").self.calls, 2);
+  EXPECT_EQ(row(r, "").total.flops, 160);
   EXPECT_EQ(row(r, "head").total.flops, 60);
   EXPECT_EQ(row(r, "encoder").total.flops, 100);
 }

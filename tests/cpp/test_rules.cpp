@@ -75,14 +75,15 @@ TEST(Matmul, BmmBaddbmmMvDot) {
 
 // convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
 em::OpCall conv_call(std::initializer_list<int64_t> x, std::initializer_list<int64_t> w,
-                     std::initializer_list<int64_t> out, bool transposed, int64_t groups) {
+                     std::initializer_list<int64_t> out, bool transposed, int64_t groups,
+                     int64_t stride = 1, int64_t padding = 0, int64_t dilation = 1) {
   em::OpCall c;
   c.add_tensor(x);
   c.add_tensor(w);
   c.add_none();
-  c.add_int_list({1});
-  c.add_int_list({0});
-  c.add_int_list({1});
+  c.add_int_list({stride});
+  c.add_int_list({padding});
+  c.add_int_list({dilation});
   c.add_bool(transposed);
   c.add_int_list({0});
   c.add_int(groups);
@@ -103,18 +104,27 @@ TEST(Convolution, Conv2dGroupedDepthwiseStrided) {
     auto c = conv_call({N, Cin, 8, 8}, {Cout, Cin / g, k, k}, {N, Cout, Ho, Wo}, false, g);
     EXPECT_EQ(run("aten::convolution", c).macs, N * Cout * (Cin / g) * k * k * Ho * Wo);
   }
-  // depthwise with stride 2 (the output shape carries the stride)
+  // depthwise with stride 2, padding 2 (the output shape carries the stride)
   {
-    const int64_t N = 3, C = 24, k = 5, Ho = 7, Wo = 7;
-    auto c = conv_call({N, C, 14, 14}, {C, 1, k, k}, {N, C, Ho, Wo}, false, C);
-    EXPECT_EQ(run("aten::_convolution", c).macs, N * C * k * k * Ho * Wo);
+    const int64_t N = 3, C = 24, k = 5, H = 14, s = 2, p = 2;
+    const int64_t Ho = (H + 2 * p - k) / s + 1;  // 7
+    auto c = conv_call({N, C, H, H}, {C, 1, k, k}, {N, C, Ho, Ho}, false, C, s, p);
+    EXPECT_EQ(run("aten::_convolution", c).macs, N * C * k * k * Ho * Ho);
+  }
+  // dilation 2, stride 3: output (H + 2p - d(k-1) - 1) / s + 1
+  {
+    const int64_t N = 2, Cin = 6, Cout = 10, k = 3, H = 20, s = 3, d = 2;
+    const int64_t Ho = (H - d * (k - 1) - 1) / s + 1;  // 6
+    auto c = conv_call({N, Cin, H, H}, {Cout, Cin, k, k}, {N, Cout, Ho, Ho}, false, 1, s, 0, d);
+    EXPECT_EQ(run("aten::convolution", c).macs, N * Cout * Cin * k * k * Ho * Ho);
   }
 }
 
 TEST(Convolution, Conv1dConv3dTransposed) {
   {
-    const int64_t N = 2, Cin = 4, Cout = 6, k = 3, L = 50;  // dilated: output length in shape
-    auto c = conv_call({N, Cin, 54}, {Cout, Cin, k}, {N, Cout, L}, false, 1);
+    const int64_t N = 2, Cin = 4, Cout = 6, k = 3, Lin = 54, d = 2;
+    const int64_t L = Lin - d * (k - 1);  // dilated, stride 1, no padding: 50
+    auto c = conv_call({N, Cin, Lin}, {Cout, Cin, k}, {N, Cout, L}, false, 1, 1, 0, d);
     EXPECT_EQ(run("aten::convolution", c).flops, 2 * N * Cout * Cin * k * L);
   }
   {
@@ -154,6 +164,7 @@ TEST(Convolution, BackwardByOutputMask) {
   for (int64_t g : {1, 2, 8}) {
     const int64_t fwd = 2 * 16 * (8 / g) * 3 * 3 * 8 * 8;  // N*Cout*Cin/g*k*k*H*W
     EXPECT_EQ(run("aten::convolution_backward", conv_backward_call({1, 1, 0}, g)).macs, 2 * fwd);
+    EXPECT_EQ(run("aten::convolution_backward", conv_backward_call({0, 1, 0}, g)).macs, fwd);
     EXPECT_EQ(run("aten::convolution_backward", conv_backward_call({0, 1, 1}, g)).macs, fwd);
     EXPECT_EQ(run("aten::convolution_backward", conv_backward_call({1, 0, 0}, g)).macs, fwd);
     EXPECT_EQ(run("aten::convolution_backward", conv_backward_call({0, 0, 1}, g)).macs, 0);
@@ -379,6 +390,16 @@ TEST(Table, LookupInPlaceVariantsAndUnknown) {
   EXPECT_NE(em::find_rule("aten::copy_"), nullptr);
   EXPECT_EQ(em::find_rule("aten::copy"), nullptr);  // copy_ has its own rule, no base form
   EXPECT_NE(em::find_rule("aten::fill_"), em::find_rule("aten::add"));
+  ASSERT_NE(em::find_rule("aten::zero_"), nullptr);
+  EXPECT_STREQ(em::find_rule("aten::zero_")->name, "aten::zero_");
+  EXPECT_STREQ(em::find_rule("aten::fill_")->name, "aten::fill_");
+  em::OpCall zero;  // zero_(self): writes self, reads nothing
+  zero.add_tensor({25}, 4);
+  zero.add_output({25}, 4);
+  em::OpCost c = run("aten::zero_", zero);
+  EXPECT_EQ(c.bytes_read, 0);
+  EXPECT_EQ(c.bytes_written, 25 * 4);
+  EXPECT_EQ(c.flops, 0);
   EXPECT_EQ(em::find_rule("aten::no_such_op"), nullptr);
   EXPECT_EQ(em::find_rule("mylib::addmm"), nullptr);
 }
