@@ -82,7 +82,8 @@ struct Cell {
   Counts counts;
 };
 
-// Cells keyed by scope << 32 | op id << 1 | phase, in an open-addressing table that only
+// Cells keyed by scope << 32 | op id << 2 | unsupported << 1 | phase (an op counted normally
+// and the same op listed as unsupported keep apart), in an open-addressing table that only
 // allocates when it grows: the profiled model's own large allocations should find the heap as
 // they left it (per-op node allocations interleaved with them fragment it and multiply the
 // page faults of the next forward).
@@ -242,7 +243,7 @@ class Session {
     for (auto& [key, cell] : merged) {
       RawCell raw;
       raw.scope = static_cast<uint32_t>(key >> 32);
-      raw.op = op_names().name(static_cast<uint32_t>((key & 0xffffffffu) >> 1));
+      raw.op = op_names().name(static_cast<uint32_t>((key & 0xffffffffu) >> 2));
       raw.phase = static_cast<Phase>(key & 1);
       raw.kind = cell.kind;
       raw.counts = cell.counts;
@@ -280,15 +281,20 @@ class Session {
     return kRootScope;
   }
 
-  void capture_tensor(const at::Tensor& t, OpCall& call, bool in_list) {
-    const void* id = t.defined() ? t.unsafeGetTensorImpl() : nullptr;
+  // Nested, sparse and symbolic-size tensors have no dense shape a rule could use.
+  static bool dense_shape(const at::Tensor& t) {
+    c10::TensorImpl* impl = t.unsafeGetTensorImpl();
+    return !impl->is_nested() && !impl->has_symbolic_sizes_strides() && t.layout() == c10::kStrided;
+  }
+
+  static void capture_tensor(const at::Tensor& t, OpCall& call, bool in_list) {
     if (!t.defined()) {
       in_list ? call.add_list_tensor(nullptr, nullptr, 0, 0, false) : call.add_none();
       return;
     }
-    c10::TensorImpl* impl = t.unsafeGetTensorImpl();
-    if (impl->is_nested() || impl->has_symbolic_sizes_strides()) {
-      // No static shape: rules see no tensor here (the op's count is 0, never a crash).
+    const void* id = t.unsafeGetTensorImpl();
+    if (!dense_shape(t)) {
+      call.set_unknown_shape();
       in_list ? call.add_list_tensor(id, nullptr, 0, 0, false) : call.add_other();
       return;
     }
@@ -354,10 +360,12 @@ class Session {
 
   static void add_output(const at::Tensor& t, OpCall& call) {
     if (!t.defined()) return;
-    c10::TensorImpl* impl = t.unsafeGetTensorImpl();
-    if (impl->is_nested() || impl->has_symbolic_sizes_strides()) return;
+    if (!dense_shape(t)) {
+      call.set_unknown_shape();
+      return;
+    }
     auto sizes = t.sizes();
-    call.add_output(impl, sizes.data(), static_cast<int>(sizes.size()),
+    call.add_output(t.unsafeGetTensorImpl(), sizes.data(), static_cast<int>(sizes.size()),
                     static_cast<int>(t.dtype().itemsize()));
   }
 
@@ -368,7 +376,8 @@ class Session {
 
   void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost) {
     uint64_t key = (static_cast<uint64_t>(f.scope) << 32) |
-                   (static_cast<uint64_t>(f.info->id) << 1) | static_cast<uint64_t>(f.phase);
+                   (static_cast<uint64_t>(f.info->id) << 2) |
+                   (kind == OpKind::kUnsupported ? 2u : 0u) | static_cast<uint64_t>(f.phase);
     Cell& cell = tb.cells.at(key);
     cell.kind = kind;
     cell.counts.add_op(kind, f.phase, cost);
@@ -459,7 +468,12 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   try {
     if (rule && !f.child_counted) {
       if (rule->kind != OpKind::kView) capture_outputs(fn.outputs(), f.call);
-      add_cell(tb, f, rule->kind, evaluate(*rule, f.call));
+      if (f.call.unknown_shape() && rule->kind != OpKind::kView) {
+        // A rule for dense tensors would guess here: listed as unsupported, never a guess.
+        add_cell(tb, f, OpKind::kUnsupported, OpCost{0, 0, 0, 0});
+      } else {
+        add_cell(tb, f, rule->kind, evaluate(*rule, f.call));
+      }
       counted = true;
     } else if (!rule && f.info->is_op && !f.under_rule && !f.flops_below) {
       // No rule and nothing below it counted FLOPs: its work is unknown, so it is listed as
@@ -475,7 +489,8 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   } catch (const std::exception&) {
   }
   if (parent) {
-    parent->child_counted |= counted || f.child_counted;
+    // Views and allocations below a memory op (clone -> empty_like) do not take its count.
+    parent->child_counted |= (counted && rule->kind != OpKind::kView) || f.child_counted;
     parent->flops_below |= (counted && owns_children(*rule)) || f.flops_below;
   }
 }

@@ -80,12 +80,18 @@ class OpCall {
   int64_t output_bytes() const;
 
   // --- writing (observer, tests) ---
+  // A tensor the rules cannot read as a dense shape (nested, sparse, symbolic sizes) took part:
+  // the op's count would be a guess, so the observer lists it as unsupported instead.
+  bool unknown_shape() const { return unknown_shape_; }
+  void set_unknown_shape() { unknown_shape_ = true; }
+
   void clear() {
     args_.clear();
     tensors_.clear();
     outputs_.clear();
     dims_.clear();
     ints_.clear();
+    unknown_shape_ = false;
   }
   void add_none() { args_.push_back(Arg{}); }
   void add_other() { args_.push_back(Arg{ArgType::kOther}); }
@@ -124,6 +130,7 @@ class OpCall {
   std::vector<TensorMeta> outputs_;
   std::vector<int64_t> dims_;  // sizes of every tensor above
   std::vector<int64_t> ints_;  // int and bool lists
+  bool unknown_shape_ = false;
 };
 
 }  // namespace effmetrics

@@ -311,5 +311,9 @@ TEST(Profiler, ComplexSparseQuantizedTensors) {
   auto sparse = torch::eye(5).to_sparse();
   EXPECT_NO_THROW(at::mm(sparse, torch::randn({5, 3})));
   EXPECT_NO_THROW(at::quantize_per_tensor(torch::randn({4, 4}), 0.1, 0, at::kQUInt8).dequantize());
-  EXPECT_NO_THROW(prof.stop());
+  em::Report r;
+  EXPECT_NO_THROW(r = prof.stop());
+  // sparse work is listed, not guessed from dense shapes
+  EXPECT_EQ(r.total.flops_matmul, 0);
+  EXPECT_FALSE(r.unsupported_ops.empty());
 }
