@@ -66,6 +66,7 @@ OpNames& op_names() {
 
 struct Frame {
   at::RecordFunctionHandle handle = 0;
+  int64_t t0 = 0;  // steady_clock ns at start (timing only)
   const OpInfo* info = nullptr;
   uint32_t scope = kRootScope;
   Phase phase = Phase::kForward;
@@ -80,6 +81,14 @@ struct Frame {
 struct Cell {
   OpKind kind = OpKind::kUnsupported;
   Counts counts;
+};
+
+// One timed op as the hot path records it; names are resolved when the report is built.
+struct RawEvent {
+  uint32_t op;
+  uint32_t scope;
+  Phase phase;
+  int64_t start_ns, dur_ns, flops, bytes;
 };
 
 // Cells keyed by scope << 32 | op id << 2 | unsupported << 1 | phase (an op counted normally
@@ -146,6 +155,8 @@ struct ThreadBuffer {
   int64_t last_seq = -1;
   uint32_t last_node_scope = kRootScope;  // scope of the last autograd node started here
   std::vector<int64_t> watched_uses;
+  int64_t busy_ns = 0;           // time inside top-level ops (timing only)
+  std::vector<RawEvent> events;  // timed ops (trace only)
 
   const OpInfo& info(const at::RecordFunction& fn) {
     const char* name = fn.name();
@@ -188,6 +199,8 @@ void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
   buf->seq_scopes.clear();
   buf->last_seq = -1;
   buf->last_node_scope = kRootScope;
+  buf->busy_ns = 0;
+  buf->events.clear();
   std::lock_guard<std::mutex> lock(g_pool_mu);
   if (buffer_pool().size() < 64) buffer_pool().push_back(std::move(buf));
 }
@@ -196,7 +209,12 @@ void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
 
 class Session {
  public:
-  explicit Session(int slot) : slot_(slot), generation_(g_generation.fetch_add(1)) {}
+  Session(int slot, const ProfilerOptions& options)
+      : slot_(slot),
+        generation_(g_generation.fetch_add(1)),
+        timing_(options.time || options.trace),
+        tracing_(options.trace),
+        start_ns_(steady_now_ns()) {}
 
   int slot() const { return slot_; }
   uint64_t generation() const { return generation_; }
@@ -224,12 +242,16 @@ class Session {
   std::atomic<uint8_t> forced_phase{static_cast<uint8_t>(Phase::kForward)};
 
   // Sums every thread's cells into a report.
-  Report collect(const std::vector<int64_t>& calls) {
+  Report collect(const std::vector<int64_t>& calls, const std::vector<ScopeEvent>& scope_events) {
     std::unordered_map<uint64_t, Cell> merged;
     std::vector<int64_t> uses(watched_numel_.size(), 0);
+    std::vector<std::pair<uint64_t, RawEvent>> events;
+    int64_t busy_ns = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (auto& buf : buffers_) {
+        busy_ns += buf->busy_ns;
+        for (const RawEvent& e : buf->events) events.emplace_back(buf->rf_thread_id, e);
         buf->cells.for_each([&](uint64_t key, const Cell& cell) {
           Cell& m = merged[key];
           m.kind = cell.kind;
@@ -255,7 +277,13 @@ class Session {
       if (a.op != b.op) return a.op < b.op;
       return a.phase < b.phase;
     });
-    Report r = Report::build(cells, scope_nodes(), calls);
+    std::vector<ScopeNode> nodes = scope_nodes();
+    Report r = Report::build(cells, nodes, calls);
+    if (timing_) {
+      r.wall_ns = steady_now_ns() - start_ns_;
+      r.busy_ns = busy_ns;
+    }
+    if (tracing_) add_trace(r, events, scope_events, nodes);
     if (!watched_numel_.empty()) {
       r.params_applied = 0;
       r.params_touched = 0;
@@ -268,6 +296,41 @@ class Session {
   }
 
  private:
+  void add_trace(Report& r, const std::vector<std::pair<uint64_t, RawEvent>>& events,
+                 const std::vector<ScopeEvent>& scope_events, const std::vector<ScopeNode>& nodes) {
+    for (const auto& [thread, e] : events) {
+      TraceEvent t;
+      t.name = op_names().name(e.op);
+      t.module = e.scope < nodes.size() ? nodes[e.scope].name : "";
+      t.phase = e.phase;
+      t.thread = thread;
+      t.start_ns = e.start_ns - start_ns_;
+      t.dur_ns = e.dur_ns;
+      t.flops = e.flops;
+      t.bytes = e.bytes;
+      r.events.push_back(std::move(t));
+    }
+    // Module spans from the owner thread's enter/exit pairs.
+    std::vector<const ScopeEvent*> open;
+    for (const ScopeEvent& e : scope_events) {
+      if (e.enter) {
+        open.push_back(&e);
+      } else if (!open.empty()) {
+        TraceEvent t;
+        t.name = open.back()->node < nodes.size() ? nodes[open.back()->node].name : "";
+        t.is_module = true;
+        t.thread = at::RecordFunction::currentThreadId();
+        t.start_ns = open.back()->time_ns - start_ns_;
+        t.dur_ns = e.time_ns - open.back()->time_ns;
+        r.events.push_back(std::move(t));
+        open.pop_back();
+      }
+    }
+    std::stable_sort(
+        r.events.begin(), r.events.end(),
+        [](const TraceEvent& a, const TraceEvent& b) { return a.start_ns < b.start_ns; });
+  }
+
   uint32_t backward_scope(uint64_t fwd_thread, int64_t seq) {
     if (seq < 0) return kRootScope;
     std::lock_guard<std::mutex> lock(mu_);
@@ -374,17 +437,26 @@ class Session {
     if (it != watched_.end()) ++tb.watched_uses[it->second];
   }
 
-  void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost) {
+  void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns) {
     uint64_t key = (static_cast<uint64_t>(f.scope) << 32) |
                    (static_cast<uint64_t>(f.info->id) << 2) |
                    (kind == OpKind::kUnsupported ? 2u : 0u) | static_cast<uint64_t>(f.phase);
     Cell& cell = tb.cells.at(key);
     cell.kind = kind;
     cell.counts.add_op(kind, f.phase, cost);
+    cell.counts.time_ns += dur_ns;
+    if (tracing_) {
+      tb.events.push_back(RawEvent{
+          f.info->id, f.scope, f.phase, f.t0, dur_ns, cost.flops,
+          std::max<int64_t>(cost.bytes_read, 0) + std::max<int64_t>(cost.bytes_written, 0)});
+    }
   }
 
   const int slot_;
   const uint64_t generation_;
+  const bool timing_;
+  const bool tracing_;
+  const int64_t start_ns_;
   std::mutex mu_;
   std::vector<std::unique_ptr<ThreadBuffer>> buffers_;
   std::unordered_map<const void*, size_t> watched_;  // read-only while running
@@ -415,6 +487,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   }
   f.info = &tb.info(fn);
   f.under_rule = parent && (parent->under_rule || parent->info->rule != nullptr);
+  if (timing_) f.t0 = steady_now_ns();
   const bool backward_node = fn.scope() == at::RecordScope::BACKWARD_FUNCTION;
   if (backward_node) {
     f.phase = Phase::kBackward;
@@ -453,6 +526,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
 }
 
 void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
+  const int64_t t1 = timing_ ? steady_now_ns() : 0;
   if (tb.depth == 0) return;  // started before this profiler
   Frame& f = tb.stack[--tb.depth];
   if (f.handle != fn.handle()) {
@@ -461,7 +535,10 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     return;
   }
   // The op is ending by an exception (its RecordFunction is being unwound): it did no work.
-  if (f.absorbed || std::uncaught_exceptions() > 0) return;
+  if (f.absorbed) return;
+  const int64_t dur_ns = timing_ ? t1 - f.t0 : 0;
+  if (tb.depth == 0) tb.busy_ns += dur_ns;  // top-level frames: the thread is busy in ops
+  if (std::uncaught_exceptions() > 0) return;
   Frame* parent = tb.depth ? &tb.stack[tb.depth - 1] : nullptr;
   const OpRule* rule = f.info->rule;
   bool counted = false;
@@ -470,9 +547,9 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
       if (rule->kind != OpKind::kView) capture_outputs(fn.outputs(), f.call);
       if (f.call.unknown_shape() && rule->kind != OpKind::kView) {
         // A rule for dense tensors would guess here: listed as unsupported, never a guess.
-        add_cell(tb, f, OpKind::kUnsupported, OpCost{0, 0, 0, 0});
+        add_cell(tb, f, OpKind::kUnsupported, OpCost{0, 0, 0, 0}, dur_ns);
       } else {
-        add_cell(tb, f, rule->kind, evaluate(*rule, f.call));
+        add_cell(tb, f, rule->kind, evaluate(*rule, f.call), dur_ns);
       }
       counted = true;
     } else if (!rule && f.info->is_op && !f.under_rule && !f.flops_below) {
@@ -484,7 +561,7 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
         capture_outputs(fn.outputs(), f.call);
         cost = OpCost{0, 0, f.call.input_bytes(), f.call.output_bytes()};
       }
-      add_cell(tb, f, OpKind::kUnsupported, cost);
+      add_cell(tb, f, OpKind::kUnsupported, cost, dur_ns);
     }
   } catch (const std::exception&) {
   }
@@ -576,7 +653,7 @@ void Profiler::start() {
         "effmetrics: " + std::to_string(kMaxProfilers) +
         " profilers are already active; stop one (or reuse its report) before starting another");
   }
-  auto session = std::make_unique<Session>(slot);
+  auto session = std::make_unique<Session>(slot, options_);
   for (const auto& [impl, numel] : pending_watch_) session->watch(impl, numel);
   pending_watch_.clear();
   at::RecordFunctionCallback cb(kCallbacks[slot].first, kCallbacks[slot].second);
@@ -585,6 +662,8 @@ void Profiler::start() {
   g_slots[slot].store(session.get(), std::memory_order_release);
   owner_ = std::this_thread::get_id();
   calls_at_start_ = scope_calls_snapshot();
+  scope_events_.clear();
+  if (options_.trace) set_scope_event_sink(&scope_events_);
   callback_handle_ =
       options_.all_threads ? at::addGlobalCallback(cb) : at::addThreadLocalCallback(cb);
   session_ = std::move(session);
@@ -592,7 +671,7 @@ void Profiler::start() {
 
 Report Profiler::snapshot() {
   if (!running()) throw std::runtime_error("effmetrics: snapshot() needs a running Profiler");
-  return session_->collect(calls_since(calls_at_start_));
+  return session_->collect(calls_since(calls_at_start_), scope_events_);
 }
 
 Report Profiler::stop() {
@@ -607,7 +686,8 @@ Report Profiler::stop() {
     at::removeCallback(callback_handle_);
     g_slots[session_->slot()].store(nullptr, std::memory_order_release);
   }
-  Report r = session_->collect(calls_since(calls_at_start_));
+  if (options_.trace) set_scope_event_sink(nullptr);
+  Report r = session_->collect(calls_since(calls_at_start_), scope_events_);
   session_.reset();
   return r;
 }

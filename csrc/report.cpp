@@ -162,7 +162,29 @@ std::string Report::to_json() const {
   size_t i = 0;
   for (const auto& [op, n] : unsupported_ops) os << (i++ ? "," : "") << quote(op) << ":" << n;
   os << "},\"params_applied\":" << params_applied << ",\"params_touched\":" << params_touched
-     << "}";
+     << ",\"wall_ns\":" << wall_ns << ",\"busy_ns\":" << busy_ns << "}";
+  return os.str();
+}
+
+std::string Report::to_chrome_trace() const {
+  std::ostringstream os;
+  os.precision(15);
+  os << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[";
+  for (size_t i = 0; i < events.size(); ++i) {
+    const TraceEvent& e = events[i];
+    os << (i ? "," : "") << "{\"name\":" << quote(e.name)
+       << ",\"cat\":" << quote(e.is_module ? "module" : phase_name(e.phase))
+       << ",\"ph\":\"X\",\"pid\":0,\"tid\":" << e.thread << ",\"ts\":" << e.start_ns / 1e3
+       << ",\"dur\":" << e.dur_ns / 1e3 << ",\"args\":{";
+    if (e.is_module) {
+      os << "\"module\":" << quote(e.name);
+    } else {
+      os << "\"module\":" << quote(e.module) << ",\"flops\":" << e.flops
+         << ",\"bytes\":" << e.bytes;
+    }
+    os << "}}";
+  }
+  os << "]}";
   return os.str();
 }
 

@@ -1,5 +1,6 @@
 #include "effmetrics/scope.h"
 
+#include <chrono>
 #include <mutex>
 #include <unordered_map>
 
@@ -22,6 +23,7 @@ ScopeTree& tree() {
 
 struct ThreadScopes {
   std::vector<uint32_t> stack;
+  std::vector<ScopeEvent>* sink = nullptr;
   std::vector<int64_t> calls;
   std::unordered_map<uint64_t, uint32_t> children;  // thread-local cache of tree().children
 };
@@ -64,12 +66,14 @@ void push_scope_id(uint32_t name_id) {
   tls.stack.push_back(node);
   if (tls.calls.size() <= node) tls.calls.resize(node + 1, 0);
   ++tls.calls[node];
+  if (tls.sink) tls.sink->push_back(ScopeEvent{node, steady_now_ns(), true});
 }
 
 void push_scope(std::string_view name) { push_scope_id(intern_scope_name(name)); }
 
 bool pop_scope() {
   if (tls.stack.empty()) return false;
+  if (tls.sink) tls.sink->push_back(ScopeEvent{tls.stack.back(), steady_now_ns(), false});
   tls.stack.pop_back();
   return true;
 }
@@ -79,10 +83,18 @@ uint32_t current_scope() { return tls.stack.empty() ? kRootScope : tls.stack.bac
 size_t scope_depth() { return tls.stack.size(); }
 
 void truncate_scopes(size_t depth) {
-  if (tls.stack.size() > depth) tls.stack.resize(depth);
+  while (tls.stack.size() > depth) pop_scope();
 }
 
 std::vector<int64_t> scope_calls_snapshot() { return tls.calls; }
+
+void set_scope_event_sink(std::vector<ScopeEvent>* sink) { tls.sink = sink; }
+
+int64_t steady_now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 std::vector<ScopeNode> scope_nodes() {
   ScopeTree& t = tree();

@@ -6,3 +6,4 @@
 #include "effmetrics/report.h"
 #include "effmetrics/rules.h"
 #include "effmetrics/scope.h"
+#include "effmetrics/timing.h"

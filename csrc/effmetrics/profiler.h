@@ -30,6 +30,11 @@ struct ProfilerOptions {
   // false: observe the starting thread and the threads its autograd graph runs on (thread-local
   // callback). true: observe every thread in the process (global callback).
   bool all_threads = false;
+  // Measure the time of each op (Counts::time_ns) and the busy time of the threads
+  // (Report::busy_ns, wall_ns). Two clock reads per op.
+  bool time = false;
+  // Also keep every timed op and module span (Report::events, to_chrome_trace). Implies time.
+  bool trace = false;
 };
 
 class Session;
@@ -68,6 +73,7 @@ class Profiler {
   std::thread::id owner_;
   std::vector<int64_t> calls_at_start_;  // module calls on the owner thread at start()
   std::vector<std::pair<const void*, int64_t>> pending_watch_;
+  std::vector<ScopeEvent> scope_events_;  // module enter/exit on the owner thread (trace)
 };
 
 }  // namespace effmetrics

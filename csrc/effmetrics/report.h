@@ -26,6 +26,7 @@ struct Counts {
   int64_t flops_backward = 0;
   int64_t bytes_read = 0;
   int64_t bytes_written = 0;
+  int64_t time_ns = 0;  // measured time inside the ops (profile(time=True)); 0 otherwise
 
   // Every field with its name, in one order: JSON, the Python columns and add() use it.
   template <typename Self, typename F>
@@ -40,8 +41,9 @@ struct Counts {
     f("flops_backward", c.flops_backward);
     f("bytes_read", c.bytes_read);
     f("bytes_written", c.bytes_written);
+    f("time_ns", c.time_ns);
   }
-  static constexpr int kNumFields = 10;
+  static constexpr int kNumFields = 11;
 
   void add(const Counts& o);
   void add_op(OpKind kind, Phase phase, const OpCost& cost);  // one call
@@ -76,6 +78,19 @@ struct RawCell {
   Counts counts;
 };
 
+// One timed op (profile(trace=True)): times in ns since the profiler started.
+struct TraceEvent {
+  std::string name;    // op name, or module name for a module span
+  std::string module;  // innermost module scope of an op
+  Phase phase = Phase::kForward;
+  bool is_module = false;
+  uint64_t thread = 0;
+  int64_t start_ns = 0;
+  int64_t dur_ns = 0;
+  int64_t flops = 0;
+  int64_t bytes = 0;
+};
+
 struct Report {
   Counts total;
   std::vector<OpRow> ops;
@@ -84,11 +99,18 @@ struct Report {
   // Watched parameters (see Profiler::watch): -1 when none were watched.
   int64_t params_applied = -1;
   int64_t params_touched = -1;
+  // Timing (ProfilerOptions::time): wall time of the profiled region and the time its threads
+  // spent inside top-level ops (busy); the rest is host-side idle time. 0 when not timed.
+  int64_t wall_ns = 0;
+  int64_t busy_ns = 0;
+  std::vector<TraceEvent> events;  // ProfilerOptions::trace: ops and module spans, by start
 
   // Builds rows from raw cells; `calls[node]` = times each scope node was entered.
   static Report build(const std::vector<RawCell>& cells, const std::vector<ScopeNode>& nodes,
                       const std::vector<int64_t>& calls);
   std::string to_json() const;
+  // Chrome trace JSON ("X" events, microseconds): opens in Perfetto and chrome://tracing.
+  std::string to_chrome_trace() const;
 };
 
 }  // namespace effmetrics

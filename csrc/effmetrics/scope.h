@@ -37,6 +37,16 @@ std::vector<int64_t> scope_calls_snapshot();
 // A copy of the scope nodes 0..n-1 (the tree only grows).
 std::vector<ScopeNode> scope_nodes();
 
+// Scope enter/exit times on this thread, for a tracing profiler (module spans).
+struct ScopeEvent {
+  uint32_t node;
+  int64_t time_ns;  // steady_clock, since its epoch
+  bool enter;
+};
+// While set, this thread's pushes and pops append to *sink (nullptr: stop recording).
+void set_scope_event_sink(std::vector<ScopeEvent>* sink);
+int64_t steady_now_ns();
+
 // RAII scope for LibTorch code: ScopeGuard g("encoder.0");
 class ScopeGuard {
  public:

@@ -1,4 +1,5 @@
 // pybind11 bindings: translate between Python and the C++ core, compute nothing.
+#include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -75,6 +76,9 @@ py::dict report_to_dict(const Report& r) {
   d["unsupported_ops"] = unsupported;
   d["params_applied"] = r.params_applied;
   d["params_touched"] = r.params_touched;
+  d["wall_ns"] = r.wall_ns;
+  d["busy_ns"] = r.busy_ns;
+  d["chrome_trace"] = r.events.empty() ? py::object(py::none()) : py::str(r.to_chrome_trace());
   return d;
 }
 
@@ -90,12 +94,14 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "effmetrics C++ core (RecordFunction observer, op rules, scopes, reports)";
 
   py::class_<Profiler>(m, "Profiler")
-      .def(py::init([](bool all_threads) {
+      .def(py::init([](bool all_threads, bool time, bool trace) {
              ProfilerOptions o;
              o.all_threads = all_threads;
+             o.time = time;
+             o.trace = trace;
              return std::make_unique<Profiler>(o, /*start_now=*/false);
            }),
-           py::arg("all_threads") = false)
+           py::arg("all_threads") = false, py::arg("time") = false, py::arg("trace") = false)
       .def("start", &Profiler::start)
       .def("stop", [](Profiler& p) { return report_to_dict(p.stop()); })
       .def("stop_json", [](Profiler& p) { return p.stop().to_json(); })
@@ -108,6 +114,46 @@ PYBIND11_MODULE(_C, m) {
              }
            })
       .def_property_readonly("running", &Profiler::running);
+
+  m.def(
+      "benchmark",
+      [](const std::function<void()>& fn, int warmup, double warmup_time, double min_run_time,
+         double max_run_time, int min_runs, double iqr_tolerance, const std::string& device,
+         bool l2_flush) {
+        BenchmarkOptions o;
+        o.warmup = warmup;
+        o.warmup_time = warmup_time;
+        o.min_run_time = min_run_time;
+        o.max_run_time = max_run_time;
+        o.min_runs = min_runs;
+        o.iqr_tolerance = iqr_tolerance;
+        o.device = device;
+        o.l2_flush = l2_flush;
+        BenchmarkResult r = benchmark(fn, o);
+        py::dict d;
+        d["samples"] = r.samples;
+        d["clock"] = r.clock;
+        d["total_time"] = r.total_time;
+        return d;
+      },
+      py::arg("fn"), py::arg("warmup"), py::arg("warmup_time"), py::arg("min_run_time"),
+      py::arg("max_run_time"), py::arg("min_runs"), py::arg("iqr_tolerance"), py::arg("device"),
+      py::arg("l2_flush"));
+  m.def("summarize", [](const std::vector<double>& samples) {
+    TimingStats s = summarize(samples);
+    py::dict d;
+    d["n"] = s.n;
+    d["median"] = s.median;
+    d["mean"] = s.mean;
+    d["std"] = s.std;
+    d["min"] = s.min;
+    d["max"] = s.max;
+    d["p10"] = s.p10;
+    d["p90"] = s.p90;
+    d["p99"] = s.p99;
+    d["iqr"] = s.iqr;
+    return d;
+  });
 
   m.def("intern_scope_name", &intern_scope_name);
   m.def("push_scope_id", &push_scope_id);

@@ -13,6 +13,8 @@ from effmetrics import _C  # noqa: F401
 from effmetrics.params import ParamCount, count_params
 from effmetrics.profiler import Counter, profile
 from effmetrics.report import Report
+from effmetrics.timing import Timing, benchmark, throughput
 
 __version__ = "0.1.0"
-__all__ = ["Counter", "ParamCount", "Report", "count_params", "profile"]
+__all__ = ["Counter", "ParamCount", "Report", "Timing", "benchmark", "count_params", "profile",
+           "throughput"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -165,6 +166,8 @@ def profile(
     loss_fn: Callable[[Any], torch.Tensor] | None = None,
     device: str | torch.device | None = None,
     all_threads: bool = False,
+    time: bool = False,
+    trace: bool = False,
     **kwargs: Any,
 ) -> Report:
     """Run ``model(*args, **kwargs)`` once and count every op it executes.
@@ -177,6 +180,11 @@ def profile(
         device: move the model (in place, like ``model.to``) and tensor inputs there first;
             ``"meta"`` counts FLOPs without allocating.
         all_threads: observe every thread, not only this one and its autograd threads.
+        time: measure each op's time (steady clock) next to its counts: ``time_s``,
+            ``by_module()``/``by_op()`` gain ``time_s`` and achieved FLOP/s and bytes/s.
+            CUDA work is asynchronous: on CUDA the per-op host times measure launches, not
+            kernels (use em.benchmark for device time).
+        trace: also keep the timeline of ops and module calls: ``report.to_chrome_trace(path)``.
 
     Returns:
         A Report: totals, ``by_module()``, ``by_op()``, ``params``, ``unsupported_ops``.
@@ -190,7 +198,7 @@ def profile(
         args, kwargs = pytree.tree_map(
             lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t, (args, kwargs))
     model_scan = scan(module) if module is not None else None
-    profiler = _C.Profiler(all_threads)
+    profiler = _C.Profiler(all_threads, time or trace, trace)
     with _observing(model_scan, profiler):
         with torch.enable_grad() if backward else contextlib.nullcontext():
             output = fn(*args, **kwargs)
@@ -230,7 +238,7 @@ class Counter:
     """
 
     _STEP_FIELDS = ("flops", "macs", "flops_matmul", "flops_vector", "flops_forward",
-                    "flops_backward", "bytes_read", "bytes_written")
+                    "flops_backward", "bytes_read", "bytes_written", "busy_ns")
 
     def __init__(self, model: nn.Module | None = None, *, all_threads: bool = False):
         if model is not None and not isinstance(model, nn.Module):
@@ -239,7 +247,7 @@ class Counter:
                 f"{type(model).__name__}"
             )
         self.model = model
-        self._profiler = _C.Profiler(all_threads)
+        self._profiler = _C.Profiler(all_threads, True, False)
         self._ctx = None
         self._rows: list[dict] = []
         self._last = dict.fromkeys(self._STEP_FIELDS, 0)
@@ -249,18 +257,26 @@ class Counter:
         self._scan = scan(self.model) if self.model is not None else None
         self._ctx = _observing(self._scan, self._profiler)
         self._ctx.__enter__()
+        self._t_last = time.perf_counter()
         return self
 
     def step(self, examples: int | None = None, tokens: int | None = None) -> dict:
         """Close the current step; returns its row."""
         if not self._profiler.running:
             raise RuntimeError("Counter.step() outside its `with` block")
-        total = self._profiler.snapshot()["total"]
+        now = time.perf_counter()
+        snap = self._profiler.snapshot()
+        total = dict(snap["total"], busy_ns=snap["busy_ns"])
         row = {"step": len(self._rows)}
         row.update({k: total[k] - self._last[k] for k in self._STEP_FIELDS})
-        row["examples"], row["tokens"] = examples, tokens
+        wall = now - self._t_last
+        busy = min(row.pop("busy_ns") / 1e9, wall)
+        row.update(wall_s=wall, busy_s=busy, idle_s=wall - busy,
+                   idle_fraction=(wall - busy) / wall if wall > 0 else 0.0,
+                   examples=examples, tokens=tokens)
         self._last = {k: total[k] for k in self._STEP_FIELDS}
         self._rows.append(row)
+        self._t_last = time.perf_counter()  # the snapshot itself is not the step's time
         return row
 
     def __exit__(self, *exc) -> None:
@@ -268,8 +284,35 @@ class Counter:
         self._ctx.__exit__(*exc)
         self.report = _report(raw, self._scan)
 
+    _COLUMNS = ("step", "flops", "macs", "flops_matmul", "flops_vector", "flops_forward",
+                "flops_backward", "bytes_read", "bytes_written", "wall_s", "busy_s", "idle_s",
+                "idle_fraction", "examples", "tokens")
+
     @property
     def steps(self):
+        """One row per step: counts, wall/busy/idle seconds, examples and tokens."""
         import pandas as pd
 
-        return pd.DataFrame(self._rows, columns=["step", *self._STEP_FIELDS, "examples", "tokens"])
+        return pd.DataFrame(self._rows, columns=list(self._COLUMNS))
+
+    def summary(self) -> dict:
+        """Whole-run figures: idle_fraction (host time outside ops: the pipeline bubble seen
+        from the host), step_time_median, examples_per_s, tokens_per_s, achieved_flops_per_s."""
+        import statistics
+
+        if not self._rows:
+            raise RuntimeError("Counter.summary(): no steps recorded; call c.step() per batch")
+        wall = sum(r["wall_s"] for r in self._rows)
+        busy = sum(r["busy_s"] for r in self._rows)
+        examples = [r["examples"] for r in self._rows if r["examples"] is not None]
+        tokens = [r["tokens"] for r in self._rows if r["tokens"] is not None]
+        return {
+            "steps": len(self._rows),
+            "wall_s": wall,
+            "idle_fraction": (wall - busy) / wall if wall > 0 else 0.0,
+            "step_time_median": statistics.median(r["wall_s"] for r in self._rows),
+            "examples_per_s": sum(examples) / wall if examples and wall > 0 else None,
+            "tokens_per_s": sum(tokens) / wall if tokens and wall > 0 else None,
+            "flops_per_step": sum(r["flops"] for r in self._rows) / len(self._rows),
+            "achieved_flops_per_s": sum(r["flops"] for r in self._rows) / wall if wall else 0.0,
+        }

@@ -7,7 +7,17 @@ from effmetrics.params import ParamCount
 from effmetrics.units import binary, si
 
 _COUNT_FIELDS = ("flops", "macs", "flops_matmul", "macs_matmul", "flops_vector",
-                 "flops_forward", "flops_backward", "bytes_read", "bytes_written")
+                 "flops_forward", "flops_backward", "bytes_read", "bytes_written", "time_ns")
+
+
+def _add_rates(df) -> None:
+    """Derived columns: intensity (FLOP/byte); with times, achieved FLOP/s and bytes/s."""
+    moved = df["bytes_read"] + df["bytes_written"]
+    df["intensity"] = (df["flops"] / moved.where(moved > 0)).fillna(0.0)
+    seconds = df["time_ns"] / 1e9
+    df["time_s"] = seconds
+    df["flops_per_s"] = (df["flops"] / seconds.where(seconds > 0)).fillna(0.0)
+    df["bytes_per_s"] = (moved / seconds.where(seconds > 0)).fillna(0.0)
 
 
 class Report:
@@ -33,6 +43,29 @@ class Report:
         self.unsupported_ops: dict[str, int] = dict(raw["unsupported_ops"])
 
     @property
+    def timed(self) -> bool:
+        """Whether the pass was profiled with time=True."""
+        return self._raw["wall_ns"] > 0
+
+    @property
+    def time_s(self) -> float:
+        """Seconds spent inside the ops (time=True; 0 otherwise)."""
+        return self._raw["total"]["time_ns"] / 1e9
+
+    @property
+    def wall_s(self) -> float:
+        """Wall time of the profiled region (time=True; 0 otherwise)."""
+        return self._raw["wall_ns"] / 1e9
+
+    def to_chrome_trace(self, path: str) -> None:
+        """Write the timeline (profile(trace=True)) as Chrome trace JSON; open it in Perfetto
+        (ui.perfetto.dev) or chrome://tracing."""
+        if self._raw.get("chrome_trace") is None:
+            raise RuntimeError("no timeline in this report: profile with trace=True")
+        with open(path, "w") as f:
+            f.write(self._raw["chrome_trace"])
+
+    @property
     def intensity(self) -> float:
         """FLOPs per byte moved (no-cache lower bound of memory traffic)."""
         return self._raw["total"]["intensity"]
@@ -52,9 +85,8 @@ class Report:
         df["params"] = [self._module_params.get(n) for n in m["name"]]
         for f in _COUNT_FIELDS:
             df[f] = m["total"][f]
-        moved = df["bytes_read"] + df["bytes_written"]
-        df["intensity"] = (df["flops"] / moved.where(moved > 0)).fillna(0.0)
-        for f in ("flops", "macs", "bytes_read", "bytes_written"):
+        _add_rates(df)
+        for f in ("flops", "macs", "bytes_read", "bytes_written", "time_ns"):
             df[f"self_{f}"] = m["self"][f]
         return df.set_index("module")
 
@@ -68,8 +100,7 @@ class Report:
             df = df[df["module"] == module]
         cols = ["calls", *_COUNT_FIELDS]
         out = df.groupby("op").agg({"kind": "first", **{c: "sum" for c in cols}})
-        moved = out["bytes_read"] + out["bytes_written"]
-        out["intensity"] = (out["flops"] / moved.where(moved > 0)).fillna(0.0)
+        _add_rates(out)
         return out.sort_values(["flops", "bytes_read"], ascending=False)
 
     def ops(self):
@@ -102,6 +133,8 @@ class Report:
             "unsupported_ops": dict(self.unsupported_ops),
             "params_applied": self._raw["params_applied"],
             "params_touched": self._raw["params_touched"],
+            "wall_ns": self._raw["wall_ns"],
+            "busy_ns": self._raw["busy_ns"],
             "params": self.params.to_dict() if self.params is not None else None,
         }
 

@@ -1,0 +1,68 @@
+// Timing: statistics of repeated measurements, the autorange stopping rule, and the benchmark
+// engine behind effmetrics.benchmark(). Times are in seconds.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace effmetrics {
+
+struct TimingStats {
+  int64_t n = 0;
+  double median = 0, mean = 0, std = 0, min = 0, max = 0;
+  double p10 = 0, p90 = 0, p99 = 0, iqr = 0;  // iqr = p75 - p25
+};
+
+// Percentile q in [0, 100] of sorted samples, interpolating linearly between order statistics
+// (numpy's default): the value at rank q/100 * (n - 1).
+double percentile(const std::vector<double>& sorted, double q);
+// All statistics of the samples (any order). std is the sample standard deviation (n - 1).
+TimingStats summarize(std::vector<double> samples);
+
+struct BenchmarkOptions {
+  int warmup = 3;  // untimed runs first (and at least warmup_time seconds of them)
+  double warmup_time = 0.05;
+  double min_run_time = 0.2;  // measure at least this long ...
+  double max_run_time = 2.0;  // ... and stop here whatever the spread
+  int min_runs = 5;
+  double iqr_tolerance = 0.05;  // stable when iqr / median <= this
+  std::string device = "cpu";   // "cpu": steady clock; "cuda[:i]": events on the current stream
+  bool l2_flush = false;        // CUDA: overwrite a buffer larger than L2 before each run
+};
+
+// The autorange stopping rule on `elapsed` = the summed measured time: after min_runs and
+// min_run_time, stop as soon as the interquartile range is within iqr_tolerance of the median;
+// stop at max_run_time regardless.
+bool autorange_done(const std::vector<double>& samples, double elapsed,
+                    const BenchmarkOptions& options);
+
+// Times one run of a workload. CPU: a monotonic clock around the call. CUDA: events recorded on
+// the current stream around the call, read after a synchronize (timing_cuda.cpp).
+class RunTimer {
+ public:
+  virtual ~RunTimer() = default;
+  virtual void before_run() {}  // untimed preparation (L2 flush)
+  virtual void start() = 0;
+  virtual double stop() = 0;  // seconds since start()
+  virtual std::string clock() const = 0;
+};
+std::unique_ptr<RunTimer> make_cpu_timer();
+std::unique_ptr<RunTimer> make_device_timer(const std::string& device, bool l2_flush);
+std::unique_ptr<RunTimer> make_timer(const BenchmarkOptions& options);
+
+struct BenchmarkResult {
+  std::vector<double> samples;  // seconds per run, in run order
+  TimingStats stats;
+  std::string clock;      // "steady_clock" or "cuda_event"
+  double total_time = 0;  // wall time of the measured phase
+};
+
+// Warm up, then run fn until autorange_done. A clock other than the default may be passed in
+// (tests use a fake one).
+BenchmarkResult benchmark(const std::function<void()>& fn, const BenchmarkOptions& options = {},
+                          RunTimer* timer = nullptr);
+
+}  // namespace effmetrics

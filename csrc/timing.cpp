@@ -1,0 +1,115 @@
+#include "effmetrics/timing.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <stdexcept>
+
+namespace effmetrics {
+
+double percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) return 0.0;
+  double rank = q / 100.0 * static_cast<double>(sorted.size() - 1);
+  size_t lo = static_cast<size_t>(std::floor(rank));
+  size_t hi = std::min(lo + 1, sorted.size() - 1);
+  double frac = rank - static_cast<double>(lo);
+  return sorted[lo] + (sorted[hi] - sorted[lo]) * frac;
+}
+
+TimingStats summarize(std::vector<double> samples) {
+  TimingStats s;
+  s.n = static_cast<int64_t>(samples.size());
+  if (samples.empty()) return s;
+  std::sort(samples.begin(), samples.end());
+  s.min = samples.front();
+  s.max = samples.back();
+  s.mean = std::accumulate(samples.begin(), samples.end(), 0.0) / samples.size();
+  double ss = 0;
+  for (double x : samples) ss += (x - s.mean) * (x - s.mean);
+  s.std = samples.size() > 1 ? std::sqrt(ss / (samples.size() - 1)) : 0.0;
+  s.median = percentile(samples, 50);
+  s.p10 = percentile(samples, 10);
+  s.p90 = percentile(samples, 90);
+  s.p99 = percentile(samples, 99);
+  s.iqr = percentile(samples, 75) - percentile(samples, 25);
+  return s;
+}
+
+bool autorange_done(const std::vector<double>& samples, double elapsed,
+                    const BenchmarkOptions& options) {
+  if (elapsed >= options.max_run_time) return true;
+  if (static_cast<int>(samples.size()) < options.min_runs || elapsed < options.min_run_time) {
+    return false;
+  }
+  TimingStats s = summarize(samples);
+  return s.median > 0 && s.iqr / s.median <= options.iqr_tolerance;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+class CpuTimer final : public RunTimer {
+ public:
+  void start() override { t0_ = Clock::now(); }
+  double stop() override { return seconds_since(t0_); }
+  std::string clock() const override { return "steady_clock"; }
+
+ private:
+  Clock::time_point t0_;
+};
+
+}  // namespace
+
+std::unique_ptr<RunTimer> make_cpu_timer() { return std::make_unique<CpuTimer>(); }
+
+std::unique_ptr<RunTimer> make_timer(const BenchmarkOptions& options) {
+  if (options.device == "cpu") return make_cpu_timer();
+  if (options.device.rfind("cuda", 0) == 0) {
+    return make_device_timer(options.device, options.l2_flush);
+  }
+  throw std::invalid_argument("effmetrics::benchmark: device must be 'cpu' or 'cuda[:i]'; got '" +
+                              options.device + "'");
+}
+
+BenchmarkResult benchmark(const std::function<void()>& fn, const BenchmarkOptions& options,
+                          RunTimer* timer) {
+  if (options.max_run_time < options.min_run_time) {
+    throw std::invalid_argument(
+        "effmetrics::benchmark: max_run_time (" + std::to_string(options.max_run_time) +
+        ") must be >= min_run_time (" + std::to_string(options.min_run_time) + ")");
+  }
+  std::unique_ptr<RunTimer> owned;
+  if (timer == nullptr) {
+    owned = make_timer(options);
+    timer = owned.get();
+  }
+  auto t_warm = Clock::now();
+  for (int i = 0; i < options.warmup || seconds_since(t_warm) < options.warmup_time; ++i) {
+    timer->before_run();
+    timer->start();
+    fn();
+    timer->stop();
+  }
+  BenchmarkResult r;
+  r.clock = timer->clock();
+  auto t0 = Clock::now();
+  double measured = 0;  // the rule runs on measured time, so a scripted clock tests it exactly
+  do {
+    timer->before_run();
+    timer->start();
+    fn();
+    r.samples.push_back(timer->stop());
+    measured += r.samples.back();
+  } while (!autorange_done(r.samples, measured, options));
+  r.total_time = seconds_since(t0);
+  r.stats = summarize(r.samples);
+  return r;
+}
+
+}  // namespace effmetrics

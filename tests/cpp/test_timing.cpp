@@ -1,0 +1,135 @@
+// Timing statistics on synthetic samples, the autorange rule, the benchmark loop with a scripted
+// clock. Expected values are worked out by hand in each test.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <stdexcept>
+
+#include "effmetrics/timing.h"
+
+namespace em = effmetrics;
+
+TEST(Timing, ExactPercentilesAndMoments) {
+  // 1..10 shuffled: rank q/100 * 9 -> p10 = 1 + 0.9 = 1.9, median 5.5, p90 = 9.1, p99 = 9.91,
+  // p25 = 3.25, p75 = 7.75 -> iqr 4.5; mean 5.5, sample std sqrt(82.5 / 9)
+  std::vector<double> xs = {7, 3, 10, 1, 5, 9, 2, 8, 4, 6};
+  em::TimingStats s = em::summarize(xs);
+  EXPECT_EQ(s.n, 10);
+  EXPECT_DOUBLE_EQ(s.min, 1);
+  EXPECT_DOUBLE_EQ(s.max, 10);
+  EXPECT_DOUBLE_EQ(s.median, 5.5);
+  EXPECT_DOUBLE_EQ(s.mean, 5.5);
+  EXPECT_NEAR(s.p10, 1.9, 1e-12);
+  EXPECT_NEAR(s.p90, 9.1, 1e-12);
+  EXPECT_NEAR(s.p99, 9.91, 1e-12);
+  EXPECT_NEAR(s.iqr, 4.5, 1e-12);
+  EXPECT_NEAR(s.std, std::sqrt(82.5 / 9.0), 1e-12);
+}
+
+TEST(Timing, PercentileEdgeCases) {
+  EXPECT_EQ(em::summarize({}).n, 0);
+  em::TimingStats one = em::summarize({0.25});
+  EXPECT_DOUBLE_EQ(one.median, 0.25);
+  EXPECT_DOUBLE_EQ(one.p99, 0.25);
+  EXPECT_DOUBLE_EQ(one.std, 0.0);
+  EXPECT_DOUBLE_EQ(em::percentile({1, 3}, 50), 2.0);
+  EXPECT_DOUBLE_EQ(em::percentile({1, 3}, 0), 1.0);
+  EXPECT_DOUBLE_EQ(em::percentile({1, 3}, 100), 3.0);
+}
+
+TEST(Timing, AutorangeRule) {
+  em::BenchmarkOptions o;
+  o.min_runs = 5;
+  o.min_run_time = 1.0;
+  o.max_run_time = 10.0;
+  o.iqr_tolerance = 0.05;
+  std::vector<double> stable(5, 0.3);                              // iqr 0
+  EXPECT_FALSE(em::autorange_done({0.3, 0.3, 0.3, 0.3}, 1.2, o));  // too few runs
+  EXPECT_FALSE(em::autorange_done(stable, 0.9, o));                // too little time
+  EXPECT_TRUE(em::autorange_done(stable, 1.5, o));
+  // 1, 1, 1, 2, 2: p25 = 1, p75 = 2, median 1 -> iqr/median = 1 > 0.05: keep going ...
+  std::vector<double> noisy = {1, 1, 1, 2, 2};
+  EXPECT_FALSE(em::autorange_done(noisy, 7, o));
+  EXPECT_TRUE(em::autorange_done(noisy, 10, o));  // ... until max_run_time
+}
+
+namespace {
+
+// Returns scripted durations, one per run, cycling.
+class ScriptedTimer : public em::RunTimer {
+ public:
+  explicit ScriptedTimer(std::vector<double> script) : script_(std::move(script)) {}
+  void before_run() override { ++prepared; }
+  void start() override {}
+  double stop() override { return script_[i_++ % script_.size()]; }
+  std::string clock() const override { return "scripted"; }
+  int prepared = 0;
+
+ private:
+  std::vector<double> script_;
+  size_t i_ = 0;
+};
+
+}  // namespace
+
+TEST(Timing, BenchmarkStopsWhenStable) {
+  em::BenchmarkOptions o;
+  o.warmup = 2;
+  o.warmup_time = 0;
+  o.min_runs = 4;
+  o.min_run_time = 0.5;
+  o.max_run_time = 100;
+  o.iqr_tolerance = 0.01;
+  ScriptedTimer timer({0.1});
+  int calls = 0;
+  em::BenchmarkResult r = em::benchmark([&] { ++calls; }, o, &timer);
+  // 0.1 s per run: min_runs (4) reached at 0.4 s, min_run_time (0.5 s) at the 5th run
+  EXPECT_EQ(r.samples.size(), 5u);
+  EXPECT_EQ(calls, 2 + 5);
+  EXPECT_EQ(timer.prepared, 2 + 5);
+  EXPECT_DOUBLE_EQ(r.stats.median, 0.1);
+  EXPECT_EQ(r.clock, "scripted");
+}
+
+TEST(Timing, BenchmarkStopsAtMaxRunTimeWhenNoisy) {
+  em::BenchmarkOptions o;
+  o.warmup = 0;
+  o.warmup_time = 0;
+  o.min_runs = 2;
+  o.min_run_time = 0.1;
+  o.max_run_time = 3.0;
+  o.iqr_tolerance = 0.01;
+  ScriptedTimer timer({0.1, 0.2});  // never within 1%
+  em::BenchmarkResult r = em::benchmark([] {}, o, &timer);
+  // 0.1 + 0.2 per pair: 3.0 s are reached after 20 runs
+  EXPECT_EQ(r.samples.size(), 20u);
+  EXPECT_DOUBLE_EQ(r.stats.min, 0.1);
+  EXPECT_DOUBLE_EQ(r.stats.max, 0.2);
+}
+
+TEST(Timing, BadOptionsAreClearErrors) {
+  em::BenchmarkOptions o;
+  o.min_run_time = 2;
+  o.max_run_time = 1;
+  EXPECT_THROW(em::benchmark([] {}, o), std::invalid_argument);
+  em::BenchmarkOptions d;
+  d.device = "tpu";
+  try {
+    em::benchmark([] {}, d);
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'cpu' or 'cuda"), std::string::npos);
+  }
+}
+
+TEST(Timing, CpuClockMeasuresASleep) {
+  auto timer = em::make_cpu_timer();
+  timer->start();
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(20);
+  while (std::chrono::steady_clock::now() < until) {
+  }
+  double s = timer->stop();
+  EXPECT_GE(s, 0.020);
+  EXPECT_LT(s, 0.5);
+}

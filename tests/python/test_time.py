@@ -1,0 +1,93 @@
+"""Measured time next to counts: profile(time=True), the Chrome trace, Counter's idle time."""
+import json
+import time
+
+import pytest
+import torch
+from models import ViT
+from torch import nn
+
+import effmetrics as em
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_profile_time_attributes_op_time_to_modules(one_thread):
+    vit = ViT(64, 2, 4, 128, 8, image=32, classes=10).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        vit(x)
+        t0 = time.perf_counter()
+        rep = em.profile(vit, x, time=True)
+        outer = time.perf_counter() - t0
+    assert rep.timed and not em.profile(vit, x).timed
+    # time inside ops <= wall time of the region <= the time around the whole call
+    assert 0 < rep.time_s <= rep.wall_s <= outer
+    df = rep.by_module()
+    assert df["self_time_ns"].sum() == rep.ops()["time_ns"].sum() == df.loc["", "time_ns"]
+    blocks = df.loc[["blocks.0", "blocks.1"], "time_s"]
+    assert (blocks > 0).all()
+    row = df.loc["blocks.0.fc1"]
+    assert row["flops_per_s"] == pytest.approx(row["flops"] / row["time_s"])
+    assert rep.by_op().loc["aten::addmm", "flops_per_s"] > 0
+
+
+def test_chrome_trace_has_ops_and_module_spans(tmp_path):
+    vit = ViT(32, 2, 4, 64, 8, image=32, classes=10).eval()
+    with torch.no_grad():
+        rep = em.profile(vit, torch.randn(1, 3, 32, 32), trace=True)
+    path = tmp_path / "trace.json"
+    rep.to_chrome_trace(str(path))
+    events = json.loads(path.read_text())["traceEvents"]
+    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    modules = {e["name"]: e for e in events if e["cat"] == "module"}
+    assert {"patch_embed", "blocks.0", "blocks.0.qkv", "blocks.1", "head"} <= set(modules)
+    ops = [e for e in events if e["cat"] == "forward"]
+    assert sum(e["args"]["flops"] for e in ops) == rep.flops
+    qkv = modules["blocks.0.qkv"]
+    inside = [e for e in ops if e["args"]["module"] == "blocks.0.qkv"]
+    assert inside and all(qkv["ts"] <= e["ts"] and e["ts"] + e["dur"] <= qkv["ts"] + qkv["dur"]
+                          + 1e-3 for e in inside)
+    with pytest.raises(RuntimeError, match="trace=True"):
+        em.profile(vit, torch.randn(1, 3, 32, 32)).to_chrome_trace(str(path))
+
+
+def test_counter_finds_idle_time_when_the_loop_sleeps(one_thread):
+    a = torch.randn(256, 256)
+
+    def compute():
+        for _ in range(20):
+            torch.mm(a, a)
+
+    t0 = time.perf_counter()
+    compute()
+    busy = time.perf_counter() - t0
+    with em.Counter() as c:
+        for _ in range(4):
+            compute()
+            time.sleep(busy)  # as long as it computes: half of each step is idle
+            c.step(examples=256)
+    s = c.summary()
+    assert 0.35 < s["idle_fraction"] < 0.65, c.steps
+    steps = c.steps
+    assert (steps["flops"] == 20 * 2 * 256 ** 3).all()
+    assert (abs(steps["busy_s"] + steps["idle_s"] - steps["wall_s"]) < 1e-9).all()
+    assert s["examples_per_s"] == pytest.approx(4 * 256 / steps["wall_s"].sum())
+    assert s["achieved_flops_per_s"] == pytest.approx(steps["flops"].sum() / steps["wall_s"].sum())
+
+
+def test_counter_without_idle_is_mostly_busy(one_thread):
+    lin = nn.Linear(256, 256)
+    x = torch.randn(64, 256)
+    with em.Counter(lin) as c:
+        for _ in range(3):
+            lin(x).sum().backward()
+            c.step()
+    assert c.summary()["idle_fraction"] < 0.5
+    assert c.summary()["examples_per_s"] is None

@@ -1,0 +1,100 @@
+"""em.benchmark and em.throughput on CPU; torch.utils.benchmark.Timer is the reference."""
+import statistics
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.benchmark import Timer
+
+import effmetrics as em
+
+
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_median_agrees_with_torch_benchmark_timer(one_thread):
+    a = torch.randn(192, 192)
+    ours, theirs = [], []
+    for _ in range(5):  # interleaved, so drift hits both alike
+        ours.append(em.benchmark(torch.mm, a, a, min_run_time=0.1).median)
+        m = Timer("torch.mm(a, a)", globals={"torch": torch, "a": a}).blocked_autorange(
+            min_run_time=0.1)
+        theirs.append(m.median)
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    assert 0.9 < ratio < 1.1, (ours, theirs)
+
+
+def test_timing_fields_and_derived_rates():
+    model = nn.Linear(64, 64)
+    x = torch.randn(16, 64)
+    t = em.benchmark(model, x, seq_len=10, min_run_time=0.05)
+    assert t.n == len(t.samples) >= 5
+    s = sorted(t.samples)
+    assert t.min == s[0] and t.max == s[-1]
+    assert t.median == pytest.approx(statistics.median(s))
+    assert t.mean == pytest.approx(statistics.fmean(s))
+    assert t.std == pytest.approx(statistics.stdev(s))
+    assert t.batch_size == 16 and t.throughput == pytest.approx(16 / t.median)
+    assert t.tokens_per_s == pytest.approx(160 / t.median)
+    assert t.clock == "steady_clock"
+    assert "median" in str(t) and "items/s" in str(t)
+
+
+def test_module_runs_without_grad_function_as_given():
+    seen = []
+    model = nn.Linear(4, 4)
+    em.benchmark(lambda x: seen.append(torch.is_grad_enabled()), torch.randn(2, 4),
+                 min_run_time=0.01, warmup=1)
+    assert all(seen)
+
+    class Spy(nn.Module):
+        def forward(self, x):
+            seen.append(torch.is_grad_enabled())
+            return model(x)
+
+    seen.clear()
+    em.benchmark(Spy(), torch.randn(2, 4), min_run_time=0.01, warmup=1)
+    assert not any(seen)
+
+
+def test_bad_arguments_name_the_fix():
+    with pytest.raises(ValueError, match="meta has no time"):
+        em.benchmark(nn.Linear(2, 2).to("meta"), torch.empty(1, 2, device="meta"))
+    with pytest.raises(ValueError, match="need CUDA"):
+        em.benchmark(torch.relu, torch.randn(3), l2_flush=True)
+    with pytest.raises(ValueError, match="max_run_time"):
+        em.benchmark(torch.relu, torch.randn(3), min_run_time=1.0, max_run_time=0.5)
+    with pytest.raises(TypeError, match="callable"):
+        em.benchmark(3, torch.randn(3))
+
+
+def test_throughput_sweep_stops_cleanly_at_out_of_memory():
+    class Capped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(32, 32)
+
+        def forward(self, x):
+            if x.shape[0] > 8:
+                raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return self.lin(x)
+
+    df = em.throughput(Capped(), lambda bs: torch.randn(bs, 32), batch_sizes=[1, 2, 4, 8, 16, 32],
+                       min_run_time=0.02, warmup=1)
+    assert list(df["batch_size"]) == [1, 2, 4, 8]
+    assert df.attrs["stopped"] == "out of memory at batch size 16"
+    assert df.attrs["best_batch_size"] == int(df.loc[df["items_per_s"].idxmax(), "batch_size"])
+    assert (df["items_per_s"] == df["batch_size"] / df["latency_median"]).all()
+
+
+def test_throughput_reraises_other_errors():
+    def broken(x):
+        raise ValueError("shape mismatch")
+
+    with pytest.raises(ValueError, match="shape mismatch"):
+        em.throughput(broken, lambda bs: torch.randn(bs, 2), batch_sizes=[1])
