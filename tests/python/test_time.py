@@ -4,10 +4,10 @@ import time
 
 import pytest
 import torch
-from models import ViT
 from torch import nn
 
 import effmetrics as em
+from models import ViT
 
 
 @pytest.fixture
