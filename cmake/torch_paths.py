@@ -14,3 +14,23 @@ with open(sys.argv[1], "w") as f:
     f.write(f'set(TORCH_LIBRARIES "{";".join(os.path.join(lib, f"lib{n}.so") for n in names)}")\n')
     f.write(f"set(TORCH_CXX11_ABI {int(torch._C._GLIBCXX_USE_CXX11_ABI)})\n")
     f.write(f'set(TORCH_VERSION "{torch.__version__}")\n')
+
+
+def _nvtx_include():
+    """NVTX3 is header-only: the CUDA toolkit's include/nvtx3, or the nvidia-nvtx wheel's."""
+    import glob
+    import site
+
+    roots = [os.environ.get("CUDA_HOME", ""), "/usr/local/cuda"] + sorted(
+        glob.glob("/usr/local/cuda-*"), reverse=True)
+    candidates = [os.path.join(r, "include") for r in roots if r]
+    for sp in site.getsitepackages() + [site.getusersitepackages()]:
+        candidates += sorted(glob.glob(os.path.join(sp, "nvidia", "*", "include")))
+    for c in candidates:
+        if os.path.exists(os.path.join(c, "nvtx3", "nvToolsExt.h")):
+            return c
+    return ""
+
+
+with open(sys.argv[1], "a") as f:
+    f.write(f'set(NVTX_INCLUDE_DIR "{_nvtx_include()}")\n')

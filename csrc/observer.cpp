@@ -21,6 +21,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "effmetrics/nvtx.h"
 #include "effmetrics/profiler.h"
 
 namespace effmetrics {
@@ -29,6 +30,7 @@ namespace {
 // What we know about an op name, resolved once per name.
 struct OpInfo {
   uint32_t id = 0;
+  const char* name = nullptr;  // interned, stable
   const OpRule* rule = nullptr;
   bool is_op = false;  // a dispatcher operator (vs. a named region or an autograd node)
 };
@@ -47,6 +49,7 @@ struct OpNames {
     names.emplace_back(name);
     OpInfo info;
     info.id = static_cast<uint32_t>(names.size() - 1);
+    info.name = names.back().c_str();
     info.rule = find_rule(names.back());
     info.is_op = c10::Dispatcher::singleton()
                      .findOp(c10::OperatorName(names.back(), overload ? overload : ""))
@@ -75,6 +78,7 @@ struct Frame {
   bool has_child = false;
   bool child_counted = false;  // a descendant with a rule counted
   bool flops_below = false;    // a descendant with a FLOP rule counted
+  bool nvtx = false;           // an NVTX range is open for this op
   OpCall call;
 };
 
@@ -214,6 +218,7 @@ class Session {
         generation_(g_generation.fetch_add(1)),
         timing_(options.time || options.trace),
         tracing_(options.trace),
+        nvtx_ops_(options.nvtx_ops),
         start_ns_(steady_now_ns()) {}
 
   int slot() const { return slot_; }
@@ -456,6 +461,7 @@ class Session {
   const uint64_t generation_;
   const bool timing_;
   const bool tracing_;
+  const bool nvtx_ops_;
   const int64_t start_ns_;
   std::mutex mu_;
   std::vector<std::unique_ptr<ThreadBuffer>> buffers_;
@@ -475,6 +481,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   f.child_counted = false;
   f.flops_below = false;
   f.absorbed = false;
+  f.nvtx = false;
   f.call.clear();
   if (parent) {
     parent->has_child = true;
@@ -487,6 +494,10 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   }
   f.info = &tb.info(fn);
   f.under_rule = parent && (parent->under_rule || parent->info->rule != nullptr);
+  if (nvtx_ops_ && f.info->is_op) {
+    f.nvtx = true;
+    nvtx_range_push(f.info->name);
+  }
   if (timing_) f.t0 = steady_now_ns();
   const bool backward_node = fn.scope() == at::RecordScope::BACKWARD_FUNCTION;
   if (backward_node) {
@@ -536,6 +547,7 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   }
   // The op is ending by an exception (its RecordFunction is being unwound): it did no work.
   if (f.absorbed) return;
+  if (f.nvtx) nvtx_range_pop();  // also when unwinding: ranges stay balanced
   const int64_t dur_ns = timing_ ? t1 - f.t0 : 0;
   if (tb.depth == 0) tb.busy_ns += dur_ns;  // top-level frames: the thread is busy in ops
   if (std::uncaught_exceptions() > 0) return;
@@ -661,6 +673,7 @@ void Profiler::start() {
       {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION});
   g_slots[slot].store(session.get(), std::memory_order_release);
   owner_ = std::this_thread::get_id();
+  if (options_.nvtx || options_.nvtx_ops) nvtx_acquire();
   calls_at_start_ = scope_calls_snapshot();
   scope_events_.clear();
   if (options_.trace) set_scope_event_sink(&scope_events_);
@@ -687,6 +700,7 @@ Report Profiler::stop() {
     g_slots[session_->slot()].store(nullptr, std::memory_order_release);
   }
   if (options_.trace) set_scope_event_sink(nullptr);
+  if (options_.nvtx || options_.nvtx_ops) nvtx_release();
   Report r = session_->collect(calls_since(calls_at_start_), scope_events_);
   session_.reset();
   return r;

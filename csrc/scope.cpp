@@ -1,8 +1,11 @@
 #include "effmetrics/scope.h"
 
 #include <chrono>
+#include <deque>
 #include <mutex>
 #include <unordered_map>
+
+#include "effmetrics/nvtx.h"
 
 namespace effmetrics {
 namespace {
@@ -10,7 +13,7 @@ namespace {
 // The shared tree. Only pushes of a (parent, name) pair not yet seen on a thread take the lock.
 struct ScopeTree {
   std::mutex mu;
-  std::vector<std::string> names;
+  std::deque<std::string> names;  // stable addresses: NVTX messages point into it
   std::unordered_map<std::string, uint32_t> name_ids;
   std::vector<ScopeNode> nodes{ScopeNode{"", kRootScope, 0}};
   std::unordered_map<uint64_t, uint32_t> children;  // (parent << 32 | name id) -> node
@@ -21,11 +24,17 @@ ScopeTree& tree() {
   return *t;
 }
 
+struct Child {
+  uint32_t node;
+  const char* name;  // for NVTX ranges
+};
+
 struct ThreadScopes {
   std::vector<uint32_t> stack;
+  std::vector<char> nvtx_pushed;  // per stack entry: an NVTX range is open for it
   std::vector<ScopeEvent>* sink = nullptr;
   std::vector<int64_t> calls;
-  std::unordered_map<uint64_t, uint32_t> children;  // thread-local cache of tree().children
+  std::unordered_map<uint64_t, Child> children;  // thread-local cache of tree().children
 };
 
 thread_local ThreadScopes tls;
@@ -47,13 +56,11 @@ void push_scope_id(uint32_t name_id) {
   uint32_t parent = tls.stack.empty() ? kRootScope : tls.stack.back();
   uint64_t key = (static_cast<uint64_t>(parent) << 32) | name_id;
   auto it = tls.children.find(key);
-  uint32_t node;
-  if (it != tls.children.end()) {
-    node = it->second;
-  } else {
+  if (it == tls.children.end()) {
     ScopeTree& t = tree();
     std::lock_guard<std::mutex> lock(t.mu);
     auto found = t.children.find(key);
+    uint32_t node;
     if (found != t.children.end()) {
       node = found->second;
     } else {
@@ -61,9 +68,13 @@ void push_scope_id(uint32_t name_id) {
       t.nodes.push_back(ScopeNode{t.names.at(name_id), parent, t.nodes[parent].depth + 1});
       t.children.emplace(key, node);
     }
-    tls.children.emplace(key, node);
+    it = tls.children.emplace(key, Child{node, t.names.at(name_id).c_str()}).first;
   }
+  const uint32_t node = it->second.node;
   tls.stack.push_back(node);
+  const bool nvtx = nvtx_enabled();
+  tls.nvtx_pushed.push_back(nvtx);
+  if (nvtx) nvtx_range_push(it->second.name);
   if (tls.calls.size() <= node) tls.calls.resize(node + 1, 0);
   ++tls.calls[node];
   if (tls.sink) tls.sink->push_back(ScopeEvent{node, steady_now_ns(), true});
@@ -74,7 +85,9 @@ void push_scope(std::string_view name) { push_scope_id(intern_scope_name(name));
 bool pop_scope() {
   if (tls.stack.empty()) return false;
   if (tls.sink) tls.sink->push_back(ScopeEvent{tls.stack.back(), steady_now_ns(), false});
+  if (tls.nvtx_pushed.back()) nvtx_range_pop();
   tls.stack.pop_back();
+  tls.nvtx_pushed.pop_back();
   return true;
 }
 

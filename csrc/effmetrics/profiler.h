@@ -35,6 +35,9 @@ struct ProfilerOptions {
   bool time = false;
   // Also keep every timed op and module span (Report::events, to_chrome_trace). Implies time.
   bool trace = false;
+  // Emit an NVTX range per op ("aten::addmm") and per module scope while running.
+  bool nvtx = false;
+  bool nvtx_ops = false;  // the per-op ranges (module ranges come with nvtx)
 };
 
 class Session;

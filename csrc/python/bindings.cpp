@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "effmetrics/effmetrics.h"
+#include "effmetrics/nvtx.h"
 
 namespace py = pybind11;
 using namespace effmetrics;
@@ -94,14 +95,17 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "effmetrics C++ core (RecordFunction observer, op rules, scopes, reports)";
 
   py::class_<Profiler>(m, "Profiler")
-      .def(py::init([](bool all_threads, bool time, bool trace) {
+      .def(py::init([](bool all_threads, bool time, bool trace, bool nvtx, bool nvtx_ops) {
              ProfilerOptions o;
              o.all_threads = all_threads;
              o.time = time;
              o.trace = trace;
+             o.nvtx = nvtx;
+             o.nvtx_ops = nvtx_ops;
              return std::make_unique<Profiler>(o, /*start_now=*/false);
            }),
-           py::arg("all_threads") = false, py::arg("time") = false, py::arg("trace") = false)
+           py::arg("all_threads") = false, py::arg("time") = false, py::arg("trace") = false,
+           py::arg("nvtx") = false, py::arg("nvtx_ops") = false)
       .def("start", &Profiler::start)
       .def("stop", [](Profiler& p) { return report_to_dict(p.stop()); })
       .def("stop_json", [](Profiler& p) { return p.stop().to_json(); })
@@ -154,6 +158,11 @@ PYBIND11_MODULE(_C, m) {
     d["iqr"] = s.iqr;
     return d;
   });
+
+  m.def("nvtx_acquire", &nvtx_acquire);
+  m.def("nvtx_release", &nvtx_release);
+  m.def("nvtx_range_push", [](const std::string& message) { nvtx_range_push(message.c_str()); });
+  m.def("nvtx_range_pop", &nvtx_range_pop);
 
   m.def("intern_scope_name", &intern_scope_name);
   m.def("push_scope_id", &push_scope_id);

@@ -168,6 +168,8 @@ def profile(
     all_threads: bool = False,
     time: bool = False,
     trace: bool = False,
+    nvtx: bool = False,
+    nvtx_ops: bool = False,
     **kwargs: Any,
 ) -> Report:
     """Run ``model(*args, **kwargs)`` once and count every op it executes.
@@ -185,6 +187,8 @@ def profile(
             CUDA work is asynchronous: on CUDA the per-op host times measure launches, not
             kernels (use em.benchmark for device time).
         trace: also keep the timeline of ops and module calls: ``report.to_chrome_trace(path)``.
+        nvtx: NVTX ranges (domain "effmetrics") for each module call, named by its qualified
+            name; ``nvtx_ops`` adds one per op. Free when no tool (Nsight Systems) is attached.
 
     Returns:
         A Report: totals, ``by_module()``, ``by_op()``, ``params``, ``unsupported_ops``.
@@ -198,7 +202,7 @@ def profile(
         args, kwargs = pytree.tree_map(
             lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t, (args, kwargs))
     model_scan = scan(module) if module is not None else None
-    profiler = _C.Profiler(all_threads, time or trace, trace)
+    profiler = _C.Profiler(all_threads, time or trace, trace, nvtx or nvtx_ops, nvtx_ops)
     with _observing(model_scan, profiler):
         with torch.enable_grad() if backward else contextlib.nullcontext():
             output = fn(*args, **kwargs)
@@ -240,14 +244,16 @@ class Counter:
     _STEP_FIELDS = ("flops", "macs", "flops_matmul", "flops_vector", "flops_forward",
                     "flops_backward", "bytes_read", "bytes_written", "busy_ns")
 
-    def __init__(self, model: nn.Module | None = None, *, all_threads: bool = False):
+    def __init__(self, model: nn.Module | None = None, *, all_threads: bool = False,
+                 nvtx: bool = False, nvtx_ops: bool = False):
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(
                 f"Counter(model): model must be a torch.nn.Module or None; got "
                 f"{type(model).__name__}"
             )
         self.model = model
-        self._profiler = _C.Profiler(all_threads, True, False)
+        self._nvtx = nvtx or nvtx_ops
+        self._profiler = _C.Profiler(all_threads, True, False, self._nvtx, nvtx_ops)
         self._ctx = None
         self._rows: list[dict] = []
         self._last = dict.fromkeys(self._STEP_FIELDS, 0)
@@ -257,14 +263,27 @@ class Counter:
         self._scan = scan(self.model) if self.model is not None else None
         self._ctx = _observing(self._scan, self._profiler)
         self._ctx.__enter__()
+        self._step_range_open = False
+        self._open_step_range()
         self._t_last = time.perf_counter()
         return self
+
+    def _open_step_range(self) -> None:
+        if self._nvtx:
+            _C.nvtx_range_push(f"step {len(self._rows)}")
+            self._step_range_open = True
+
+    def _close_step_range(self) -> None:
+        if self._step_range_open:
+            _C.nvtx_range_pop()
+            self._step_range_open = False
 
     def step(self, examples: int | None = None, tokens: int | None = None) -> dict:
         """Close the current step; returns its row."""
         if not self._profiler.running:
             raise RuntimeError("Counter.step() outside its `with` block")
         now = time.perf_counter()
+        self._close_step_range()
         snap = self._profiler.snapshot()
         total = dict(snap["total"], busy_ns=snap["busy_ns"])
         row = {"step": len(self._rows)}
@@ -276,10 +295,12 @@ class Counter:
                    examples=examples, tokens=tokens)
         self._last = {k: total[k] for k in self._STEP_FIELDS}
         self._rows.append(row)
+        self._open_step_range()
         self._t_last = time.perf_counter()  # the snapshot itself is not the step's time
         return row
 
     def __exit__(self, *exc) -> None:
+        self._close_step_range()
         raw = self._profiler.stop()
         self._ctx.__exit__(*exc)
         self.report = _report(raw, self._scan)

@@ -99,6 +99,7 @@ def benchmark(
     seq_len: int | None = None,
     l2_flush: bool = False,
     cuda_graph: bool = False,
+    nvtx: bool = False,
     **kwargs: Any,
 ) -> Timing:
     """Time ``model_or_fn(*args, **kwargs)``.
@@ -107,7 +108,8 @@ def benchmark(
     training step stays a training step). batch_size defaults to the first dimension of the
     first tensor argument; seq_len, when given, adds tokens_per_s. CUDA only: ``l2_flush``
     overwrites a 256 MiB buffer before each run (cold-cache timing), ``cuda_graph`` captures one
-    call in a CUDA graph and times its replay.
+    call in a CUDA graph and times its replay. ``nvtx`` wraps each run in an NVTX range
+    ("benchmark") of the effmetrics domain.
     """
     if not callable(model_or_fn):
         raise TypeError(f"benchmark needs an nn.Module or a callable; got "
@@ -127,6 +129,16 @@ def benchmark(
     run = call
     if cuda_graph:
         run = _graphed(call)
+    if nvtx:
+        inner = run
+
+        def run():
+            _C.nvtx_range_push("benchmark")
+            try:
+                inner()
+            finally:
+                _C.nvtx_range_pop()
+
     with grad:
         raw = _C.benchmark(run, warmup, warmup_time, min_run_time, max_run_time, min_runs,
                            iqr_tolerance, device_name, l2_flush)

@@ -1,0 +1,82 @@
+"""NVTX ranges from Python reach a tool: a subprocess runs with the test injection library
+(tests/cpp/nvtx_capture.cpp, built next to the extension) named by NVTX_INJECTION64_PATH."""
+import glob
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def capture_lib() -> str:
+    found = os.environ.get("EFFMETRICS_NVTX_CAPTURE_LIB") or next(
+        iter(sorted(glob.glob(os.path.join(ROOT, "build*", "libeffmetrics_nvtx_capture.so")))),
+        None)
+    if not found:
+        pytest.fail("libeffmetrics_nvtx_capture.so not built: run `make build` (CMake builds it)")
+    return found
+
+
+def run_captured(tmp_path, code: str) -> list:
+    out = tmp_path / "nvtx.txt"
+    env = dict(os.environ, NVTX_INJECTION64_PATH=capture_lib(), EFFMETRICS_NVTX_CAPTURE=str(out),
+               PYTHONPATH=os.pathsep.join([os.path.join(ROOT, "python"),
+                                           os.path.join(ROOT, "tests", "python")]))
+    subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, check=True,
+                   timeout=120)
+    return out.read_text().splitlines() if out.exists() else []
+
+
+def balanced(lines) -> bool:
+    depth = 0
+    for line in lines:
+        depth += 1 if line.startswith("push") else -1
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def test_module_names_reach_the_tool(tmp_path):
+    lines = run_captured(tmp_path, """
+        import torch, effmetrics as em
+        from models import ViT
+        vit = ViT(32, 2, 4, 64, 8, image=32, classes=10)
+        em.profile(vit, torch.randn(1, 3, 32, 32), nvtx=True)
+        em.profile(vit, torch.randn(1, 3, 32, 32))  # no ranges without nvtx=True
+    """)
+    pushed = [line[5:] for line in lines if line.startswith("push ")]
+    assert pushed[:3] == ["patch_embed", "blocks.0", "blocks.0.norm1"]
+    assert pushed.count("blocks.1.fc2") == 1 and "head" in pushed
+    assert not any(p.startswith("aten::") for p in pushed)
+    assert balanced(lines)
+
+
+def test_op_and_step_ranges_balanced_when_forward_raises(tmp_path):
+    lines = run_captured(tmp_path, """
+        import torch, effmetrics as em
+        from torch import nn
+        class Boom(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(4, 4)
+            def forward(self, x):
+                self.lin(x)
+                raise ValueError("boom")
+        try:
+            em.profile(Boom(), torch.randn(2, 4), nvtx=True, nvtx_ops=True)
+        except ValueError:
+            pass
+        lin = nn.Linear(4, 4)
+        with em.Counter(lin, nvtx=True) as c:
+            for _ in range(2):
+                lin(torch.randn(2, 4))
+                c.step()
+    """)
+    pushed = [line[5:] for line in lines if line.startswith("push ")]
+    assert pushed[0] == "lin" and "aten::linear" in pushed
+    assert pushed.count("step 0") == 1 and pushed.count("step 1") == 1
+    assert "step 2" in pushed  # the range of the step in progress at exit, closed by __exit__
+    assert balanced(lines)
