@@ -95,6 +95,12 @@ uint32_t current_scope() { return tls.stack.empty() ? kRootScope : tls.stack.bac
 
 size_t scope_depth() { return tls.stack.size(); }
 
+std::string scope_name(uint32_t node) {
+  ScopeTree& t = tree();
+  std::lock_guard<std::mutex> lock(t.mu);
+  return node < t.nodes.size() ? t.nodes[node].name : "";
+}
+
 void truncate_scopes(size_t depth) {
   while (tls.stack.size() > depth) pop_scope();
 }

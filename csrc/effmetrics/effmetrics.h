@@ -1,6 +1,7 @@
 // The public C++ API of effmetrics (no Python, no pybind11).
 #pragma once
 
+#include "effmetrics/memory.h"
 #include "effmetrics/op_call.h"
 #include "effmetrics/profiler.h"
 #include "effmetrics/report.h"

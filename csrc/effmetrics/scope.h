@@ -27,8 +27,9 @@ void push_scope_id(uint32_t name_id);
 void push_scope(std::string_view name);
 // Pops the innermost scope; popping an empty stack is a no-op (returns false).
 bool pop_scope();
-// Current thread's innermost scope node.
+// Current thread's innermost scope node, and a node's name ("" for the root).
 uint32_t current_scope();
+std::string scope_name(uint32_t node);
 size_t scope_depth();
 // Pop until the stack has `depth` entries (restores balance after an exception).
 void truncate_scopes(size_t depth);

@@ -159,12 +159,22 @@ PYBIND11_MODULE(_C, m) {
     return d;
   });
 
+  py::class_<MemoryTracker>(m, "MemoryTracker")
+      .def(py::init<>())
+      .def("start", &MemoryTracker::start)
+      .def("stop", &MemoryTracker::stop)
+      .def("peak_bytes",
+           [](const MemoryTracker& t, const std::string& d) { return t.peak_bytes(d.c_str()); })
+      .def("current_bytes",
+           [](const MemoryTracker& t, const std::string& d) { return t.current_bytes(d.c_str()); });
+
   m.def("nvtx_acquire", &nvtx_acquire);
   m.def("nvtx_release", &nvtx_release);
   m.def("nvtx_range_push", [](const std::string& message) { nvtx_range_push(message.c_str()); });
   m.def("nvtx_range_pop", &nvtx_range_pop);
 
   m.def("intern_scope_name", &intern_scope_name);
+  m.def("current_scope_name", [] { return scope_name(current_scope()); });
   m.def("push_scope_id", &push_scope_id);
   m.def("push_scope", [](const std::string& name) { push_scope(name); });
   m.def("pop_scope", &pop_scope);

@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from effmetrics import _C
+from effmetrics.memory import measure_memory
 from effmetrics.params import ModelScan, scan
 from effmetrics.report import Report
 
@@ -101,6 +102,15 @@ def _observing(model_scan: ModelScan | None, profiler):
             _ModuleScopes.release(added)
 
 
+def _device_of(module: nn.Module | None, args, kwargs) -> torch.device:
+    for t in pytree.tree_leaves((args, kwargs)):
+        if isinstance(t, torch.Tensor):
+            return t.device
+    for p in module.parameters() if module is not None else ():
+        return p.device
+    return torch.device("cpu")
+
+
 def _check_model(model) -> tuple[Callable, nn.Module | None]:
     if isinstance(model, nn.Module):
         return model, model
@@ -170,6 +180,7 @@ def profile(
     trace: bool = False,
     nvtx: bool = False,
     nvtx_ops: bool = False,
+    memory: bool = False,
     **kwargs: Any,
 ) -> Report:
     """Run ``model(*args, **kwargs)`` once and count every op it executes.
@@ -189,6 +200,9 @@ def profile(
         trace: also keep the timeline of ops and module calls: ``report.to_chrome_trace(path)``.
         nvtx: NVTX ranges (domain "effmetrics") for each module call, named by its qualified
             name; ``nvtx_ops`` adds one per op. Free when no tool (Nsight Systems) is attached.
+        memory: measure ``peak_memory_bytes`` (how: ``peak_memory_method``) and
+            ``activation_bytes``, the tensors saved for backward (exact on every device,
+            ``meta`` included; ``by_module()`` gains the column).
 
     Returns:
         A Report: totals, ``by_module()``, ``by_op()``, ``params``, ``unsupported_ops``.
@@ -203,9 +217,13 @@ def profile(
             lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t, (args, kwargs))
     model_scan = scan(module) if module is not None else None
     profiler = _C.Profiler(all_threads, time or trace, trace, nvtx or nvtx_ops, nvtx_ops)
+    mem: dict = {}
     with _observing(model_scan, profiler):
-        with torch.enable_grad() if backward else contextlib.nullcontext():
-            output = fn(*args, **kwargs)
+        memory_ctx = measure_memory(_device_of(module, args, kwargs),
+                                    model_scan.parameters if model_scan else ())
+        with memory_ctx if memory else contextlib.nullcontext() as measured:
+            with torch.enable_grad() if backward else contextlib.nullcontext():
+                output = fn(*args, **kwargs)
             if backward:
                 loss = loss_fn(output) if loss_fn is not None else _default_loss(output)
                 if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:
@@ -217,14 +235,16 @@ def profile(
                     )
                 profiler.set_phase("backward")
                 loss.backward()
+        if memory:
+            mem = measured
         raw = profiler.stop()
-    return _report(raw, model_scan)
+    return _report(raw, model_scan, mem)
 
 
-def _report(raw: dict, model_scan: ModelScan | None) -> Report:
+def _report(raw: dict, model_scan: ModelScan | None, memory: dict | None = None) -> Report:
     if model_scan is None:
-        return Report(raw)
-    return Report(raw, dataclasses.replace(model_scan.counts), model_scan.module_params)
+        return Report(raw, memory=memory)
+    return Report(raw, dataclasses.replace(model_scan.counts), model_scan.module_params, memory)
 
 
 class Counter:

@@ -10,6 +10,11 @@ _COUNT_FIELDS = ("flops", "macs", "flops_matmul", "macs_matmul", "flops_vector",
                  "flops_forward", "flops_backward", "bytes_read", "bytes_written", "time_ns")
 
 
+def _inside(name: str, module: str) -> bool:
+    """Whether qualified name `name` is `module` or below it ("" is the whole model)."""
+    return not module or name == module or name.startswith(module + ".")
+
+
 def _add_rates(df) -> None:
     """Derived columns: intensity (FLOP/byte); with times, achieved FLOP/s and bytes/s."""
     moved = df["bytes_read"] + df["bytes_written"]
@@ -29,9 +34,16 @@ class Report:
     """
 
     def __init__(self, raw: dict, params: ParamCount | None = None,
-                 module_params: dict | None = None):
+                 module_params: dict | None = None, memory: dict | None = None):
         self._raw = raw
         self._module_params = module_params or {}
+        memory = memory or {}
+        #: peak allocated bytes of the pass (profile(memory=True)); how it was measured:
+        self.peak_memory_bytes: int | None = memory.get("peak_memory_bytes")
+        self.peak_memory_method: str | None = memory.get("peak_memory_method")
+        #: bytes of the tensors autograd saved for backward (profile(memory=True))
+        self.activation_bytes: int | None = memory.get("activation_bytes")
+        self._activation_by_module: dict = memory.get("activation_bytes_by_module", {})
         if params is not None:
             if raw["params_applied"] >= 0:
                 params.applied = raw["params_applied"]
@@ -88,6 +100,11 @@ class Report:
         _add_rates(df)
         for f in ("flops", "macs", "bytes_read", "bytes_written", "time_ns"):
             df[f"self_{f}"] = m["self"][f]
+        if self.activation_bytes is not None:
+            own = self._activation_by_module
+            df["self_activation_bytes"] = [own.get(n, 0) for n in m["name"]]
+            df["activation_bytes"] = [sum(b for k, b in own.items() if _inside(k, n))
+                                      for n in m["name"]]
         return df.set_index("module")
 
     def by_op(self, module: str | None = None):
@@ -136,6 +153,9 @@ class Report:
             "wall_ns": self._raw["wall_ns"],
             "busy_ns": self._raw["busy_ns"],
             "params": self.params.to_dict() if self.params is not None else None,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "peak_memory_method": self.peak_memory_method,
+            "activation_bytes": self.activation_bytes,
         }
 
     def to_json(self, path: str | None = None) -> str:

@@ -317,3 +317,20 @@ TEST(Profiler, ComplexSparseQuantizedTensors) {
   EXPECT_EQ(r.total.flops_matmul, 0);
   EXPECT_FALSE(r.unsupported_ops.empty());
 }
+
+TEST(MemoryTracker, PeakOfAllocationsDuringTheRegion) {
+  auto before = torch::ones({1000});  // allocated before: not part of the peak
+  em::MemoryTracker tracker;
+  tracker.start();
+  {
+    auto a = torch::empty({1 << 10});  // 4 KiB
+    auto b = torch::empty({1 << 12});  // 16 KiB, while a is alive: 20 KiB
+  }
+  auto c = torch::empty({1 << 11});  // 8 KiB after both were freed
+  before = torch::Tensor();          // the CPU allocator reports no free of what it did not track
+  tracker.stop();
+  EXPECT_EQ(tracker.peak_bytes("cpu"), 4 * ((1 << 10) + (1 << 12)));
+  EXPECT_EQ(tracker.current_bytes("cpu"), 4 * (1 << 11));
+  EXPECT_EQ(tracker.peak_bytes("cuda"), 0);
+  EXPECT_THROW(tracker.peak_bytes("tpu"), std::invalid_argument);
+}
