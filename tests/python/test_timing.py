@@ -22,8 +22,8 @@ def test_median_agrees_with_torch_benchmark_timer(one_thread):
     ours, theirs = [], []
     for _ in range(5):  # interleaved, so drift hits both alike
         ours.append(em.benchmark(torch.mm, a, a, min_run_time=0.1).median)
-        m = Timer("torch.mm(a, a)", globals={"torch": torch, "a": a}).blocked_autorange(
-            min_run_time=0.1)
+        m = Timer("torch.mm(a, a)", globals={"torch": torch, "a": a},
+                  num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=0.1)
         theirs.append(m.median)
     ratio = statistics.median(ours) / statistics.median(theirs)
     assert 0.9 < ratio < 1.1, (ours, theirs)
