@@ -34,6 +34,8 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch (a CUDA build would be several GB): pinned, from the local index.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q numpy pandas pytest ruff pybind11 setuptools wheel
+	# NVTX3 headers (header-only) for machines without the CUDA toolkit
+	$(PIP) install -q nvidia-nvtx
 	touch $(STAMP)
 
 venv: $(STAMP)
