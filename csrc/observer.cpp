@@ -1,5 +1,5 @@
-// The RecordFunction observer behind effmetrics::Profiler. The only translation unit of the
-// core that includes ATen headers.
+// The RecordFunction observer behind effmetrics::Profiler (with timing_cuda.cpp and memory.cpp,
+// one of the few translation units of the core that include ATen headers).
 //
 // Hot path: no lock, no allocation in steady state. Each (profiler, thread) pair owns a buffer
 // with its op stack (frames are reused), an op-name cache and the accumulated cells. Callbacks
