@@ -106,7 +106,10 @@ BenchmarkResult benchmark(const std::function<void()>& fn, const BenchmarkOption
     fn();
     r.samples.push_back(timer->stop());
     measured += r.samples.back();
-  } while (!autorange_done(r.samples, measured, options));
+    // max_run_time also bounds the wall clock: for sub-microsecond work the time between runs
+    // dominates, and measured time alone would take far longer to reach it.
+  } while (!autorange_done(r.samples, measured, options) &&
+           seconds_since(t0) < options.max_run_time);
   r.total_time = seconds_since(t0);
   r.stats = summarize(r.samples);
   return r;

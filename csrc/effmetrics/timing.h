@@ -26,7 +26,7 @@ struct BenchmarkOptions {
   int warmup = 3;  // untimed runs first (and at least warmup_time seconds of them)
   double warmup_time = 0.05;
   double min_run_time = 0.2;  // measure at least this long ...
-  double max_run_time = 2.0;  // ... and stop here whatever the spread
+  double max_run_time = 2.0;  // ... and stop here (measured or wall time) whatever the spread
   int min_runs = 5;
   double iqr_tolerance = 0.05;  // stable when iqr / median <= this
   std::string device = "cpu";   // "cpu": steady clock; "cuda[:i]": events on the current stream
