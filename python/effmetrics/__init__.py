@@ -10,11 +10,12 @@ See README.md for the counting conventions.
 import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from effmetrics import _C  # noqa: F401
+from effmetrics.compare import Comparison, compare
 from effmetrics.params import ParamCount, count_params
 from effmetrics.profiler import Counter, profile
 from effmetrics.report import Report
 from effmetrics.timing import Timing, benchmark, throughput
 
 __version__ = "0.1.0"
-__all__ = ["Counter", "ParamCount", "Report", "Timing", "benchmark", "count_params", "profile",
-           "throughput"]
+__all__ = ["Comparison", "Counter", "ParamCount", "Report", "Timing", "benchmark", "compare",
+           "count_params", "profile", "throughput"]
