@@ -14,8 +14,9 @@ from effmetrics.compare import Comparison, compare
 from effmetrics.params import ParamCount, count_params
 from effmetrics.profiler import Counter, profile
 from effmetrics.report import Report
+from effmetrics.sweep import load, sweep
 from effmetrics.timing import Timing, benchmark, throughput
 
 __version__ = "0.1.0"
 __all__ = ["Comparison", "Counter", "ParamCount", "Report", "Timing", "benchmark", "compare",
-           "count_params", "profile", "throughput"]
+           "count_params", "load", "profile", "sweep", "throughput"]

@@ -1,0 +1,161 @@
+"""sweep() and load(): run many configurations, one SQLite row each, resumable.
+
+Each finished configuration is committed in its own transaction (WAL journal), so a sweep that is
+killed loses at most the configuration in flight; a rerun skips what the store already holds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+
+COLUMNS = {  # name -> SQLite type; the store's schema, in order
+    "model": "TEXT NOT NULL", "device": "TEXT NOT NULL", "dtype": "TEXT NOT NULL",
+    "batch_size": "INTEGER NOT NULL", "config": "TEXT",
+    "params": "INTEGER", "params_applied": "INTEGER", "params_touched": "INTEGER",
+    "flops": "INTEGER", "macs": "INTEGER", "flops_matmul": "INTEGER", "flops_vector": "INTEGER",
+    "bytes_read": "INTEGER", "bytes_written": "INTEGER", "intensity": "REAL",
+    "latency_median": "REAL", "latency_iqr": "REAL", "latency_n": "INTEGER",
+    "throughput": "REAL", "peak_memory_bytes": "INTEGER", "activation_bytes": "INTEGER",
+    "torch_version": "TEXT", "hardware": "TEXT", "created": "REAL",
+}
+KEY = ("model", "device", "dtype", "batch_size")
+MEASURES = {"count", "time", "memory"}
+
+
+def hardware_name(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def _connect(store: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(store)
+    conn.execute("PRAGMA journal_mode=WAL")
+    cols = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
+    conn.execute(f"CREATE TABLE IF NOT EXISTS results ({cols}, PRIMARY KEY ({', '.join(KEY)}))")
+    return conn
+
+
+def load(store: str):
+    """The store as a DataFrame (one row per configuration, device, dtype and batch size)."""
+    import pandas as pd
+
+    if not os.path.exists(store):
+        raise FileNotFoundError(f"no results store at {store!r}: run em.sweep(..., store=...)")
+    with sqlite3.connect(store) as conn:
+        return pd.read_sql_query("SELECT * FROM results ORDER BY created", conn)
+
+
+class _Progress:
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
+
+    def show(self, name: str, note: str = "") -> None:
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        width = 24
+        bar = "#" * (width * self.done // max(self.total, 1))
+        sys.stderr.write(f"\r[{bar:<{width}}] {self.done}/{self.total} {name[:28]:<28} "
+                         f"{note:<8} ETA {eta:5.0f}s ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def sweep(
+    configs: Mapping[str, Any] | Iterable[tuple[str, Any]],
+    build: Callable[[Any], torch.nn.Module],
+    make_inputs: Callable[[Any, int], Any],
+    measure: Iterable[str] = ("count", "time", "memory"),
+    store: str = "results.sqlite",
+    *,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = 1,
+    progress: bool = True,
+    timing: Mapping[str, Any] | None = None,
+):
+    """Run every configuration and store one row each; returns the whole store (em.load).
+
+    configs: {name: config} (or (name, config) pairs); build(config) -> model;
+    make_inputs(config, batch_size) -> the model's argument or a tuple of arguments.
+    measure: "count" (FLOPs, bytes, params: on meta when only counting), "time" (em.benchmark),
+    "memory" (peak and activation bytes). Configurations already in the store are skipped.
+    """
+    import effmetrics as em
+
+    measure = set(measure)
+    if not measure or measure - MEASURES:
+        raise ValueError(f"measure must be a non-empty subset of {sorted(MEASURES)}; got "
+                         f"{sorted(measure)}")
+    items = list(configs.items() if isinstance(configs, Mapping) else configs)
+    dtype_name = str(dtype).replace("torch.", "")
+    conn = _connect(store)
+    done = {row[0] for row in conn.execute(
+        "SELECT model FROM results WHERE device=? AND dtype=? AND batch_size=?",
+        (device, dtype_name, batch_size))}
+    todo = [(n, c) for n, c in items if n not in done]
+    bar = _Progress(len(items), progress)
+    bar.done = len(items) - len(todo)
+    try:
+        for name, config in todo:
+            bar.show(name, "running")
+            row = _measure(em, name, config, build, make_inputs, measure, device, dtype,
+                           batch_size, dict(timing or {}))
+            row.update(model=name, device=device, dtype=dtype_name, batch_size=batch_size,
+                       config=json.dumps(config, default=str), torch_version=torch.__version__,
+                       hardware=hardware_name(device), created=time.time())
+            with conn:  # one transaction per row
+                names = list(COLUMNS)
+                conn.execute(f"INSERT INTO results ({', '.join(names)}) VALUES "
+                             f"({', '.join('?' * len(names))})", [row.get(n) for n in names])
+            bar.done += 1
+            bar.show(name, "done")
+    finally:
+        bar.close()
+        conn.close()
+    return load(store)
+
+
+def _as_args(inputs) -> tuple:
+    return inputs if isinstance(inputs, tuple) else (inputs,)
+
+
+def _measure(em, name, config, build, make_inputs, measure, device, dtype, batch_size,
+             timing) -> dict:
+    row: dict = {}
+    run_device = device if {"time", "memory"} & measure else "meta"
+    with torch.device(run_device):
+        model = build(config)
+    model = model.to(dtype=dtype) if dtype.is_floating_point else model
+    model.eval()
+    args = _as_args(make_inputs(config, batch_size))
+    args = tuple(a.to(run_device, dtype=dtype) if torch.is_tensor(a) and a.is_floating_point()
+                 else a.to(run_device) if torch.is_tensor(a) else a for a in args)
+    # with memory, the pass keeps autograd on so activation_bytes (what training holds) is seen
+    with torch.enable_grad() if "memory" in measure else torch.no_grad():
+        rep = em.profile(model, *args, memory="memory" in measure)
+    row.update(params=rep.params.total, params_applied=rep.params.applied,
+               params_touched=rep.params.touched, flops=rep.flops, macs=rep.macs,
+               flops_matmul=rep.flops_matmul, flops_vector=rep.flops_vector,
+               bytes_read=rep.bytes_read, bytes_written=rep.bytes_written,
+               intensity=rep.intensity)
+    if "memory" in measure:
+        row.update(peak_memory_bytes=rep.peak_memory_bytes, activation_bytes=rep.activation_bytes)
+    if "time" in measure:
+        t = em.benchmark(model, *args, batch_size=batch_size, **timing)
+        row.update(latency_median=t.median, latency_iqr=t.iqr, latency_n=t.n,
+                   throughput=t.throughput)
+    return row

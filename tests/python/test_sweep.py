@@ -1,0 +1,101 @@
+"""sweep(): one SQLite row per configuration, resumable after SIGKILL, readable by sqlite3."""
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+
+import effmetrics as em
+from effmetrics.models import ViT, ViTConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = {f"vit-d{d}": {"dim": d, "depth": 1, "heads": 2, "mlp": 2 * d, "patch": 8,
+                         "image": 16, "classes": 10} for d in (16, 32, 48)}
+
+
+def build(config):
+    return ViT(ViTConfig(**config))
+
+
+def make_inputs(config, batch_size):
+    return torch.randn(batch_size, 3, config["image"], config["image"])
+
+
+def test_sweep_stores_every_measure(tmp_path):
+    store = str(tmp_path / "r.sqlite")
+    df = em.sweep(CONFIGS, build, make_inputs, store=store, batch_size=2, progress=False,
+                  timing={"min_run_time": 0.01, "warmup": 1})
+    assert sorted(df["model"]) == sorted(CONFIGS)
+    for name, config in CONFIGS.items():
+        row = df[df["model"] == name].iloc[0]
+        model = build(config)
+        rep = em.profile(model, make_inputs(config, 2))
+        assert row["params"] == rep.params.total and row["flops"] == rep.flops
+        assert row["latency_median"] > 0 and row["throughput"] == pytest.approx(
+            2 / row["latency_median"])
+        assert row["activation_bytes"] > 0 and row["peak_memory_bytes"] > 0
+        assert row["device"] == "cpu" and row["dtype"] == "float32" and row["batch_size"] == 2
+        assert row["torch_version"] == torch.__version__ and row["hardware"]
+    # a rerun skips what is stored
+    before = em.load(store)["created"].tolist()
+    em.sweep(CONFIGS, build, make_inputs, store=store, batch_size=2, progress=False)
+    assert em.load(store)["created"].tolist() == before
+
+
+def test_count_only_sweep_runs_on_meta(tmp_path):
+    store = str(tmp_path / "c.sqlite")
+    df = em.sweep({"vit-b/16": {}}, lambda c: em.models.build("vit-b/16"),
+                  lambda c, bs: torch.empty(bs, 3, 224, 224), measure=["count"], store=store,
+                  progress=False)
+    assert df.iloc[0]["macs"] >= 17_563_828_224 and df.iloc[0]["params"] == 86_567_656
+    assert df.iloc[0]["latency_median"] is None or df["latency_median"].isna().all()
+
+
+def test_store_schema_reads_with_plain_sqlite(tmp_path):
+    store = str(tmp_path / "s.sqlite")
+    em.sweep({"vit-d16": CONFIGS["vit-d16"]}, build, make_inputs, measure=["count"],
+             store=store, progress=False)
+    with sqlite3.connect(store) as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(results)")]
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        flops = conn.execute("SELECT flops FROM results WHERE model='vit-d16'").fetchone()[0]
+    assert cols[:4] == ["model", "device", "dtype", "batch_size"] and "activation_bytes" in cols
+    assert mode == "wal" and flops > 0
+
+
+def test_sweep_resumes_after_sigkill(tmp_path):
+    store = str(tmp_path / "k.sqlite")
+    script = textwrap.dedent(f"""
+        import time, torch, effmetrics as em
+        from effmetrics.models import ViT, ViTConfig
+        configs = {{f"m{{i}}": {{"dim": 16, "depth": 1, "heads": 2, "mlp": 32, "patch": 8,
+                                 "image": 16, "classes": 10 + i}} for i in range(4)}}
+        def build(c):
+            time.sleep(0.8)  # slow enough to be killed mid-sweep
+            return ViT(ViTConfig(**c))
+        em.sweep(configs, build, lambda c, bs: torch.randn(bs, 3, 16, 16), measure=["count"],
+                 store={store!r}, progress=False)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "python"))
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    deadline = time.time() + 60
+    rows = 0
+    while time.time() < deadline and rows < 2:
+        time.sleep(0.1)
+        if os.path.exists(store):
+            try:
+                with sqlite3.connect(store) as conn:
+                    rows = conn.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+            except sqlite3.OperationalError:
+                rows = 0
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= rows < 4, rows  # killed mid-sweep
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
+    df = em.load(store)
+    assert sorted(df["model"]) == ["m0", "m1", "m2", "m3"]  # every row, once
