@@ -14,9 +14,11 @@ from effmetrics.compare import Comparison, compare
 from effmetrics.params import ParamCount, count_params
 from effmetrics.profiler import Counter, profile
 from effmetrics.report import Report
+from effmetrics.roofline import HARDWARE, Hardware, calibrate_cpu, roofline
 from effmetrics.sweep import load, sweep
 from effmetrics.timing import Timing, benchmark, throughput
 
 __version__ = "0.1.0"
-__all__ = ["Comparison", "Counter", "ParamCount", "Report", "Timing", "benchmark", "compare",
-           "count_params", "load", "profile", "sweep", "throughput"]
+__all__ = ["HARDWARE", "Comparison", "Counter", "Hardware", "ParamCount", "Report", "Timing",
+           "benchmark", "calibrate_cpu", "compare", "count_params", "load", "profile",
+           "roofline", "sweep", "throughput"]
