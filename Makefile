@@ -9,7 +9,7 @@ STAMP   := .venv/.effmetrics-deps
 .PHONY: demo test build sysdeps venv lint bench clean
 
 demo: build
-	$(PY) -m effmetrics.demo
+	$(PY) -m effmetrics demo --out out
 
 test: build lint
 	cd $(BUILD) && ctest --output-on-failure
@@ -22,6 +22,7 @@ sysdeps:
 	command -v g++ >/dev/null || missing="$$missing g++"; \
 	[ -f /usr/include/gtest/gtest.h ] || missing="$$missing libgtest-dev"; \
 	command -v clang-format >/dev/null || missing="$$missing clang-format"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -33,7 +34,7 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# The CPU build of torch (a CUDA build would be several GB): pinned, from the local index.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q numpy pandas pytest ruff pybind11 setuptools wheel
+	$(PIP) install -q numpy pandas matplotlib pytest ruff pybind11 setuptools wheel
 	# NVTX3 headers (header-only) for machines without the CUDA toolkit
 	$(PIP) install -q nvidia-nvtx
 	touch $(STAMP)

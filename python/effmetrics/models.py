@@ -401,5 +401,7 @@ def example_input(name: str, batch: int = 1, device: str | torch.device = "cpu",
     if kind == "float":
         size = overrides.get("image", shape[-1])
         return torch.randn(batch, 3, size, size, device=device)
-    vocab = {"tokens": getattr(config, "vocab", 30522), "bytes": 256}[kind]
-    return torch.randint(0, vocab, (batch, *shape), device=device)
+    vocab = {"tokens": overrides.get("vocab", getattr(config, "vocab", 30522)),
+             "bytes": 256}[kind]
+    length = min(shape[0], overrides.get("max_len", shape[0]))
+    return torch.randint(0, vocab, (batch, length), device=device)

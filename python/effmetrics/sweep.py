@@ -18,7 +18,7 @@ import torch
 
 COLUMNS = {  # name -> SQLite type; the store's schema, in order
     "model": "TEXT NOT NULL", "device": "TEXT NOT NULL", "dtype": "TEXT NOT NULL",
-    "batch_size": "INTEGER NOT NULL", "config": "TEXT",
+    "batch_size": "INTEGER NOT NULL", "sweep": "TEXT", "config": "TEXT",
     "params": "INTEGER", "params_applied": "INTEGER", "params_touched": "INTEGER",
     "flops": "INTEGER", "macs": "INTEGER", "flops_matmul": "INTEGER", "flops_vector": "INTEGER",
     "bytes_read": "INTEGER", "bytes_written": "INTEGER", "intensity": "REAL",
@@ -57,9 +57,14 @@ def load(store: str):
 class _Progress:
     def __init__(self, total: int, enabled: bool):
         self.total, self.done, self.enabled, self.t0 = total, 0, enabled, time.perf_counter()
+        self.tty = sys.stderr.isatty()
 
     def show(self, name: str, note: str = "") -> None:
         if not self.enabled:
+            return
+        if not self.tty:  # logs and CI: one line per finished configuration
+            if note == "done":
+                sys.stderr.write(f"[{self.done}/{self.total}] {name}\n")
             return
         elapsed = time.perf_counter() - self.t0
         eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
@@ -70,7 +75,7 @@ class _Progress:
         sys.stderr.flush()
 
     def close(self) -> None:
-        if self.enabled:
+        if self.enabled and self.tty:
             sys.stderr.write("\n")
 
 
@@ -86,6 +91,7 @@ def sweep(
     batch_size: int = 1,
     progress: bool = True,
     timing: Mapping[str, Any] | None = None,
+    tag: str | None = None,
 ):
     """Run every configuration and store one row each; returns the whole store (em.load).
 
@@ -93,6 +99,7 @@ def sweep(
     make_inputs(config, batch_size) -> the model's argument or a tuple of arguments.
     measure: "count" (FLOPs, bytes, params: on meta when only counting), "time" (em.benchmark),
     "memory" (peak and activation bytes). Configurations already in the store are skipped.
+    tag names the sweep in the store's `sweep` column (reports group rows by it).
     """
     import effmetrics as em
 
@@ -115,6 +122,7 @@ def sweep(
             row = _measure(em, name, config, build, make_inputs, measure, device, dtype,
                            batch_size, dict(timing or {}))
             row.update(model=name, device=device, dtype=dtype_name, batch_size=batch_size,
+                       sweep=tag,
                        config=json.dumps(config, default=str), torch_version=torch.__version__,
                        hardware=hardware_name(device), created=time.time())
             with conn:  # one transaction per row

@@ -1,0 +1,5 @@
+import sys
+
+from effmetrics.cli import main
+
+sys.exit(main())

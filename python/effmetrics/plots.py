@@ -1,0 +1,109 @@
+"""Plots (matplotlib, PNG and SVG): metric vs metric with flips marked, the depth/width sweep
+side by side, a roofline chart, per-module breakdown bars. Each returns a Figure."""
+from __future__ import annotations
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+LABELS = {"params": "parameters", "flops": "FLOPs", "macs": "MACs", "latency_median":
+          "latency (s)", "throughput": "throughput (items/s)", "peak_memory_bytes":
+          "peak memory (B)", "activation_bytes": "activation memory (B)",
+          "bytes_read": "bytes read"}
+
+
+def save(fig, path_base: str) -> list:
+    """Write path_base.png and path_base.svg; returns the two paths."""
+    paths = [f"{path_base}.png", f"{path_base}.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def metric_scatter(df, x: str, y: str, flips=None, title: str = ""):
+    """Models as points on two metrics (log axes); pairs that the metrics order differently
+    (rows of Comparison.flips for x and y) joined by red lines."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    t = df.set_index("model") if "model" in df.columns else df
+    ax.scatter(t[x], t[y], color="#1f5fa8", zorder=3)
+    for name, row in t.iterrows():
+        ax.annotate(str(name), (row[x], row[y]), fontsize=7, xytext=(3, 3),
+                    textcoords="offset points")
+    if flips is not None and len(flips):
+        f = flips[((flips.metric_x == x) & (flips.metric_y == y)) |
+                  ((flips.metric_x == y) & (flips.metric_y == x))]
+        for r in f.itertuples():
+            ax.plot([t.at[r.model_a, x], t.at[r.model_b, x]],
+                    [t.at[r.model_a, y], t.at[r.model_b, y]], color="#c0392b", alpha=0.5, lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(LABELS.get(x, x))
+    ax.set_ylabel(LABELS.get(y, y))
+    ax.set_title(title or f"{LABELS.get(y, y)} vs {LABELS.get(x, x)} (red: rank flips)",
+                 fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def depth_width(df, metrics=("params", "flops", "latency_median")):
+    """The paper's depth/width figure: each metric against depth, one line per width.
+    Rows need `depth` and `width` columns (parsed from sweep names by the report)."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
+    for ax, m in zip(axes, metrics):
+        for width, g in df.groupby("width"):
+            g = g.sort_values("depth")
+            ax.plot(g["depth"], g[m], marker="o", label=f"width {width}")
+        ax.set_xlabel("depth (blocks)")
+        ax.set_ylabel(LABELS.get(m, m))
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("depth vs width: parameters, FLOPs and measured latency disagree", fontsize=10)
+    return fig
+
+
+def roofline_chart(table, hw):
+    """Achieved FLOP/s against arithmetic intensity, under the hardware's roofs (log-log).
+    table: em.roofline output with measured_s."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    t = table[table["measured_s"].notna() & (table["measured_s"] > 0)]
+    intensity = t["flops"] / (t["bytes_read"] + t["bytes_written"]).where(
+        (t["bytes_read"] + t["bytes_written"]) > 0)
+    achieved = t["flops"] / t["measured_s"]
+    ax.scatter(intensity, achieved, color="#1f5fa8", zorder=3)
+    for name, xi, yi in zip(t.index, intensity, achieved):
+        ax.annotate(str(name), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    lo = max(min(intensity.min(), 0.1) / 2, 1e-3) if len(t) else 0.05
+    hi = max(intensity.max() * 2, 1000) if len(t) else 1000
+    xs = [lo * (hi / lo) ** (i / 100) for i in range(101)]
+    for peak, style, label in ((hw.matmul_flops, "-", "matmul peak"),
+                               (hw.vector_flops, "--", "vector peak")):
+        ax.plot(xs, [min(peak, x * hw.bandwidth) for x in xs], style, color="#555", lw=1,
+                label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP/byte, no-cache bound)")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.set_title(f"roofline: {hw.name}", fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def module_breakdown(report, depth: int = 1, metric: str = "flops"):
+    """Horizontal bars of a Report's modules at one depth."""
+    df = report.by_module()
+    df = df[df["depth"] == depth]
+    fig, ax = plt.subplots(figsize=(5.5, 0.3 * len(df) + 1.2))
+    ax.barh(list(df.index)[::-1], list(df[metric])[::-1], color="#1f5fa8")
+    ax.set_xlabel(LABELS.get(metric, metric))
+    ax.set_title(f"{LABELS.get(metric, metric)} by module (depth {depth})", fontsize=9)
+    return fig
+
+
+def pairs(metrics):
+    return list(itertools.combinations(metrics, 2))
