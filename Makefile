@@ -34,7 +34,8 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q --upgrade pip
 	# The CPU build of torch (a CUDA build would be several GB): pinned, from the local index.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q numpy pandas matplotlib pytest ruff pybind11 setuptools wheel
+	$(PIP) install -q numpy pandas matplotlib pytest ruff pybind11 setuptools wheel \
+	  nbclient nbformat ipykernel
 	# NVTX3 headers (header-only) for machines without the CUDA toolkit
 	$(PIP) install -q nvidia-nvtx
 	touch $(STAMP)
@@ -52,7 +53,7 @@ build: sysdeps venv
 
 # Style gates: ruff for Python, clang-format (Google style, 100 columns: .clang-format) for C++.
 lint: sysdeps venv
-	.venv/bin/ruff check python tests bench
+	.venv/bin/ruff check python tests bench scripts
 	clang-format --dry-run --Werror csrc/*.cpp csrc/*/*.h csrc/python/*.cpp tests/cpp/*.cpp \
 	  examples/*.cpp
 
