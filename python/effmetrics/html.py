@@ -19,12 +19,13 @@ padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:le
 img{max-width:48%;margin:4px}h2{border-bottom:2px solid #1f5fa8}"""
 
 
-def _img(fig) -> str:
+def _img(fig, wide: bool = False) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plots.plt.close(fig)
     data = base64.b64encode(buf.getvalue()).decode()
-    return f'<img alt="plot" src="data:image/png;base64,{data}">'
+    style = ' style="max-width:98%"' if wide else ""
+    return f'<img alt="plot"{style} src="data:image/png;base64,{data}">'
 
 
 def _table(df: pd.DataFrame) -> str:
@@ -69,7 +70,7 @@ def render(df: pd.DataFrame, title: str = "effmetrics report") -> str:
                     for a, b in [("flops", "latency_median"), ("params", "flops")]
                     if a in metrics and b in metrics]
             if str(sweep) == "vit-depth-width":
-                imgs.append(_img(plots.depth_width(depth_width_columns(g), metrics[:3])))
+                imgs.append(_img(plots.depth_width(depth_width_columns(g), metrics[:3]), True))
             parts.append("".join(imgs))
     parts.append("</body></html>")
     return "\n".join(parts)
