@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml Makefile
 	# The CPU build of torch (a CUDA build would be several GB): pinned, from the local index.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q numpy pandas matplotlib pytest ruff pybind11 setuptools wheel \
-	  nbclient nbformat ipykernel
+	  nbclient nbformat ipykernel pyyaml
 	# NVTX3 headers (header-only) for machines without the CUDA toolkit
 	$(PIP) install -q nvidia-nvtx
 	touch $(STAMP)

@@ -73,11 +73,20 @@ def cmd_profile(args) -> int:
 def cmd_sweep(args) -> int:
     from effmetrics import sweeps
 
-    if os.path.exists(args.name):  # a JSON config file: {"sweeps": {name: {row: [zoo, {..}, bs]}}}
+    if os.path.exists(args.name):  # a config file: {"sweeps": {name: {row: [zoo, {..}, bs]}}}
         with open(args.name) as f:
-            for name, rows in json.load(f).get("sweeps", {}).items():
-                sweeps.SWEEPS[name] = {r: tuple(v) for r, v in rows.items()}
-                args.name = name
+            if args.name.endswith((".yaml", ".yml")):
+                try:
+                    import yaml
+                except ImportError:
+                    raise UsageError("YAML configs need PyYAML (pip install pyyaml), or use "
+                                     "JSON") from None
+                spec = yaml.safe_load(f)
+            else:
+                spec = json.load(f)
+        for name, rows in (spec or {}).get("sweeps", {}).items():
+            sweeps.SWEEPS[name] = {r: tuple(v) for r, v in rows.items()}
+            args.name = name
     if args.name not in sweeps.SWEEPS:
         raise UsageError(f"unknown sweep {args.name!r}; named sweeps: "
                          f"{', '.join(sweeps.SWEEPS)} (or a JSON file)")

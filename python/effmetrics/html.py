@@ -69,6 +69,7 @@ def render(df: pd.DataFrame, title: str = "effmetrics report") -> str:
             imgs = [_img(plots.metric_scatter(g, a, b, cmp.flips))
                     for a, b in [("flops", "latency_median"), ("params", "flops")]
                     if a in metrics and b in metrics]
+            imgs.append(_img(plots.rank_vs_metrics(g, metrics)))
             if str(sweep) == "vit-depth-width":
                 imgs.append(_img(plots.depth_width(depth_width_columns(g), metrics[:3]), True))
             parts.append("".join(imgs))

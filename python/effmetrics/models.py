@@ -23,6 +23,7 @@ class ViTConfig:
     patch: int = 16
     image: int = 224
     classes: int = 1000
+    pool: str = "cls"  # "cls": a CLS token feeds the head; "gap": the mean of the patch tokens
 
 
 # Dosovitskiy et al. 2021 (Ti and S from DeiT); see ORACLES.md.
@@ -77,16 +78,18 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    """Vision Transformer: patch conv, CLS token, learned position embedding, pre-LN blocks,
-    final LayerNorm, linear head on the CLS token."""
+    """Vision Transformer: patch conv, learned position embedding, pre-LN blocks, final
+    LayerNorm, linear head on the CLS token (pool="cls") or on the mean token (pool="gap")."""
 
     def __init__(self, config: ViTConfig):
         super().__init__()
         c = config
+        if c.pool not in ("cls", "gap"):
+            raise ValueError(f"ViT pool must be 'cls' or 'gap'; got {c.pool!r}")
         self.config = c
-        tokens = (c.image // c.patch) ** 2 + 1
+        tokens = (c.image // c.patch) ** 2 + (c.pool == "cls")
         self.patch_embed = nn.Conv2d(3, c.dim, c.patch, stride=c.patch)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim)) if c.pool == "cls" else None
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens, c.dim))
         self.blocks = nn.Sequential(*(Block(c.dim, c.heads, c.mlp) for _ in range(c.depth)))
         self.norm = nn.LayerNorm(c.dim)
@@ -94,8 +97,10 @@ class ViT(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(images).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        return self.head(self.norm(self.blocks(x))[:, 0])
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.norm(self.blocks(x + self.pos_embed))
+        return self.head(x[:, 0] if self.cls_token is not None else x.mean(1))
 
 
 def vit(name: str = "vit-b/16", **overrides) -> ViT:

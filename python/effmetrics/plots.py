@@ -49,6 +49,32 @@ def metric_scatter(df, x: str, y: str, flips=None, title: str = ""):
     return fig
 
 
+def rank_vs_metrics(df, metrics, quality: str | None = None):
+    """Each model's rank (1 = cheapest) under each metric, one line per model: crossing lines
+    are disagreements. With a quality column, quality against each metric instead."""
+    t = df.set_index("model") if "model" in df.columns else df
+    if quality:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.4))
+        for ax, m in zip(axes if len(metrics) > 1 else [axes], metrics):
+            ax.scatter(t[m], t[quality], color="#1f5fa8")
+            ax.set_xscale("log")
+            ax.set_xlabel(LABELS.get(m, m))
+            ax.set_ylabel(quality)
+            ax.grid(alpha=0.3)
+        return fig
+    ranks = t[metrics].rank(method="min")
+    fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 0.35 * len(t) + 2))
+    for name, row in ranks.iterrows():
+        ax.plot(range(len(metrics)), row.values, marker="o")
+        ax.annotate(str(name), (len(metrics) - 1, row.values[-1]), fontsize=7,
+                    xytext=(4, 0), textcoords="offset points", va="center")
+    ax.set_xticks(range(len(metrics)), [LABELS.get(m, m) for m in metrics])
+    ax.set_ylabel("rank (1 = cheapest)")
+    ax.invert_yaxis()
+    ax.set_title("rank under each metric (crossing lines: the metrics disagree)", fontsize=9)
+    return fig
+
+
 def depth_width(df, metrics=("params", "flops", "latency_median")):
     """The paper's depth/width figure: each metric against depth, one line per width.
     Rows need `depth` and `width` columns (parsed from sweep names by the report)."""

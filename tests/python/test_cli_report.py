@@ -93,6 +93,27 @@ def test_efficientnet_fewer_flops_lower_throughput_per_flop():
     assert eff.intensity < res.intensity
 
 
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_sweep_command_reads_a_config_file(tmp_path, suffix):
+    rows = {"tiny a": ["vit-b/16", {"depth": 1, "dim": 64, "heads": 1, "mlp": 128, "image": 32,
+                                    "patch": 8}, 1],
+            "tiny b": ["vit-b/16", {"depth": 2, "dim": 64, "heads": 1, "mlp": 128, "image": 32,
+                                    "patch": 8}, 1]}
+    config = tmp_path / f"sweep{suffix}"
+    spec = {"sweeps": {"my-sweep": rows}}
+    if suffix == ".json":
+        config.write_text(json.dumps(spec))
+    else:
+        import yaml
+
+        config.write_text(yaml.safe_dump(spec))
+    store = tmp_path / "s.sqlite"
+    r = cli("sweep", str(config), "--store", str(store), "--measure", "count")
+    assert "tiny a" in r.stdout and "tiny b" in r.stdout
+    df = em.load(str(store))
+    assert set(df["model"]) == {"tiny a", "tiny b"} and set(df["sweep"]) == {"my-sweep"}
+
+
 def test_compare_and_report_commands(store, tmp_path):
     r = cli("compare", store, "--sweep", "moe", "--metrics", "params,flops,latency_median")
     assert "Kendall tau" in r.stdout and "flips" in r.stdout

@@ -70,6 +70,19 @@ def test_every_zoo_model_runs_and_counts_on_meta():
         assert rep.macs_matmul > 0 and rep.unsupported_ops == {}, name
 
 
+def test_vit_global_average_pooling_drops_the_cls_token():
+    cls, gap = on_meta("vit-b/16"), on_meta("vit-b/16", pool="gap")
+    # no CLS token (D) and one position fewer in the embedding (D)
+    assert cls.params.total - gap.params.total == 2 * 768
+    # one token fewer in every block; the head reads the mean instead of the CLS row
+    T, D, M, L = 197, 768, 3072, 12
+    per_token = 3 * D * D + D * D + 2 * D * M
+    attention = 2 * (T * T - (T - 1) ** 2) * D
+    assert cls.macs_matmul - gap.macs_matmul == L * (per_token + attention)
+    with pytest.raises(ValueError, match="'cls' or 'gap'"):
+        build("vit-b/16", pool="max")
+
+
 def test_unknown_model_names_the_choices():
     with pytest.raises(ValueError, match="the zoo has: .*bert-base"):
         build("bert-huge")
