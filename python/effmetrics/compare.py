@@ -83,16 +83,25 @@ class Comparison:
             frontier[m] = sorted(keep, key=lambda a: cost[a])
         return frontier
 
-    def summary(self) -> str:
-        """The disagreements in words, one line per flipped pair of models and metrics."""
-        if self.flips.empty:
-            return "All metrics order the models the same way."
+    def summary(self, gap: float = 1.5) -> str:
+        """The disagreements in words: every flipped pair, then pairs that two metrics order
+        alike but whose ratios differ by more than `gap`x (FLOPs 19x apart, latency 12x)."""
         lines = []
         for r in self.flips.itertuples():
             lines.append(f"{r.model_a} vs {r.model_b}: {r.metric_x} ratio {r.ratio_x:.3g}x but "
                          f"{r.metric_y} ratio {r.ratio_y:.3g}x; the two metrics rank them in "
                          "opposite order")
-        return "\n".join(lines)
+        t = self.table
+        for m1, m2 in itertools.combinations(self.metrics, 2):
+            for a, b in itertools.combinations(t.index, 2):
+                r1, r2 = _ratio(t.at[b, m1], t.at[a, m1]), _ratio(t.at[b, m2], t.at[a, m2])
+                if r1 <= 0 or r2 <= 0 or (r1 - 1) * (r2 - 1) <= 0:
+                    continue  # a flip (listed above) or a tie
+                if r1 < 1:  # phrase from the cheaper model's side
+                    a, b, r1, r2 = b, a, 1 / r1, 1 / r2
+                if max(r1, r2) / min(r1, r2) > gap:
+                    lines.append(f"{a} has {r1:.3g}x less {m1} than {b}; {m2} ratio {r2:.3g}x")
+        return "\n".join(lines) or "All metrics order the models alike, at similar ratios."
 
     def __repr__(self) -> str:
         return (f"Comparison({len(self.table)} models, metrics {self.metrics}, "

@@ -40,10 +40,18 @@ def test_higher_is_better_metrics_do_not_flip_with_their_cost(table):
     cmp = em.compare(table, metrics=["latency", "throughput"])
     assert cmp.flips.empty
     assert cmp.rank_correlation.loc["latency", "throughput"] == pytest.approx(1.0)
-    assert cmp.summary() == "All metrics order the models the same way."
+    assert cmp.summary() == "All metrics order the models alike, at similar ratios."
     explicit = em.compare(table, metrics=["latency", "throughput"],
                           lower_is_better={"throughput": True})
     assert len(explicit.flips) == 6
+
+
+def test_summary_names_ratio_gaps_without_flips():
+    df = pd.DataFrame({"model": ["vit-s/32", "vit-s/8"], "params": [22.9e6, 22.0e6],
+                       "flops": [1.15e9, 22.4e9], "latency": [0.01, 0.12]})
+    text = em.compare(df, ["flops", "latency", "params"]).summary()
+    assert "vit-s/32 has 19.5x less flops than vit-s/8; latency ratio 12x" in text
+    assert "flops ratio" in text  # params vs flops: a flip (params 22.9M > 22.0M), listed too
 
 
 def test_pareto_frontier_with_quality(table):
