@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from effmetrics import _C
+from effmetrics.inputs import device_of
 from effmetrics.memory import measure_memory
 from effmetrics.params import ModelScan, scan
 from effmetrics.report import Report
@@ -100,15 +101,6 @@ def _observing(model_scan: ModelScan | None, profiler):
         finally:
             _C.truncate_scopes(depth)
             _ModuleScopes.release(added)
-
-
-def _device_of(module: nn.Module | None, args, kwargs) -> torch.device:
-    for t in pytree.tree_leaves((args, kwargs)):
-        if isinstance(t, torch.Tensor):
-            return t.device
-    for p in module.parameters() if module is not None else ():
-        return p.device
-    return torch.device("cpu")
 
 
 def _check_model(model) -> tuple[Callable, nn.Module | None]:
@@ -219,7 +211,7 @@ def profile(
     profiler = _C.Profiler(all_threads, time or trace, trace, nvtx or nvtx_ops, nvtx_ops)
     mem: dict = {}
     with _observing(model_scan, profiler):
-        memory_ctx = measure_memory(_device_of(module, args, kwargs),
+        memory_ctx = measure_memory(device_of(args, kwargs, module),
                                     model_scan.parameters if model_scan else ())
         with memory_ctx if memory else contextlib.nullcontext() as measured:
             with torch.enable_grad() if backward else contextlib.nullcontext():

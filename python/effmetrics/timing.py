@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
 
 from effmetrics import _C
+from effmetrics.inputs import batch_size_of, device_of
 from effmetrics.units import si
 
 _STATS = ("median", "mean", "std", "min", "max", "p10", "p90", "p99", "iqr")
@@ -69,23 +69,6 @@ class Timing:
         return text
 
 
-def _device_of(fn, args, kwargs) -> torch.device:
-    for t in pytree.tree_leaves((args, kwargs)):
-        if isinstance(t, torch.Tensor):
-            return t.device
-    if isinstance(fn, nn.Module):
-        for p in fn.parameters():
-            return p.device
-    return torch.device("cpu")
-
-
-def _batch_size(args, kwargs) -> int | None:
-    for t in pytree.tree_leaves((args, kwargs)):
-        if isinstance(t, torch.Tensor) and t.dim() > 0:
-            return int(t.shape[0])
-    return None
-
-
 def benchmark(
     model_or_fn: nn.Module | Callable,
     *args: Any,
@@ -114,7 +97,7 @@ def benchmark(
     if not callable(model_or_fn):
         raise TypeError(f"benchmark needs an nn.Module or a callable; got "
                         f"{type(model_or_fn).__name__}")
-    device = _device_of(model_or_fn, args, kwargs)
+    device = device_of(args, kwargs, model_or_fn)
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"benchmark times CPU and CUDA work; the inputs are on {device} "
                          "(meta has no time: use em.profile to count it)")
@@ -144,7 +127,7 @@ def benchmark(
                            iqr_tolerance, device_name, l2_flush)
     stats = _C.summarize(raw["samples"])
     return Timing(**{k: stats[k] for k in _STATS}, n=stats["n"], clock=raw["clock"],
-                  batch_size=batch_size if batch_size is not None else _batch_size(args, kwargs),
+                  batch_size=batch_size if batch_size is not None else batch_size_of(args, kwargs),
                   seq_len=seq_len, samples=list(raw["samples"]))
 
 

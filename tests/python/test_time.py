@@ -10,14 +10,6 @@ import effmetrics as em
 from models import ViT
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_profile_time_attributes_op_time_to_modules(one_thread):
     vit = ViT(64, 2, 4, 128, 8, image=32, classes=10).eval()
     x = torch.randn(4, 3, 32, 32)

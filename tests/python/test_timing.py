@@ -9,14 +9,6 @@ from torch.utils.benchmark import Timer
 import effmetrics as em
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_median_agrees_with_torch_benchmark_timer(one_thread):
     a = torch.randn(192, 192)
     ours, theirs = [], []
