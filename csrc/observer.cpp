@@ -545,11 +545,11 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     while (tb.depth > 0 && tb.stack[tb.depth].handle != fn.handle()) --tb.depth;
     return;
   }
-  // The op is ending by an exception (its RecordFunction is being unwound): it did no work.
   if (f.absorbed) return;
   if (f.nvtx) nvtx_range_pop();  // also when unwinding: ranges stay balanced
   const int64_t dur_ns = timing_ ? t1 - f.t0 : 0;
   if (tb.depth == 0) tb.busy_ns += dur_ns;  // top-level frames: the thread is busy in ops
+  // The op is ending by an exception (its RecordFunction is being unwound): it did no work.
   if (std::uncaught_exceptions() > 0) return;
   Frame* parent = tb.depth ? &tb.stack[tb.depth - 1] : nullptr;
   const OpRule* rule = f.info->rule;
