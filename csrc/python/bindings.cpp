@@ -108,7 +108,6 @@ PYBIND11_MODULE(_C, m) {
            py::arg("nvtx") = false, py::arg("nvtx_ops") = false)
       .def("start", &Profiler::start)
       .def("stop", [](Profiler& p) { return report_to_dict(p.stop()); })
-      .def("stop_json", [](Profiler& p) { return p.stop().to_json(); })
       .def("snapshot", [](Profiler& p) { return report_to_dict(p.snapshot()); })
       .def("set_phase", [](Profiler& p, const std::string& s) { p.set_phase(parse_phase(s)); })
       .def("watch",
@@ -168,29 +167,14 @@ PYBIND11_MODULE(_C, m) {
       .def("current_bytes",
            [](const MemoryTracker& t, const std::string& d) { return t.current_bytes(d.c_str()); });
 
-  m.def("nvtx_acquire", &nvtx_acquire);
-  m.def("nvtx_release", &nvtx_release);
   m.def("nvtx_range_push", [](const std::string& message) { nvtx_range_push(message.c_str()); });
   m.def("nvtx_range_pop", &nvtx_range_pop);
 
   m.def("intern_scope_name", &intern_scope_name);
   m.def("current_scope_name", [] { return scope_name(current_scope()); });
   m.def("push_scope_id", &push_scope_id);
-  m.def("push_scope", [](const std::string& name) { push_scope(name); });
   m.def("pop_scope", &pop_scope);
   m.def("scope_depth", &scope_depth);
   m.def("truncate_scopes", &truncate_scopes);
   m.def("max_profilers", [] { return Profiler::kMaxProfilers; });
-  m.def("rules", [] {
-    py::list out;
-    for (const OpRule& r : all_rules()) {
-      out.append(py::make_tuple(r.name, kind_name(r.kind)));
-    }
-    return out;
-  });
-  m.def("rule_kind", [](const std::string& op) -> py::object {
-    const OpRule* r = find_rule(op);
-    if (!r) return py::none();
-    return py::str(kind_name(r->kind));
-  });
 }

@@ -2,8 +2,6 @@
 side by side, a roofline chart, per-module breakdown bars. Each returns a Figure."""
 from __future__ import annotations
 
-import itertools
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed
@@ -129,7 +127,3 @@ def module_breakdown(report, depth: int = 1, metric: str = "flops"):
     ax.set_xlabel(LABELS.get(metric, metric))
     ax.set_title(f"{LABELS.get(metric, metric)} by module (depth {depth})", fontsize=9)
     return fig
-
-
-def pairs(metrics):
-    return list(itertools.combinations(metrics, 2))
