@@ -79,7 +79,26 @@ struct Frame {
   bool child_counted = false;  // a descendant with a rule counted
   bool flops_below = false;    // a descendant with a FLOP rule counted
   bool nvtx = false;           // an NVTX range is open for this op
+  // Device timeline (ProfilerOptions::device):
+  bool on_device = false;   // a tensor or device argument on the timeline's device
+  bool in_span = false;     // an ancestor holds an outer span
+  bool outer_span = false;  // the outermost op on the device: its span is busy time
+  bool op_span = false;     // time_ops: marked for its own time
+  uint32_t mark0 = 0;
+  uint32_t step = 0;
   OpCall call;
+};
+
+// Marks around an op on the device timeline, read once the device has passed them.
+struct DeviceSpan {
+  uint32_t mark0, mark1;
+  uint32_t step;
+  uint32_t scope;
+  uint32_t op;
+  Phase phase;
+  bool outer;
+  bool has_cell = false;
+  uint64_t cell_key = 0;
 };
 
 struct Cell {
@@ -159,8 +178,9 @@ struct ThreadBuffer {
   int64_t last_seq = -1;
   uint32_t last_node_scope = kRootScope;  // scope of the last autograd node started here
   std::vector<int64_t> watched_uses;
-  int64_t busy_ns = 0;           // time inside top-level ops (timing only)
-  std::vector<RawEvent> events;  // timed ops (trace only)
+  int64_t busy_ns = 0;            // time inside top-level ops (timing only)
+  std::vector<RawEvent> events;   // timed ops (trace only)
+  std::vector<DeviceSpan> spans;  // device timeline: spans not yet read, in step order
 
   const OpInfo& info(const at::RecordFunction& fn) {
     const char* name = fn.name();
@@ -205,6 +225,7 @@ void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
   buf->last_node_scope = kRootScope;
   buf->busy_ns = 0;
   buf->events.clear();
+  buf->spans.clear();
   std::lock_guard<std::mutex> lock(g_pool_mu);
   if (buffer_pool().size() < 64) buffer_pool().push_back(std::move(buf));
 }
@@ -213,13 +234,16 @@ void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
 
 class Session {
  public:
-  Session(int slot, const ProfilerOptions& options)
+  Session(int slot, const ProfilerOptions& options, std::shared_ptr<DeviceTimeline> timeline)
       : slot_(slot),
         generation_(g_generation.fetch_add(1)),
-        timing_(options.time || options.trace),
+        timing_((options.time && !timeline) || options.trace),
         tracing_(options.trace),
         nvtx_ops_(options.nvtx_ops),
-        start_ns_(steady_now_ns()) {}
+        start_ns_(steady_now_ns()),
+        tl_(std::move(timeline)),
+        tl_type_(tl_ ? tl_->device_type() : -1),
+        time_ops_(tl_ && options.time_ops) {}
 
   int slot() const { return slot_; }
   uint64_t generation() const { return generation_; }
@@ -227,6 +251,22 @@ class Session {
   ~Session() {
     for (auto& buf : buffers_) release_buffer(std::move(buf));
   }
+
+  bool timeline() const { return tl_ != nullptr; }
+  // Step boundaries on the device timeline: start() and each snapshot() close one step and open
+  // the next, so the profiler's own work between them is in no step.
+  void open_step() {
+    step_begin_ = tl_->mark();
+    if (steps_.empty() && device_steps_.empty()) origin_ = step_begin_;
+  }
+  void close_step() {
+    steps_.push_back({step_begin_, tl_->mark()});
+    step_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Reads the spans of every closed step the device has passed (waiting for it if asked):
+  // busy/idle per step, self time per scope, per-op times (time_ops), device trace events.
+  void resolve(bool wait);
+  const std::vector<DeviceStep>& device_steps() const { return device_steps_; }
 
   ThreadBuffer* register_thread() {
     auto buf = acquire_buffer();
@@ -247,7 +287,9 @@ class Session {
   std::atomic<uint8_t> forced_phase{static_cast<uint8_t>(Phase::kForward)};
 
   // Sums every thread's cells into a report.
-  Report collect(const std::vector<int64_t>& calls, const std::vector<ScopeEvent>& scope_events) {
+  Report collect(const std::vector<int64_t>& calls, const std::vector<ScopeEvent>& scope_events,
+                 bool wait_device) {
+    if (tl_) resolve(wait_device);
     std::unordered_map<uint64_t, Cell> merged;
     std::vector<int64_t> uses(watched_numel_.size(), 0);
     std::vector<std::pair<uint64_t, RawEvent>> events;
@@ -264,6 +306,7 @@ class Session {
         });
         for (size_t i = 0; i < uses.size(); ++i) uses[i] += buf->watched_uses[i];
       }
+      for (const RawEvent& e : device_events_) events.emplace_back(kDeviceTrack, e);
     }
     std::vector<RawCell> cells;
     cells.reserve(merged.size());
@@ -283,8 +326,18 @@ class Session {
       return a.phase < b.phase;
     });
     std::vector<ScopeNode> nodes = scope_nodes();
-    Report r = Report::build(cells, nodes, calls);
-    if (timing_) {
+    Report r = Report::build(cells, nodes, calls, tl_ ? &scope_time_ : nullptr);
+    if (tl_) {
+      r.clock = tl_->clock();
+      r.op_times = time_ops_;
+      r.device_steps = device_steps_;
+      for (const DeviceStep& s : device_steps_) {
+        r.wall_ns += s.wall_ns;
+        r.busy_ns += s.busy_ns;
+      }
+    } else if (timing_) {
+      r.clock = "steady_clock";
+      r.op_times = true;
       r.wall_ns = steady_now_ns() - start_ns_;
       r.busy_ns = busy_ns;
     }
@@ -305,10 +358,11 @@ class Session {
                  const std::vector<ScopeEvent>& scope_events, const std::vector<ScopeNode>& nodes) {
     for (const auto& [thread, e] : events) {
       TraceEvent t;
+      t.device = thread == kDeviceTrack;
       t.name = op_names().name(e.op);
       t.module = e.scope < nodes.size() ? nodes[e.scope].name : "";
       t.phase = e.phase;
-      t.thread = thread;
+      t.thread = t.device ? 0 : thread;
       t.start_ns = e.start_ns - start_ns_;
       t.dur_ns = e.dur_ns;
       t.flops = e.flops;
@@ -376,17 +430,26 @@ class Session {
     }
   }
 
-  void capture_inputs(c10::ArrayRef<const c10::IValue> inputs, OpCall& call, ThreadBuffer* watch) {
+  bool on_timeline(const at::Tensor& t) const {
+    return t.defined() && static_cast<int8_t>(t.device().type()) == tl_type_;
+  }
+
+  // Records the inputs in `call`; sets *on_device when one is on the timeline's device (a tensor,
+  // or a device argument: factories and copies to the device).
+  void capture_inputs(c10::ArrayRef<const c10::IValue> inputs, OpCall& call, ThreadBuffer* watch,
+                      bool* on_device) {
     for (const c10::IValue& v : inputs) {
       if (v.isTensor()) {
         const at::Tensor& t = v.toTensor();
         capture_tensor(t, call, false);
         if (watch && t.defined()) count_use(t.unsafeGetTensorImpl(), *watch);
+        if (tl_ && on_timeline(t)) *on_device = true;
       } else if (v.isTensorList()) {
         call.begin_tensor_list();
         for (const at::Tensor& t : v.toTensorList()) {
           capture_tensor(t, call, true);
           if (watch && t.defined()) count_use(t.unsafeGetTensorImpl(), *watch);
+          if (tl_ && on_timeline(t)) *on_device = true;
         }
       } else if (v.isInt()) {
         call.add_int(v.toInt());
@@ -403,13 +466,18 @@ class Session {
       } else if (v.isList()) {  // Tensor?[] (aten::index); int and bool lists are above
         call.begin_tensor_list();
         for (const c10::IValue& e : v.toListRef()) {
-          if (e.isTensor())
+          if (e.isTensor()) {
             capture_tensor(e.toTensor(), call, true);
-          else
+            if (tl_ && on_timeline(e.toTensor())) *on_device = true;
+          } else {
             call.add_list_tensor(nullptr, nullptr, 0, 0, false);
+          }
         }
       } else if (v.isNone()) {
         call.add_none();
+      } else if (v.isDevice()) {
+        if (static_cast<int8_t>(v.toDevice().type()) == tl_type_) *on_device = true;
+        call.add_other();
       } else {
         call.add_other();
       }
@@ -442,14 +510,23 @@ class Session {
     if (it != watched_.end()) ++tb.watched_uses[it->second];
   }
 
-  void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns) {
+  // span: the op's entry in tb.spans (-1: none), whose device time goes to this cell later.
+  void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns,
+                int64_t span) {
     uint64_t key = (static_cast<uint64_t>(f.scope) << 32) |
                    (static_cast<uint64_t>(f.info->id) << 2) |
                    (kind == OpKind::kUnsupported ? 2u : 0u) | static_cast<uint64_t>(f.phase);
     Cell& cell = tb.cells.at(key);
     cell.kind = kind;
     cell.counts.add_op(kind, f.phase, cost);
-    cell.counts.time_ns += dur_ns;
+    if (tl_) {
+      if (span >= 0 && f.op_span) {
+        tb.spans[span].has_cell = true;
+        tb.spans[span].cell_key = key;
+      }
+    } else {
+      cell.counts.time_ns += dur_ns;
+    }
     if (tracing_) {
       tb.events.push_back(RawEvent{
           f.info->id, f.scope, f.phase, f.t0, dur_ns, cost.flops,
@@ -457,12 +534,25 @@ class Session {
     }
   }
 
+  static constexpr uint64_t kDeviceTrack = ~0ull;  // the thread of device trace events
+
   const int slot_;
   const uint64_t generation_;
-  const bool timing_;
+  const bool timing_;  // host clocks per op (time without a device timeline, or trace)
   const bool tracing_;
   const bool nvtx_ops_;
   const int64_t start_ns_;
+  // Device timeline (null: host clocks). Steps: marks at their boundaries, until resolved.
+  const std::shared_ptr<DeviceTimeline> tl_;
+  const int8_t tl_type_;
+  const bool time_ops_;
+  std::atomic<uint32_t> step_{0};  // the open step's index
+  uint32_t step_begin_ = 0;
+  uint32_t origin_ = 0;  // the first step's begin mark: time zero of device trace events
+  std::vector<std::pair<uint32_t, uint32_t>> steps_;  // closed steps' (begin, end) marks
+  std::vector<DeviceStep> device_steps_;              // resolved steps, in order
+  std::vector<int64_t> scope_time_;                   // device self time per scope node
+  std::vector<RawEvent> device_events_;               // trace
   std::mutex mu_;
   std::vector<std::unique_ptr<ThreadBuffer>> buffers_;
   std::unordered_map<const void*, size_t> watched_;  // read-only while running
@@ -482,6 +572,9 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   f.flops_below = false;
   f.absorbed = false;
   f.nvtx = false;
+  f.on_device = false;
+  f.outer_span = false;
+  f.op_span = false;
   f.call.clear();
   if (parent) {
     parent->has_child = true;
@@ -494,6 +587,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   }
   f.info = &tb.info(fn);
   f.under_rule = parent && (parent->under_rule || parent->info->rule != nullptr);
+  f.in_span = parent && (parent->in_span || parent->outer_span);
   if (nvtx_ops_ && f.info->is_op) {
     f.nvtx = true;
     nvtx_range_push(f.info->name);
@@ -530,9 +624,17 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   ThreadBuffer* watch =
       (!parent && f.phase == Phase::kForward && !watched_.empty()) ? &tb : nullptr;
   try {
-    capture_inputs(fn.inputs(), f.call, watch);
+    capture_inputs(fn.inputs(), f.call, watch, &f.on_device);
   } catch (const std::exception&) {
     f.call.clear();  // an exotic tensor whose sizes cannot be read: count it as 0, never throw
+  }
+  if (f.on_device) {
+    f.outer_span = !f.in_span;
+    f.op_span = time_ops_ && !(f.info->rule && f.info->rule->kind == OpKind::kView);
+    if (f.outer_span || f.op_span) {
+      f.step = step_.load(std::memory_order_relaxed);
+      f.mark0 = tl_->mark();  // last: the host work above is not in the span
+    }
   }
 }
 
@@ -546,6 +648,13 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     return;
   }
   if (f.absorbed) return;
+  int64_t span = -1;
+  if (f.outer_span || f.op_span) {
+    const uint32_t mark1 = tl_->mark();
+    tb.spans.push_back(
+        DeviceSpan{f.mark0, mark1, f.step, f.scope, f.info->id, f.phase, f.outer_span});
+    span = static_cast<int64_t>(tb.spans.size()) - 1;
+  }
   if (f.nvtx) nvtx_range_pop();  // also when unwinding: ranges stay balanced
   const int64_t dur_ns = timing_ ? t1 - f.t0 : 0;
   if (tb.depth == 0) tb.busy_ns += dur_ns;  // top-level frames: the thread is busy in ops
@@ -559,9 +668,9 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
       if (rule->kind != OpKind::kView) capture_outputs(fn.outputs(), f.call);
       if (f.call.unknown_shape() && rule->kind != OpKind::kView) {
         // A rule for dense tensors would guess here: listed as unsupported, never a guess.
-        add_cell(tb, f, OpKind::kUnsupported, OpCost{0, 0, 0, 0}, dur_ns);
+        add_cell(tb, f, OpKind::kUnsupported, OpCost{0, 0, 0, 0}, dur_ns, span);
       } else {
-        add_cell(tb, f, rule->kind, evaluate(*rule, f.call), dur_ns);
+        add_cell(tb, f, rule->kind, evaluate(*rule, f.call), dur_ns, span);
       }
       counted = true;
     } else if (!rule && f.info->is_op && !f.under_rule && !f.flops_below) {
@@ -573,7 +682,7 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
         capture_outputs(fn.outputs(), f.call);
         cost = OpCost{0, 0, f.call.input_bytes(), f.call.output_bytes()};
       }
-      add_cell(tb, f, OpKind::kUnsupported, cost, dur_ns);
+      add_cell(tb, f, OpKind::kUnsupported, cost, dur_ns, span);
     }
   } catch (const std::exception&) {
   }
@@ -581,6 +690,49 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     // Views and allocations below a memory op (clone -> empty_like) do not take its count.
     parent->child_counted |= (counted && rule->kind != OpKind::kView) || f.child_counted;
     parent->flops_below |= (counted && owns_children(*rule)) || f.flops_below;
+  }
+}
+
+void Session::resolve(bool wait) {
+  std::lock_guard<std::mutex> lock(mu_);
+  while (device_steps_.size() < steps_.size()) {
+    const uint32_t step = static_cast<uint32_t>(device_steps_.size());
+    const auto [begin, end] = steps_[step];
+    if (!tl_->done(end)) {
+      if (!wait) return;
+      tl_->wait(end);
+    }
+    // Times relative to the step's begin mark: short intervals keep the events' resolution.
+    std::vector<Interval> busy;
+    for (auto& buf : buffers_) {
+      auto& spans = buf->spans;
+      size_t i = 0;
+      for (; i < spans.size() && spans[i].step == step; ++i) {
+        const DeviceSpan& sp = spans[i];
+        tl_->wait(sp.mark1);  // passed with `end` on one stream; not if the op used another
+        const int64_t t0 = tl_->elapsed_ns(begin, sp.mark0);
+        const int64_t t1 = tl_->elapsed_ns(begin, sp.mark1);
+        const int64_t dur = std::max<int64_t>(t1 - t0, 0);
+        if (sp.outer) {
+          busy.push_back(Interval{t0, t1});
+          if (scope_time_.size() <= sp.scope) scope_time_.resize(sp.scope + 1, 0);
+          scope_time_[sp.scope] += dur;
+        }
+        if (sp.has_cell) buf->cells.at(sp.cell_key).counts.time_ns += dur;
+        if (tracing_) {
+          device_events_.push_back(RawEvent{sp.op, sp.scope, sp.phase,
+                                            start_ns_ + tl_->elapsed_ns(origin_, sp.mark0), dur, 0,
+                                            0});
+        }
+        tl_->release(sp.mark0);
+        tl_->release(sp.mark1);
+      }
+      spans.erase(spans.begin(), spans.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+    BusySplit split = split_busy(std::move(busy), 0, tl_->elapsed_ns(begin, end));
+    device_steps_.push_back(DeviceStep{split.wall_ns, split.busy_ns, split.idle_ns});
+    if (begin != origin_ || !tracing_) tl_->release(begin);
+    tl_->release(end);
   }
 }
 
@@ -665,7 +817,12 @@ void Profiler::start() {
         "effmetrics: " + std::to_string(kMaxProfilers) +
         " profilers are already active; stop one (or reuse its report) before starting another");
   }
-  auto session = std::make_unique<Session>(slot, options_);
+  std::shared_ptr<DeviceTimeline> timeline = options_.timeline;
+  if (!timeline && !options_.device.empty()) {
+    if (!timeline_) timeline_ = make_device_timeline(options_.device);  // kept: its event pool
+    timeline = timeline_;
+  }
+  auto session = std::make_unique<Session>(slot, options_, std::move(timeline));
   for (const auto& [impl, numel] : pending_watch_) session->watch(impl, numel);
   pending_watch_.clear();
   at::RecordFunctionCallback cb(kCallbacks[slot].first, kCallbacks[slot].second);
@@ -679,12 +836,28 @@ void Profiler::start() {
   if (options_.trace) set_scope_event_sink(&scope_events_);
   callback_handle_ =
       options_.all_threads ? at::addGlobalCallback(cb) : at::addThreadLocalCallback(cb);
+  if (session->timeline()) session->open_step();
   session_ = std::move(session);
 }
 
 Report Profiler::snapshot() {
   if (!running()) throw std::runtime_error("effmetrics: snapshot() needs a running Profiler");
-  return session_->collect(calls_since(calls_at_start_), scope_events_);
+  if (!session_->timeline())
+    return session_->collect(calls_since(calls_at_start_), scope_events_, false);
+  session_->close_step();
+  Report r = session_->collect(calls_since(calls_at_start_), scope_events_, false);
+  session_->open_step();
+  return r;
+}
+
+std::vector<DeviceStep> Profiler::device_steps(bool wait) {
+  if (!running()) throw std::runtime_error("effmetrics: device_steps() needs a running Profiler");
+  if (!session_->timeline()) {
+    throw std::runtime_error(
+        "effmetrics: device_steps() needs a device timeline (ProfilerOptions::device)");
+  }
+  session_->resolve(wait);
+  return session_->device_steps();
 }
 
 Report Profiler::stop() {
@@ -694,6 +867,7 @@ Report Profiler::stop() {
         "effmetrics: stop a thread-local Profiler on the thread that started it "
         "(or construct it with ProfilerOptions{.all_threads = true})");
   }
+  if (session_->timeline()) session_->close_step();
   {
     std::lock_guard<std::mutex> lock(g_slots_mu);
     at::removeCallback(callback_handle_);
@@ -701,7 +875,7 @@ Report Profiler::stop() {
   }
   if (options_.trace) set_scope_event_sink(nullptr);
   if (options_.nvtx || options_.nvtx_ops) nvtx_release();
-  Report r = session_->collect(calls_since(calls_at_start_), scope_events_);
+  Report r = session_->collect(calls_since(calls_at_start_), scope_events_, true);
   session_.reset();
   return r;
 }

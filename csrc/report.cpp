@@ -41,7 +41,7 @@ double Counts::intensity() const {
 }
 
 Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeNode>& nodes,
-                     const std::vector<int64_t>& calls) {
+                     const std::vector<int64_t>& calls, const std::vector<int64_t>* scope_time_ns) {
   Report r;
   const size_t n = nodes.size();
   std::vector<Counts> self(n), total(n);
@@ -67,6 +67,21 @@ Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeN
     r.total.add(c.counts);
     r.ops.push_back(OpRow{nodes[node].name, c.op, c.phase, c.kind, c.counts});
     if (c.kind == OpKind::kUnsupported) r.unsupported_ops[c.op] += c.counts.calls;
+  }
+  if (scope_time_ns) {
+    r.total.time_ns = 0;
+    for (size_t k = 0; k < n; ++k) self[k].time_ns = total[k].time_ns = 0;
+    for (size_t k = 0; k < n && k < scope_time_ns->size(); ++k) {
+      const int64_t t = (*scope_time_ns)[k];
+      if (t == 0) continue;
+      mark(static_cast<uint32_t>(k));
+      self[k].time_ns = t;
+      for (uint32_t a = static_cast<uint32_t>(k);; a = nodes[a].parent) {
+        total[a].time_ns += t;
+        if (a == kRootScope) break;
+      }
+      r.total.time_ns += t;
+    }
   }
   // Pre-order walk, children in creation (= first execution) order.
   std::vector<std::vector<uint32_t>> children(n);
@@ -162,22 +177,35 @@ std::string Report::to_json() const {
   size_t i = 0;
   for (const auto& [op, n] : unsupported_ops) os << (i++ ? "," : "") << quote(op) << ":" << n;
   os << "},\"params_applied\":" << params_applied << ",\"params_touched\":" << params_touched
-     << ",\"wall_ns\":" << wall_ns << ",\"busy_ns\":" << busy_ns << "}";
+     << ",\"wall_ns\":" << wall_ns << ",\"busy_ns\":" << busy_ns << ",\"clock\":" << quote(clock)
+     << ",\"op_times\":" << (op_times ? "true" : "false") << ",\"device_steps\":[";
+  for (size_t k = 0; k < device_steps.size(); ++k) {
+    const DeviceStep& d = device_steps[k];
+    os << (k ? "," : "") << "{\"wall_ns\":" << d.wall_ns << ",\"busy_ns\":" << d.busy_ns
+       << ",\"idle_ns\":" << d.idle_ns << "}";
+  }
+  os << "]}";
   return os.str();
 }
 
 std::string Report::to_chrome_trace() const {
   std::ostringstream os;
   os.precision(15);
-  os << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[";
+  // Two processes: host threads (pid 0) and the device timeline (pid 1).
+  os << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":["
+     << "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"args\":{\"name\":\"host\"}},"
+     << "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":"
+     << quote("device (" + (clock.empty() ? std::string("none") : clock) + ")") << "}}";
   for (size_t i = 0; i < events.size(); ++i) {
     const TraceEvent& e = events[i];
-    os << (i ? "," : "") << "{\"name\":" << quote(e.name)
+    os << ",{\"name\":" << quote(e.name)
        << ",\"cat\":" << quote(e.is_module ? "module" : phase_name(e.phase))
-       << ",\"ph\":\"X\",\"pid\":0,\"tid\":" << e.thread << ",\"ts\":" << e.start_ns / 1e3
-       << ",\"dur\":" << e.dur_ns / 1e3 << ",\"args\":{";
+       << ",\"ph\":\"X\",\"pid\":" << (e.device ? 1 : 0) << ",\"tid\":" << e.thread
+       << ",\"ts\":" << e.start_ns / 1e3 << ",\"dur\":" << e.dur_ns / 1e3 << ",\"args\":{";
     if (e.is_module) {
       os << "\"module\":" << quote(e.name);
+    } else if (e.device) {
+      os << "\"module\":" << quote(e.module);
     } else {
       os << "\"module\":" << quote(e.module) << ",\"flops\":" << e.flops
          << ",\"bytes\":" << e.bytes;

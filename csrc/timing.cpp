@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <mutex>
 #include <numeric>
 #include <stdexcept>
 
@@ -64,7 +65,69 @@ class CpuTimer final : public RunTimer {
   Clock::time_point t0_;
 };
 
+// Marks stamped with the steady clock when they are made: already "done".
+class HostTimeline final : public DeviceTimeline {
+ public:
+  explicit HostTimeline(int8_t device_type) : device_type_(device_type) {}
+  int8_t device_type() const override { return device_type_; }
+  std::string clock() const override { return "steady_clock"; }
+  uint32_t mark() override {
+    int64_t now =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+            .count();
+    std::lock_guard<std::mutex> lock(mu_);
+    uint32_t id;
+    if (!free_.empty()) {
+      id = free_.back();
+      free_.pop_back();
+      stamps_[id] = now;
+    } else {
+      id = static_cast<uint32_t>(stamps_.size());
+      stamps_.push_back(now);
+    }
+    return id;
+  }
+  bool done(uint32_t) override { return true; }
+  void wait(uint32_t) override {}
+  int64_t elapsed_ns(uint32_t from, uint32_t to) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stamps_.at(to) - stamps_.at(from);
+  }
+  void release(uint32_t m) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(m);
+  }
+
+ private:
+  const int8_t device_type_;
+  std::mutex mu_;
+  std::vector<int64_t> stamps_;
+  std::vector<uint32_t> free_;
+};
+
 }  // namespace
+
+BusySplit split_busy(std::vector<Interval> spans, int64_t begin, int64_t end) {
+  BusySplit s;
+  s.wall_ns = std::max<int64_t>(end - begin, 0);
+  std::sort(spans.begin(), spans.end(),
+            [](const Interval& a, const Interval& b) { return a.start_ns < b.start_ns; });
+  int64_t covered_to = begin;  // everything before this is already counted
+  for (const Interval& i : spans) {
+    int64_t lo = std::max(i.start_ns, covered_to);
+    int64_t hi = std::min(i.end_ns, end);
+    if (hi > lo) {
+      s.busy_ns += hi - lo;
+      covered_to = hi;
+    }
+  }
+  s.idle_ns = s.wall_ns - s.busy_ns;
+  return s;
+}
+
+std::unique_ptr<DeviceTimeline> make_host_timeline(int8_t device_type) {
+  return std::make_unique<HostTimeline>(device_type);
+}
 
 std::unique_ptr<RunTimer> make_cpu_timer() { return std::make_unique<CpuTimer>(); }
 

@@ -1,11 +1,14 @@
 // Device timing: events on the current stream through c10's device-generic interfaces, so this
 // compiles (and fails with a clear message at run time) on CPU-only builds of torch. The one
-// place with device-specific code.
+// place with device-specific code: the benchmark's run timer and the profiler's timeline.
 #include <ATen/ATen.h>
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
+#include <deque>
+#include <mutex>
 #include <stdexcept>
+#include <vector>
 
 #include "effmetrics/timing.h"
 
@@ -42,17 +45,82 @@ class DeviceEventTimer final : public RunTimer {
   at::Tensor flush_;
 };
 
+// Marks are timing events from a pool (created on first use, recorded again once released),
+// recorded on the device's current stream of the calling thread.
+class EventTimeline final : public DeviceTimeline {
+ public:
+  explicit EventTimeline(c10::Device device)
+      : device_(device), impl_(c10::impl::getDeviceGuardImpl(device.type())) {}
+  int8_t device_type() const override { return static_cast<int8_t>(device_.type()); }
+  std::string clock() const override { return "cuda_event"; }
+  uint32_t mark() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint32_t id;
+    if (!free_.empty()) {
+      id = free_.back();
+      free_.pop_back();
+    } else {
+      id = static_cast<uint32_t>(events_.size());
+      events_.emplace_back(device_.type(), c10::EventFlag::BACKEND_DEFAULT);
+    }
+    events_[id].record(impl_->getStream(device_));
+    return id;
+  }
+  bool done(uint32_t m) override { return event(m).query(); }
+  void wait(uint32_t m) override { event(m).synchronize(); }
+  int64_t elapsed_ns(uint32_t from, uint32_t to) override {
+    // cudaEventElapsedTime: milliseconds as a float, about 0.5 us resolution.
+    return static_cast<int64_t>(event(from).elapsedTime(event(to)) * 1e6);
+  }
+  void release(uint32_t m) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(m);
+  }
+
+ private:
+  c10::Event& event(uint32_t m) {
+    std::lock_guard<std::mutex> lock(mu_);
+    return events_.at(m);  // a deque: references stay valid as it grows
+  }
+  c10::Device device_;
+  const c10::impl::DeviceGuardImplInterface* impl_;
+  std::mutex mu_;
+  std::deque<c10::Event> events_;
+  std::vector<uint32_t> free_;
+};
+
+c10::Device available_device(const std::string& device, const char* who) {
+  c10::Device dev = [&] {
+    try {
+      return c10::Device(device);
+    } catch (const std::exception&) {
+      throw std::invalid_argument(std::string(who) + ": unknown device '" + device +
+                                  "'; use 'cpu' or 'cuda[:i]'");
+    }
+  }();
+  const int count = c10::impl::hasDeviceGuardImpl(dev.type())
+                        ? c10::impl::getDeviceGuardImpl(dev.type())->deviceCount()
+                        : 0;
+  if (count == 0 || (dev.has_index() && dev.index() >= count)) {
+    throw std::invalid_argument(std::string(who) + ": device '" + device +
+                                "' is not available on this machine (" + std::to_string(count) +
+                                " such device(s)); use device='cpu'");
+  }
+  if (!dev.has_index()) dev = c10::Device(dev.type(), 0);
+  return dev;
+}
+
 }  // namespace
 
 std::unique_ptr<RunTimer> make_device_timer(const std::string& device, bool l2_flush) {
-  c10::Device dev(device);
-  if (!c10::impl::hasDeviceGuardImpl(dev.type()) ||
-      c10::impl::getDeviceGuardImpl(dev.type())->deviceCount() == 0) {
-    throw std::invalid_argument("effmetrics::benchmark: device '" + device +
-                                "' is not available on this machine; use device='cpu'");
-  }
-  if (!dev.has_index()) dev = c10::Device(dev.type(), 0);
-  return std::make_unique<DeviceEventTimer>(dev, l2_flush);
+  return std::make_unique<DeviceEventTimer>(available_device(device, "effmetrics::benchmark"),
+                                            l2_flush);
+}
+
+std::unique_ptr<DeviceTimeline> make_device_timeline(const std::string& device) {
+  c10::Device dev = available_device(device, "effmetrics::Profiler");
+  if (dev.is_cpu()) return make_host_timeline(static_cast<int8_t>(c10::DeviceType::CPU));
+  return std::make_unique<EventTimeline>(dev);
 }
 
 }  // namespace effmetrics

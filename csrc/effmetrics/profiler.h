@@ -18,11 +18,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "effmetrics/report.h"
+#include "effmetrics/timing.h"
 
 namespace effmetrics {
 
@@ -38,6 +40,17 @@ struct ProfilerOptions {
   // Emit an NVTX range per op ("aten::addmm") and per module scope while running.
   bool nvtx = false;
   bool nvtx_ops = false;  // the per-op ranges (module ranges come with nvtx)
+  // Time on a device's own timeline instead of host clocks: "" (host clocks) or "cuda[:i]".
+  // Marks (CUDA events on the current stream) go around each outermost op that touches the
+  // device (a tensor or device argument on it): their device spans give each module's time
+  // (ModuleRow::self.time_ns) and, per step, the device's busy and idle time
+  // (Report::device_steps; a step ends at each snapshot()). Spans are read once the device has
+  // passed them: snapshot() never waits, stop() does.
+  std::string device;
+  // With `device`: also mark every counted op, for per-op device times (OpRow time_ns).
+  bool time_ops = false;
+  // A timeline to use instead of make_device_timeline(device) (tests: make_host_timeline()).
+  std::shared_ptr<DeviceTimeline> timeline;
 };
 
 class Session;
@@ -59,6 +72,8 @@ class Profiler {
   // differences them). Call it between steps, when no profiled op runs on another thread.
   Report snapshot();
   bool running() const;
+  // With a device timeline: the device steps resolved so far (every closed step when wait).
+  std::vector<DeviceStep> device_steps(bool wait);
 
   // Ops that run outside autograd nodes are forward unless told otherwise: profile(backward=True)
   // sets kBackward around loss.backward() so the gradient seed counts as backward too.
@@ -76,7 +91,8 @@ class Profiler {
   std::thread::id owner_;
   std::vector<int64_t> calls_at_start_;  // module calls on the owner thread at start()
   std::vector<std::pair<const void*, int64_t>> pending_watch_;
-  std::vector<ScopeEvent> scope_events_;  // module enter/exit on the owner thread (trace)
+  std::vector<ScopeEvent> scope_events_;      // module enter/exit on the owner thread (trace)
+  std::shared_ptr<DeviceTimeline> timeline_;  // made from options_.device at the first start()
 };
 
 }  // namespace effmetrics

@@ -84,11 +84,20 @@ struct TraceEvent {
   std::string module;  // innermost module scope of an op
   Phase phase = Phase::kForward;
   bool is_module = false;
+  bool device = false;  // timed on the device timeline (start: device time since its start mark)
   uint64_t thread = 0;
   int64_t start_ns = 0;
   int64_t dur_ns = 0;
   int64_t flops = 0;
   int64_t bytes = 0;
+};
+
+// One step on a device timeline (ProfilerOptions::device): from the mark closing the previous
+// step (or start()) to the mark at the end of this one, as the device saw it.
+struct DeviceStep {
+  int64_t wall_ns = 0;  // device time between the step's boundary marks
+  int64_t busy_ns = 0;  // covered by the spans of its ops
+  int64_t idle_ns = 0;  // wall - busy: the device waiting on the host
 };
 
 struct Report {
@@ -104,10 +113,19 @@ struct Report {
   int64_t wall_ns = 0;
   int64_t busy_ns = 0;
   std::vector<TraceEvent> events;  // ProfilerOptions::trace: ops and module spans, by start
+  // How times were measured: "" (not timed), "steady_clock" (host), "cuda_event" (device).
+  // With a device clock wall_ns/busy_ns are the device's (sums over device_steps), module
+  // times are device spans, and op times exist only with ProfilerOptions::time_ops.
+  std::string clock;
+  bool op_times = false;  // OpRow/Counts time_ns were measured per op
+  std::vector<DeviceStep> device_steps;
 
   // Builds rows from raw cells; `calls[node]` = times each scope node was entered.
+  // scope_time_ns (optional, per node): measured self time of each scope, replacing the sum of
+  // its ops' times in the module rows (device timelines time modules, not every op).
   static Report build(const std::vector<RawCell>& cells, const std::vector<ScopeNode>& nodes,
-                      const std::vector<int64_t>& calls);
+                      const std::vector<int64_t>& calls,
+                      const std::vector<int64_t>* scope_time_ns = nullptr);
   std::string to_json() const;
   // Chrome trace JSON ("X" events, microseconds): opens in Perfetto and chrome://tracing.
   std::string to_chrome_trace() const;

@@ -65,4 +65,44 @@ struct BenchmarkResult {
 BenchmarkResult benchmark(const std::function<void()>& fn, const BenchmarkOptions& options = {},
                           RunTimer* timer = nullptr);
 
+// ---------------------------------------------------------------- busy and idle time
+
+struct Interval {
+  int64_t start_ns = 0, end_ns = 0;
+};
+struct BusySplit {
+  int64_t wall_ns = 0;  // end - begin
+  int64_t busy_ns = 0;  // covered by at least one interval (overlaps count once)
+  int64_t idle_ns = 0;  // the rest: the device waiting for work (the pipeline bubble)
+};
+// Splits [begin, end] into busy and idle time given the spans of work in it (any order, may
+// overlap or reach outside, which is clipped).
+BusySplit split_busy(std::vector<Interval> spans, int64_t begin, int64_t end);
+
+// ---------------------------------------------------------------- device timelines
+
+// Marks on a device's timeline: a mark is an event recorded on the current stream, stamped
+// when the device reaches it. Two marks around an op bound the device time of its kernels (or,
+// when the device was waiting, the time until the host had enqueued them). CUDA:
+// make_device_timeline("cuda[:i]") (timing_cuda.cpp); make_host_timeline() stamps marks with
+// the steady clock when they are made, so the same code paths run (and are tested) on CPU.
+class DeviceTimeline {
+ public:
+  virtual ~DeviceTimeline() = default;
+  // The device whose ops are timed, as a c10::DeviceType value (CUDA = 1, CPU = 0).
+  virtual int8_t device_type() const = 0;
+  virtual std::string clock() const = 0;  // "cuda_event", "steady_clock"
+  // Records a mark; thread-safe. Its id stays valid until release().
+  virtual uint32_t mark() = 0;
+  virtual bool done(uint32_t m) = 0;  // the device has passed the mark (never blocks)
+  virtual void wait(uint32_t m) = 0;  // block until it has
+  // Device time from mark `from` to mark `to` (both done); negative when `to` came first.
+  virtual int64_t elapsed_ns(uint32_t from, uint32_t to) = 0;
+  virtual void release(uint32_t m) = 0;  // the mark's event may be recorded again
+};
+// device: "cuda", "cuda:1" (any device type with events through c10). Throws
+// std::invalid_argument, with the fix, when the device is not available.
+std::unique_ptr<DeviceTimeline> make_device_timeline(const std::string& device);
+std::unique_ptr<DeviceTimeline> make_host_timeline(int8_t device_type = 0);
+
 }  // namespace effmetrics

@@ -38,6 +38,12 @@ py::dict counts_columns(const std::vector<Row>& rows, Get get) {
   return d;
 }
 
+py::list device_steps_to_list(const std::vector<DeviceStep>& steps) {
+  py::list out;
+  for (const DeviceStep& s : steps) out.append(py::make_tuple(s.wall_ns, s.busy_ns, s.idle_ns));
+  return out;
+}
+
 py::dict report_to_dict(const Report& r) {
   py::dict d;
   d["total"] = counts_to_dict(r.total);
@@ -79,6 +85,9 @@ py::dict report_to_dict(const Report& r) {
   d["params_touched"] = r.params_touched;
   d["wall_ns"] = r.wall_ns;
   d["busy_ns"] = r.busy_ns;
+  d["clock"] = r.clock;
+  d["op_times"] = r.op_times;
+  d["device_steps"] = device_steps_to_list(r.device_steps);
   d["chrome_trace"] = r.events.empty() ? py::object(py::none()) : py::str(r.to_chrome_trace());
   return d;
 }
@@ -95,17 +104,21 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "effmetrics C++ core (RecordFunction observer, op rules, scopes, reports)";
 
   py::class_<Profiler>(m, "Profiler")
-      .def(py::init([](bool all_threads, bool time, bool trace, bool nvtx, bool nvtx_ops) {
+      .def(py::init([](bool all_threads, bool time, bool trace, bool nvtx, bool nvtx_ops,
+                       const std::string& device, bool time_ops) {
              ProfilerOptions o;
              o.all_threads = all_threads;
              o.time = time;
              o.trace = trace;
              o.nvtx = nvtx;
              o.nvtx_ops = nvtx_ops;
+             o.device = device;
+             o.time_ops = time_ops;
              return std::make_unique<Profiler>(o, /*start_now=*/false);
            }),
            py::arg("all_threads") = false, py::arg("time") = false, py::arg("trace") = false,
-           py::arg("nvtx") = false, py::arg("nvtx_ops") = false)
+           py::arg("nvtx") = false, py::arg("nvtx_ops") = false, py::arg("device") = "",
+           py::arg("time_ops") = false)
       .def("start", &Profiler::start)
       .def("stop", [](Profiler& p) { return report_to_dict(p.stop()); })
       .def("snapshot", [](Profiler& p) { return report_to_dict(p.snapshot()); })
@@ -116,6 +129,8 @@ PYBIND11_MODULE(_C, m) {
                p.watch(reinterpret_cast<const void*>(impl), numel);
              }
            })
+      .def("device_steps",
+           [](Profiler& p, bool wait) { return device_steps_to_list(p.device_steps(wait)); })
       .def_property_readonly("running", &Profiler::running);
 
   m.def(

@@ -147,6 +147,13 @@ def _parse_device(device) -> torch.device | None:
     return dev
 
 
+def _timeline(device: torch.device | None) -> str:
+    """The device timeline to time on: CUDA events on a CUDA device, host clocks ("") else."""
+    if device is not None and device.type == "cuda":
+        return str(device if device.index is not None else torch.device("cuda", 0))
+    return ""
+
+
 def _default_loss(output) -> torch.Tensor:
     leaves = [t for t in pytree.tree_leaves(output)
               if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex())]
@@ -169,6 +176,7 @@ def profile(
     device: str | torch.device | None = None,
     all_threads: bool = False,
     time: bool = False,
+    time_ops: bool = False,
     trace: bool = False,
     nvtx: bool = False,
     nvtx_ops: bool = False,
@@ -185,10 +193,13 @@ def profile(
         device: move the model (in place, like ``model.to``) and tensor inputs there first;
             ``"meta"`` counts FLOPs without allocating.
         all_threads: observe every thread, not only this one and its autograd threads.
-        time: measure each op's time (steady clock) next to its counts: ``time_s``,
+        time: measure time next to the counts: ``time_s``, ``wall_s``, ``busy_s``, ``idle_s``;
             ``by_module()``/``by_op()`` gain ``time_s`` and achieved FLOP/s and bytes/s.
-            CUDA work is asynchronous: on CUDA the per-op host times measure launches, not
-            kernels (use em.benchmark for device time).
+            CPU: each op on the steady clock. CUDA: CUDA events on the current stream around
+            each outermost op, so module times are device time (``clock == "cuda_event"``);
+            per-op device times need ``time_ops=True`` (two more events per op), else the
+            per-op ``time_s`` is NaN.
+        time_ops: on CUDA, also time every counted op with events (the detailed mode).
         trace: also keep the timeline of ops and module calls: ``report.to_chrome_trace(path)``.
         nvtx: NVTX ranges (domain "effmetrics") for each module call, named by its qualified
             name; ``nvtx_ops`` adds one per op. Free when no tool (Nsight Systems) is attached.
@@ -208,7 +219,9 @@ def profile(
         args, kwargs = pytree.tree_map(
             lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t, (args, kwargs))
     model_scan = scan(module) if module is not None else None
-    profiler = _C.Profiler(all_threads, time or trace, trace, nvtx or nvtx_ops, nvtx_ops)
+    timed = time or time_ops or trace
+    profiler = _C.Profiler(all_threads, timed, trace, nvtx or nvtx_ops, nvtx_ops,
+                           _timeline(device_of(args, kwargs, module)) if timed else "", time_ops)
     mem: dict = {}
     with _observing(model_scan, profiler):
         memory_ctx = measure_memory(device_of(args, kwargs, module),
@@ -251,13 +264,22 @@ class Counter:
 
     Backward ops are recognised by the autograd node they run in and attributed to the module
     of their forward op.
+
+    Busy and idle time: on CPU, host time inside ops and outside them. On CUDA (the model's
+    parameters are on a CUDA device, or ``device="cuda"``), from CUDA event timestamps: events
+    on the current stream at each step boundary and around each outermost op give the device's
+    time per step (``device_wall_s``), the time covered by ops (``busy_s``) and the rest
+    (``idle_s``): the device waiting on the host at the start, end and inside the step. The
+    events are read once the GPU has passed them, never by stalling it: the row ``step()``
+    returns has these as None while the GPU is behind; ``steps`` and ``summary()`` wait.
     """
 
     _STEP_FIELDS = ("flops", "macs", "flops_matmul", "flops_vector", "flops_forward",
                     "flops_backward", "bytes_read", "bytes_written", "busy_ns")
 
     def __init__(self, model: nn.Module | None = None, *, all_threads: bool = False,
-                 nvtx: bool = False, nvtx_ops: bool = False):
+                 nvtx: bool = False, nvtx_ops: bool = False,
+                 device: str | torch.device | None = None):
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(
                 f"Counter(model): model must be a torch.nn.Module or None; got "
@@ -265,7 +287,11 @@ class Counter:
             )
         self.model = model
         self._nvtx = nvtx or nvtx_ops
-        self._profiler = _C.Profiler(all_threads, True, False, self._nvtx, nvtx_ops)
+        dev = _parse_device(device) or device_of((), {}, model)
+        #: how busy and idle time are measured: "cuda_event" (device) or "steady_clock" (host)
+        self._timeline = _timeline(dev)
+        self._profiler = _C.Profiler(all_threads, True, False, self._nvtx, nvtx_ops,
+                                     self._timeline)
         self._ctx = None
         self._rows: list[dict] = []
         self._last = dict.fromkeys(self._STEP_FIELDS, 0)
@@ -302,47 +328,79 @@ class Counter:
         row.update({k: total[k] - self._last[k] for k in self._STEP_FIELDS})
         wall = now - self._t_last
         busy = min(row.pop("busy_ns") / 1e9, wall)
-        row.update(wall_s=wall, busy_s=busy, idle_s=wall - busy,
-                   idle_fraction=(wall - busy) / wall if wall > 0 else 0.0,
-                   examples=examples, tokens=tokens)
+        if self._timeline:  # filled from the device's steps once the GPU has passed them
+            row.update(wall_s=wall, device_wall_s=None, busy_s=None, idle_s=None,
+                       idle_fraction=None)
+        else:
+            row.update(wall_s=wall, device_wall_s=None, busy_s=busy, idle_s=wall - busy,
+                       idle_fraction=(wall - busy) / wall if wall > 0 else 0.0)
+        row.update(examples=examples, tokens=tokens)
         self._last = {k: total[k] for k in self._STEP_FIELDS}
         self._rows.append(row)
+        if self._timeline:
+            self._fill_device(snap["device_steps"])
         self._open_step_range()
         self._t_last = time.perf_counter()  # the snapshot itself is not the step's time
         return row
+
+    def _fill_device(self, device_steps: list) -> None:
+        """Device wall/busy/idle of the steps the GPU has passed (the final stop() closes one
+        more step, the work after the last step(): not a row)."""
+        for row, (wall, busy, idle) in zip(self._rows, device_steps):
+            if row["busy_s"] is None:
+                row.update(device_wall_s=wall / 1e9, busy_s=busy / 1e9, idle_s=idle / 1e9,
+                           idle_fraction=idle / wall if wall > 0 else 0.0)
+
+    def _resolve(self) -> None:
+        if (self._timeline and self._profiler.running and self._rows
+                and self._rows[-1]["busy_s"] is None):
+            self._fill_device(self._profiler.device_steps(True))
 
     def __exit__(self, *exc) -> None:
         self._close_step_range()
         raw = self._profiler.stop()
         self._ctx.__exit__(*exc)
         self.report = _report(raw, self._scan)
+        if self._timeline:
+            self._fill_device(raw["device_steps"])
+
+    @property
+    def clock(self) -> str:
+        """How busy/idle are measured: "cuda_event" (device timeline) or "steady_clock"."""
+        return "cuda_event" if self._timeline.startswith("cuda") else "steady_clock"
 
     _COLUMNS = ("step", "flops", "macs", "flops_matmul", "flops_vector", "flops_forward",
-                "flops_backward", "bytes_read", "bytes_written", "wall_s", "busy_s", "idle_s",
-                "idle_fraction", "examples", "tokens")
+                "flops_backward", "bytes_read", "bytes_written", "wall_s", "device_wall_s",
+                "busy_s", "idle_s", "idle_fraction", "examples", "tokens")
 
     @property
     def steps(self):
-        """One row per step: counts, wall/busy/idle seconds, examples and tokens."""
+        """One row per step: counts, wall seconds on the host, busy/idle seconds (on CUDA:
+        of the device, with device_wall_s, its time per step), examples and tokens."""
         import pandas as pd
 
+        self._resolve()
         return pd.DataFrame(self._rows, columns=list(self._COLUMNS))
 
     def summary(self) -> dict:
-        """Whole-run figures: idle_fraction (host time outside ops: the pipeline bubble seen
-        from the host), step_time_median, examples_per_s, tokens_per_s, achieved_flops_per_s."""
+        """Whole-run figures: idle_fraction (the pipeline bubble: on CUDA the device's idle
+        time over its time, from CUDA events; on CPU host time outside ops over wall time),
+        step_time_median, examples_per_s, tokens_per_s, achieved_flops_per_s, clock."""
         import statistics
 
         if not self._rows:
             raise RuntimeError("Counter.summary(): no steps recorded; call c.step() per batch")
+        self._resolve()
         wall = sum(r["wall_s"] for r in self._rows)
-        busy = sum(r["busy_s"] for r in self._rows)
+        idle = sum(r["idle_s"] for r in self._rows)
+        span = sum(r["device_wall_s"] for r in self._rows) if self._timeline else wall
         examples = [r["examples"] for r in self._rows if r["examples"] is not None]
         tokens = [r["tokens"] for r in self._rows if r["tokens"] is not None]
         return {
             "steps": len(self._rows),
             "wall_s": wall,
-            "idle_fraction": (wall - busy) / wall if wall > 0 else 0.0,
+            "idle_fraction": idle / span if span > 0 else 0.0,
+            "clock": self.clock,
             "step_time_median": statistics.median(r["wall_s"] for r in self._rows),
             "examples_per_s": sum(examples) / wall if examples and wall > 0 else None,
             "tokens_per_s": sum(tokens) / wall if tokens and wall > 0 else None,

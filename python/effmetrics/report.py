@@ -15,10 +15,13 @@ def _inside(name: str, module: str) -> bool:
     return not module or name == module or name.startswith(module + ".")
 
 
-def _add_rates(df) -> None:
-    """Derived columns: intensity (FLOP/byte); with times, achieved FLOP/s and bytes/s."""
+def _add_rates(df, timed: bool = True) -> None:
+    """Derived columns: intensity (FLOP/byte); with times, achieved FLOP/s and bytes/s.
+    timed=False: times were not measured for these rows (NaN, not 0)."""
     moved = df["bytes_read"] + df["bytes_written"]
     df["intensity"] = (df["flops"] / moved.where(moved > 0)).fillna(0.0)
+    if not timed:
+        df["time_ns"] = float("nan")
     seconds = df["time_ns"] / 1e9
     df["time_s"] = seconds
     df["flops_per_s"] = (df["flops"] / seconds.where(seconds > 0)).fillna(0.0)
@@ -60,14 +63,32 @@ class Report:
         return self._raw["wall_ns"] > 0
 
     @property
+    def clock(self) -> str | None:
+        """How times were measured: "steady_clock" (host, per op), "cuda_event" (device
+        timeline: events around the outermost ops), None when not timed."""
+        return self._raw.get("clock") or None
+
+    @property
     def time_s(self) -> float:
-        """Seconds spent inside the ops (time=True; 0 otherwise)."""
+        """Seconds spent inside the ops (time=True; 0 otherwise). With CUDA events: the
+        device time covered by the ops."""
         return self._raw["total"]["time_ns"] / 1e9
 
     @property
     def wall_s(self) -> float:
-        """Wall time of the profiled region (time=True; 0 otherwise)."""
+        """Wall time of the profiled region (time=True; 0 otherwise); with CUDA events, the
+        device's time from the start mark to the end mark."""
         return self._raw["wall_ns"] / 1e9
+
+    @property
+    def busy_s(self) -> float:
+        """Time covered by ops (host threads inside top-level ops, or the device inside the
+        spans of the outermost ops); ``idle_s = wall_s - busy_s``."""
+        return self._raw["busy_ns"] / 1e9
+
+    @property
+    def idle_s(self) -> float:
+        return max(self.wall_s - self.busy_s, 0.0)
 
     def to_chrome_trace(self, path: str) -> None:
         """Write the timeline (profile(trace=True)) as Chrome trace JSON; open it in Perfetto
@@ -76,6 +97,10 @@ class Report:
             raise RuntimeError("no timeline in this report: profile with trace=True")
         with open(path, "w") as f:
             f.write(self._raw["chrome_trace"])
+
+    @property
+    def _op_times(self) -> bool:
+        return bool(self._raw.get("op_times", self.timed))
 
     @property
     def intensity(self) -> float:
@@ -97,7 +122,7 @@ class Report:
         df["params"] = [self._module_params.get(n) for n in m["name"]]
         for f in _COUNT_FIELDS:
             df[f] = m["total"][f]
-        _add_rates(df)
+        _add_rates(df, self.timed)
         for f in ("flops", "macs", "bytes_read", "bytes_written", "time_ns"):
             df[f"self_{f}"] = m["self"][f]
         if self.activation_bytes is not None:
@@ -117,7 +142,7 @@ class Report:
             df = df[df["module"] == module]
         cols = ["calls", *_COUNT_FIELDS]
         out = df.groupby("op").agg({"kind": "first", **{c: "sum" for c in cols}})
-        _add_rates(out)
+        _add_rates(out, self._op_times)
         return out.sort_values(["flops", "bytes_read"], ascending=False)
 
     def ops(self):
@@ -125,8 +150,11 @@ class Report:
         import pandas as pd
 
         o = self._raw["ops"]
-        return pd.DataFrame({c: o[c] for c in ("module", "op", "phase", "kind", "calls",
-                                               *_COUNT_FIELDS)})
+        df = pd.DataFrame({c: o[c] for c in ("module", "op", "phase", "kind", "calls",
+                                             *_COUNT_FIELDS)})
+        if self.timed and not self._op_times:
+            df["time_ns"] = float("nan")  # per-op times not measured (CUDA without time_ops)
+        return df
 
     def to_dict(self) -> dict:
         """Plain dict, one record per module and per op (the schema of the C++ to_json)."""
@@ -152,6 +180,10 @@ class Report:
             "params_touched": self._raw["params_touched"],
             "wall_ns": self._raw["wall_ns"],
             "busy_ns": self._raw["busy_ns"],
+            "clock": self._raw.get("clock", ""),
+            "op_times": self._raw.get("op_times", False),
+            "device_steps": [{"wall_ns": w, "busy_ns": b, "idle_ns": i}
+                             for w, b, i in self._raw.get("device_steps", [])],
             "params": self.params.to_dict() if self.params is not None else None,
             "peak_memory_bytes": self.peak_memory_bytes,
             "peak_memory_method": self.peak_memory_method,

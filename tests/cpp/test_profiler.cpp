@@ -334,3 +334,128 @@ TEST(MemoryTracker, PeakOfAllocationsDuringTheRegion) {
   EXPECT_EQ(tracker.peak_bytes("cuda"), 0);
   EXPECT_THROW(tracker.peak_bytes("tpu"), std::invalid_argument);
 }
+
+namespace {
+
+// A device timeline whose marks are stamped 1 us apart in the order they are made, on the CPU
+// "device": the spans, steps and module times below follow from which ops get marks.
+class ScriptedTimeline final : public em::DeviceTimeline {
+ public:
+  int8_t device_type() const override { return 0; }  // c10::DeviceType::CPU
+  std::string clock() const override { return "scripted"; }
+  uint32_t mark() override {
+    stamps_.push_back(1000 * static_cast<int64_t>(stamps_.size()));
+    return static_cast<uint32_t>(stamps_.size() - 1);
+  }
+  bool done(uint32_t) override { return true; }
+  void wait(uint32_t) override {}
+  int64_t elapsed_ns(uint32_t from, uint32_t to) override { return stamps_[to] - stamps_[from]; }
+  void release(uint32_t) override { ++released; }
+  int released = 0;
+
+ private:
+  std::vector<int64_t> stamps_;
+};
+
+em::ProfilerOptions scripted(std::shared_ptr<ScriptedTimeline> tl, bool time_ops) {
+  em::ProfilerOptions o;
+  o.time = true;
+  o.time_ops = time_ops;
+  o.timeline = std::move(tl);
+  return o;
+}
+
+int64_t op_time(const em::Report& r, const std::string& op) {
+  int64_t t = 0;
+  for (const auto& o : r.ops) {
+    if (o.op == op) t += o.counts.time_ns;
+  }
+  return t;
+}
+
+}  // namespace
+
+TEST(DeviceTimeline, OutermostOpSpansStepsAndModules) {
+  auto x = torch::randn({4, 8}), w = torch::randn({16, 8}), b = torch::randn({16});
+  auto y = torch::randn({4, 16});
+  auto tl = std::make_shared<ScriptedTimeline>();
+  em::Profiler prof(scripted(tl, false));  // mark 0: step 0 begins
+  {
+    em::ScopeGuard g("lin");
+    at::linear(x, w, b);  // outermost: marks 1, 2 (t, addmm inside it get none)
+  }
+  at::relu(y);                      // marks 3, 4
+  em::Report s0 = prof.snapshot();  // mark 5 ends step 0, mark 6 begins step 1
+  ASSERT_EQ(s0.device_steps.size(), 1u);
+  EXPECT_EQ(s0.device_steps[0].wall_ns, 5000);
+  EXPECT_EQ(s0.device_steps[0].busy_ns, 2000);
+  EXPECT_EQ(s0.device_steps[0].idle_ns, 3000);
+  at::mm(y, w);                // marks 7, 8
+  em::Report r = prof.stop();  // mark 9 ends step 1
+  ASSERT_EQ(r.device_steps.size(), 2u);
+  EXPECT_EQ(r.device_steps[1].wall_ns, 3000);
+  EXPECT_EQ(r.device_steps[1].busy_ns, 1000);
+  EXPECT_EQ(r.clock, "scripted");
+  EXPECT_FALSE(r.op_times);
+  EXPECT_EQ(r.wall_ns, 8000);
+  EXPECT_EQ(r.busy_ns, 3000);
+  EXPECT_EQ(module_row(r, "lin")->self.time_ns, 1000);
+  EXPECT_EQ(module_row(r, "")->self.time_ns, 2000);  // relu and mm
+  EXPECT_EQ(module_row(r, "")->total.time_ns, 3000);
+  EXPECT_EQ(r.total.time_ns, 3000);
+  EXPECT_EQ(op_time(r, "aten::addmm"), 0);  // per-op times need time_ops
+  EXPECT_EQ(tl->released, 10);              // every mark given back
+}
+
+TEST(DeviceTimeline, TimeOpsMarksEveryCountedOp) {
+  auto x = torch::randn({4, 8}), w = torch::randn({16, 8}), b = torch::randn({16});
+  auto y = torch::randn({4, 16});
+  auto tl = std::make_shared<ScriptedTimeline>();
+  em::Profiler prof(scripted(tl, true));  // mark 0
+  {
+    em::ScopeGuard g("lin");
+    at::linear(x, w, b);  // linear 1 .. 4 around addmm 2, 3 (t is a view: no device work)
+  }
+  at::relu(y);                 // outermost and counted: one pair, 5, 6
+  em::Report r = prof.stop();  // 7
+  EXPECT_TRUE(r.op_times);
+  EXPECT_EQ(op_time(r, "aten::addmm"), 1000);
+  EXPECT_EQ(op_time(r, "aten::relu"), 1000);
+  EXPECT_EQ(op_time(r, "aten::t"), 0);
+  EXPECT_EQ(module_row(r, "lin")->self.time_ns, 3000);  // linear's own span
+  EXPECT_EQ(r.busy_ns, 4000);
+  EXPECT_EQ(r.wall_ns, 7000);
+}
+
+TEST(DeviceTimeline, OpsOnAnotherDeviceAreNotOnTheTimeline) {
+  auto a = torch::ones({7, 5}, torch::kMeta), c = torch::ones({5, 3}, torch::kMeta);
+  auto tl = std::make_shared<ScriptedTimeline>();
+  em::Profiler prof(scripted(tl, true));
+  at::mm(a, c);
+  em::Report r = prof.stop();
+  EXPECT_EQ(r.total.macs, 7 * 5 * 3);  // counted as always
+  EXPECT_EQ(r.busy_ns, 0);             // but no span: the CPU timeline saw no work
+  EXPECT_EQ(r.wall_ns, 1000);
+}
+
+TEST(DeviceTimeline, HostSleepBetweenOpsIsIdle) {
+  auto a = torch::randn({128, 128});
+  em::ProfilerOptions o;
+  o.time = true;
+  o.device = "cpu";  // the steady-clock timeline
+  em::Profiler prof(o);
+  at::mm(a, a);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  at::mm(a, a);
+  em::Report r = prof.stop();
+  ASSERT_EQ(r.device_steps.size(), 1u);
+  const em::DeviceStep& s = r.device_steps[0];
+  EXPECT_GE(s.idle_ns, 30'000'000);
+  EXPECT_GT(s.busy_ns, 0);
+  EXPECT_EQ(s.wall_ns, s.busy_ns + s.idle_ns);
+  EXPECT_EQ(r.clock, "steady_clock");
+  EXPECT_THROW(prof.device_steps(true), std::runtime_error);  // not running
+  em::Profiler host;  // host clocks: no device steps to ask for
+  EXPECT_THROW(host.device_steps(true), std::runtime_error);
+  host.stop();
+}

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <stdexcept>
+#include <thread>
 
 #include "effmetrics/timing.h"
 
@@ -132,4 +133,55 @@ TEST(Timing, CpuClockMeasuresASleep) {
   double s = timer->stop();
   EXPECT_GE(s, 0.020);
   EXPECT_LT(s, 0.5);
+}
+
+TEST(Timing, SplitBusyUnionOfSpansClippedToTheStep) {
+  // [100, 200] with spans [110,130] and [120,140] (overlapping: [110,140] = 30), [150,160] (10),
+  // [190,250] (clipped to [190,200]: 10), [50,90] (before the step: 0), unsorted.
+  em::BusySplit s =
+      em::split_busy({{150, 160}, {110, 130}, {190, 250}, {120, 140}, {50, 90}}, 100, 200);
+  EXPECT_EQ(s.wall_ns, 100);
+  EXPECT_EQ(s.busy_ns, 50);
+  EXPECT_EQ(s.idle_ns, 50);
+  // A span nested in another counts once; touching spans do not overlap.
+  s = em::split_busy({{0, 100}, {20, 30}, {100, 120}}, 0, 200);
+  EXPECT_EQ(s.busy_ns, 120);
+  EXPECT_EQ(s.idle_ns, 80);
+  // No work: all idle. An empty or inverted step: nothing.
+  s = em::split_busy({}, 10, 70);
+  EXPECT_EQ(s.busy_ns, 0);
+  EXPECT_EQ(s.idle_ns, 60);
+  s = em::split_busy({{0, 10}}, 50, 40);
+  EXPECT_EQ(s.wall_ns, 0);
+  EXPECT_EQ(s.busy_ns, 0);
+  EXPECT_EQ(s.idle_ns, 0);
+}
+
+TEST(Timing, HostTimelineMarksAreSteadyClockStamps) {
+  auto tl = em::make_host_timeline();
+  uint32_t a = tl->mark();
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  uint32_t b = tl->mark();
+  EXPECT_TRUE(tl->done(b));
+  EXPECT_GE(tl->elapsed_ns(a, b), 10'000'000);
+  EXPECT_LT(tl->elapsed_ns(a, b), 500'000'000);
+  EXPECT_EQ(tl->elapsed_ns(b, a), -tl->elapsed_ns(a, b));
+  tl->release(a);
+  EXPECT_EQ(tl->mark(), a);  // released marks are reused
+  EXPECT_EQ(tl->clock(), "steady_clock");
+}
+
+TEST(Timing, DeviceTimelineOnAnAbsentDeviceIsAClearError) {
+  try {
+    em::make_device_timeline("cuda:7");
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("not available"), std::string::npos);
+  }
+  try {
+    em::make_device_timeline("gpu");
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown device 'gpu'"), std::string::npos);
+  }
 }

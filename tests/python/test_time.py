@@ -37,7 +37,10 @@ def test_chrome_trace_has_ops_and_module_spans(tmp_path):
     path = tmp_path / "trace.json"
     rep.to_chrome_trace(str(path))
     events = json.loads(path.read_text())["traceEvents"]
-    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    names = {e["pid"]: e["args"]["name"] for e in events if e["ph"] == "M"}
+    assert names[0] == "host"
+    events = [e for e in events if e["ph"] != "M"]
+    assert all(e["ph"] == "X" and e["dur"] >= 0 and e["pid"] == 0 for e in events)
     modules = {e["name"]: e for e in events if e["cat"] == "module"}
     assert {"patch_embed", "blocks.0", "blocks.0.qkv", "blocks.1", "head"} <= set(modules)
     ops = [e for e in events if e["cat"] == "forward"]
