@@ -116,17 +116,64 @@ def test_cuda_counter_finds_host_sleep_between_steps():
     def compute():
         for _ in range(20):
             torch.mm(a, a)
-        return a.sum().item()  # an op that waits for the GPU: busy
+        return a.sum().item()  # waits for the GPU: the sleep below starts when its work ends
 
     compute()
     t0 = time.perf_counter()
     compute()
     busy = time.perf_counter() - t0
-    with em.Counter() as c:
+    with em.Counter(device="cuda") as c:
         for _ in range(4):
             compute()
             time.sleep(busy)
             c.step()
-    idle = c.summary()["idle_fraction"]
-    print(f"idle fraction with a host sleep as long as the step's GPU work: {idle:.2f}")
-    assert 0.35 < idle < 0.65
+    s = c.summary()
+    steps = c.steps
+    print(f"device idle fraction with a host sleep as long as the GPU work: "
+          f"{s['idle_fraction']:.2f}; per step {list(steps['idle_fraction'].round(2))}")
+    assert s["clock"] == "cuda_event"
+    assert (abs(steps["busy_s"] + steps["idle_s"] - steps["device_wall_s"]) < 1e-6).all()
+    assert 0.35 < s["idle_fraction"] < 0.65
+
+
+def test_cuda_counter_gpu_bound_loop_has_no_bubble():
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    torch.mm(a, a)
+    torch.cuda.synchronize()
+    with em.Counter(device="cuda") as c:
+        for _ in range(8):  # no sync: the host runs ahead, the GPU always has queued work
+            for _ in range(20):
+                torch.mm(a, a)
+            row = c.step()
+    s = c.summary()
+    print(f"GPU-bound loop: device idle fraction {s['idle_fraction']:.3f}, row at step() "
+          f"busy_s={row['busy_s']}")
+    assert s["idle_fraction"] < 0.1
+
+
+def test_cuda_profile_module_times_from_events():
+    model = nn.Sequential(nn.Linear(8192, 8192), nn.GELU(), nn.Linear(8192, 8192))
+    model = model.cuda().to(torch.bfloat16)
+    x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        for _ in range(3):
+            model(x)
+        torch.cuda.synchronize()
+        reference = _event_median(lambda: model(x))
+        linear = em.benchmark(model[0], x, min_run_time=0.3).median
+        rep = em.profile(model, x, time=True)
+        detailed = em.profile(model, x, time=True, time_ops=True)
+    df = rep.by_module()
+    print(f"forward: em busy {rep.busy_s * 1e3:.3f} ms of wall {rep.wall_s * 1e3:.3f} ms, "
+          f"torch events {reference * 1e3:.3f} ms; module 0: {df.loc['0', 'time_s'] * 1e3:.3f}"
+          f" ms, em.benchmark {linear * 1e3:.3f} ms")
+    assert rep.clock == "cuda_event"
+    assert abs(rep.busy_s / reference - 1) < 0.05  # GPU-bound: the spans cover the forward
+    assert rep.idle_s < 0.1 * rep.wall_s
+    assert abs(df.loc["0", "time_s"] / linear - 1) < 0.1
+    assert rep.by_op()["time_s"].isna().all()
+    ops = detailed.by_op()
+    assert abs(ops.loc["aten::addmm", "time_s"] / (2 * linear) - 1) < 0.1
+    # backward is charged to the modules of its forward ops, timed with events too
+    with_bwd = em.profile(model, x, backward=True, time=True).by_module()
+    assert with_bwd.loc["0", "time_s"] > 1.5 * df.loc["0", "time_s"]

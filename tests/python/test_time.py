@@ -86,3 +86,56 @@ def test_counter_without_idle_is_mostly_busy(one_thread):
             c.step()
     assert c.summary()["idle_fraction"] < 0.5
     assert c.summary()["examples_per_s"] is None
+
+
+@pytest.fixture
+def host_timeline(monkeypatch):
+    """Run the device-timeline path (what CUDA uses, with events) on the CPU: marks stamped
+    with the steady clock instead of CUDA events, everything else the same code."""
+    from effmetrics import profiler
+
+    monkeypatch.setattr(profiler, "_timeline", lambda device: "cpu")
+
+
+def test_counter_on_the_device_timeline_finds_the_sleep(one_thread, host_timeline):
+    a = torch.randn(256, 256)
+
+    def compute():
+        for _ in range(20):
+            torch.mm(a, a)
+
+    t0 = time.perf_counter()
+    compute()
+    busy = time.perf_counter() - t0
+    with em.Counter() as c:
+        for _ in range(4):
+            compute()
+            time.sleep(busy)
+            row = c.step()
+            assert row["busy_s"] is not None  # host marks are passed at once
+    steps = c.steps
+    assert steps["device_wall_s"].notna().all()
+    assert (abs(steps["busy_s"] + steps["idle_s"] - steps["device_wall_s"]) < 1e-9).all()
+    # the device's time per step is the host's step time less the Counter's own work
+    assert (steps["device_wall_s"] <= steps["wall_s"] * 1.05).all()
+    assert 0.35 < c.summary()["idle_fraction"] < 0.65, steps
+
+
+def test_profile_time_on_the_device_timeline(one_thread, host_timeline):
+    vit = ViT(64, 2, 4, 128, 8, image=32, classes=10).eval()
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        vit(x)
+        rep = em.profile(vit, x, time=True)
+        detailed = em.profile(vit, x, time=True, time_ops=True)
+    assert rep.clock == "steady_clock" and rep.timed
+    assert 0 < rep.busy_s <= rep.wall_s and rep.idle_s == pytest.approx(rep.wall_s - rep.busy_s)
+    df = rep.by_module()
+    assert (df.loc[["blocks.0", "blocks.1", "head"], "time_s"] > 0).all()
+    # module times are the spans of the outermost ops: they add up to the busy time
+    assert df["self_time_ns"].sum() == df.loc["", "time_ns"] == rep._raw["busy_ns"]
+    assert rep.by_op()["time_s"].isna().all()  # per-op times need time_ops: NaN, not 0
+    ops = detailed.by_op()
+    assert ops.loc["aten::addmm", "time_s"] > 0
+    # counted ops never nest, and each lies inside an outermost op's span
+    assert ops["time_ns"].sum() <= detailed.busy_s * 1e9
