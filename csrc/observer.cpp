@@ -266,7 +266,11 @@ class Session {
   // Reads the spans of every closed step the device has passed (waiting for it if asked):
   // busy/idle per step, self time per scope, per-op times (time_ops), device trace events.
   void resolve(bool wait);
-  const std::vector<DeviceStep>& device_steps() const { return device_steps_; }
+  // Resolved steps from index `first` on.
+  std::vector<DeviceStep> device_steps(size_t first) const {
+    if (first >= device_steps_.size()) return {};
+    return {device_steps_.begin() + static_cast<std::ptrdiff_t>(first), device_steps_.end()};
+  }
 
   ThreadBuffer* register_thread() {
     auto buf = acquire_buffer();
@@ -288,8 +292,8 @@ class Session {
 
   // Sums every thread's cells into a report.
   Report collect(const std::vector<int64_t>& calls, const std::vector<ScopeEvent>& scope_events,
-                 bool wait_device) {
-    if (tl_) resolve(wait_device);
+                 bool final) {
+    if (tl_) resolve(/*wait=*/final);
     std::unordered_map<uint64_t, Cell> merged;
     std::vector<int64_t> uses(watched_numel_.size(), 0);
     std::vector<std::pair<uint64_t, RawEvent>> events;
@@ -330,11 +334,9 @@ class Session {
     if (tl_) {
       r.clock = tl_->clock();
       r.op_times = time_ops_;
-      r.device_steps = device_steps_;
-      for (const DeviceStep& s : device_steps_) {
-        r.wall_ns += s.wall_ns;
-        r.busy_ns += s.busy_ns;
-      }
+      if (final) r.device_steps = device_steps_;  // snapshots: Profiler::device_steps()
+      r.wall_ns = device_wall_ns_;
+      r.busy_ns = device_busy_ns_;
     } else if (timing_) {
       r.clock = "steady_clock";
       r.op_times = true;
@@ -551,6 +553,7 @@ class Session {
   uint32_t origin_ = 0;  // the first step's begin mark: time zero of device trace events
   std::vector<std::pair<uint32_t, uint32_t>> steps_;  // closed steps' (begin, end) marks
   std::vector<DeviceStep> device_steps_;              // resolved steps, in order
+  int64_t device_wall_ns_ = 0, device_busy_ns_ = 0;   // their sums
   std::vector<int64_t> scope_time_;                   // device self time per scope node
   std::vector<RawEvent> device_events_;               // trace
   std::mutex mu_;
@@ -731,6 +734,8 @@ void Session::resolve(bool wait) {
     }
     BusySplit split = split_busy(std::move(busy), 0, tl_->elapsed_ns(begin, end));
     device_steps_.push_back(DeviceStep{split.wall_ns, split.busy_ns, split.idle_ns});
+    device_wall_ns_ += split.wall_ns;
+    device_busy_ns_ += split.busy_ns;
     if (begin != origin_ || !tracing_) tl_->release(begin);
     tl_->release(end);
   }
@@ -850,14 +855,14 @@ Report Profiler::snapshot() {
   return r;
 }
 
-std::vector<DeviceStep> Profiler::device_steps(bool wait) {
+std::vector<DeviceStep> Profiler::device_steps(bool wait, size_t first) {
   if (!running()) throw std::runtime_error("effmetrics: device_steps() needs a running Profiler");
   if (!session_->timeline()) {
     throw std::runtime_error(
         "effmetrics: device_steps() needs a device timeline (ProfilerOptions::device)");
   }
   session_->resolve(wait);
-  return session_->device_steps();
+  return session_->device_steps(first);
 }
 
 Report Profiler::stop() {

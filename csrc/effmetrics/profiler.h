@@ -44,8 +44,8 @@ struct ProfilerOptions {
   // Marks (CUDA events on the current stream) go around each outermost op that touches the
   // device (a tensor or device argument on it): their device spans give each module's time
   // (ModuleRow::self.time_ns) and, per step, the device's busy and idle time
-  // (Report::device_steps; a step ends at each snapshot()). Spans are read once the device has
-  // passed them: snapshot() never waits, stop() does.
+  // (device_steps(), Report::device_steps; a step ends at each snapshot()). Spans are read once the
+  // device has passed them: snapshot() never waits, stop() does.
   std::string device;
   // With `device`: also mark every counted op, for per-op device times (OpRow time_ns).
   bool time_ops = false;
@@ -72,8 +72,9 @@ class Profiler {
   // differences them). Call it between steps, when no profiled op runs on another thread.
   Report snapshot();
   bool running() const;
-  // With a device timeline: the device steps resolved so far (every closed step when wait).
-  std::vector<DeviceStep> device_steps(bool wait);
+  // With a device timeline: the device steps resolved so far (every closed step when wait),
+  // from step `first` on (a training loop asks for the new ones only).
+  std::vector<DeviceStep> device_steps(bool wait, size_t first = 0);
 
   // Ops that run outside autograd nodes are forward unless told otherwise: profile(backward=True)
   // sets kBackward around loss.backward() so the gradient seed counts as backward too.

@@ -117,8 +117,8 @@ struct Report {
   // With a device clock wall_ns/busy_ns are the device's (sums over device_steps), module
   // times are device spans, and op times exist only with ProfilerOptions::time_ops.
   std::string clock;
-  bool op_times = false;  // OpRow/Counts time_ns were measured per op
-  std::vector<DeviceStep> device_steps;
+  bool op_times = false;                 // OpRow/Counts time_ns were measured per op
+  std::vector<DeviceStep> device_steps;  // every step (Profiler::stop(); empty in snapshots)
 
   // Builds rows from raw cells; `calls[node]` = times each scope node was entered.
   // scope_time_ns (optional, per node): measured self time of each scope, replacing the sum of

@@ -129,8 +129,12 @@ PYBIND11_MODULE(_C, m) {
                p.watch(reinterpret_cast<const void*>(impl), numel);
              }
            })
-      .def("device_steps",
-           [](Profiler& p, bool wait) { return device_steps_to_list(p.device_steps(wait)); })
+      .def(
+          "device_steps",
+          [](Profiler& p, bool wait, size_t first) {
+            return device_steps_to_list(p.device_steps(wait, first));
+          },
+          py::arg("wait"), py::arg("first") = 0)
       .def_property_readonly("running", &Profiler::running);
 
   m.def(

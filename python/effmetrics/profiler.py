@@ -294,10 +294,14 @@ class Counter:
                                      self._timeline)
         self._ctx = None
         self._rows: list[dict] = []
+        self._filled = 0  # rows with their device figures (device timeline)
         self._last = dict.fromkeys(self._STEP_FIELDS, 0)
         self.report: Report | None = None
 
     def __enter__(self) -> Counter:
+        # Each `with` block is a run of its own: steps and totals start again.
+        self._rows, self._filled = [], 0
+        self._last = dict.fromkeys(self._STEP_FIELDS, 0)
         self._scan = scan(self.model) if self.model is not None else None
         self._ctx = _observing(self._scan, self._profiler)
         self._ctx.__enter__()
@@ -338,7 +342,7 @@ class Counter:
         self._last = {k: total[k] for k in self._STEP_FIELDS}
         self._rows.append(row)
         if self._timeline:
-            self._fill_device(snap["device_steps"])
+            self._fill_device(self._profiler.device_steps(False, self._filled))
         self._open_step_range()
         self._t_last = time.perf_counter()  # the snapshot itself is not the step's time
         return row
@@ -346,15 +350,17 @@ class Counter:
     def _fill_device(self, device_steps: list) -> None:
         """Device wall/busy/idle of the steps the GPU has passed (the final stop() closes one
         more step, the work after the last step(): not a row)."""
-        for row, (wall, busy, idle) in zip(self._rows, device_steps):
-            if row["busy_s"] is None:
-                row.update(device_wall_s=wall / 1e9, busy_s=busy / 1e9, idle_s=idle / 1e9,
-                           idle_fraction=idle / wall if wall > 0 else 0.0)
+        for wall, busy, idle in device_steps:
+            if self._filled == len(self._rows):
+                break
+            self._rows[self._filled].update(
+                device_wall_s=wall / 1e9, busy_s=busy / 1e9, idle_s=idle / 1e9,
+                idle_fraction=idle / wall if wall > 0 else 0.0)
+            self._filled += 1
 
     def _resolve(self) -> None:
-        if (self._timeline and self._profiler.running and self._rows
-                and self._rows[-1]["busy_s"] is None):
-            self._fill_device(self._profiler.device_steps(True))
+        if self._timeline and self._profiler.running and self._filled < len(self._rows):
+            self._fill_device(self._profiler.device_steps(True, self._filled))
 
     def __exit__(self, *exc) -> None:
         self._close_step_range()
@@ -362,7 +368,7 @@ class Counter:
         self._ctx.__exit__(*exc)
         self.report = _report(raw, self._scan)
         if self._timeline:
-            self._fill_device(raw["device_steps"])
+            self._fill_device(raw["device_steps"][self._filled:])
 
     @property
     def clock(self) -> str:

@@ -139,3 +139,17 @@ def test_profile_time_on_the_device_timeline(one_thread, host_timeline):
     assert ops.loc["aten::addmm", "time_s"] > 0
     # counted ops never nest, and each lies inside an outermost op's span
     assert ops["time_ns"].sum() <= detailed.busy_s * 1e9
+
+
+def test_counter_reused_starts_a_new_run(host_timeline):
+    lin = nn.Linear(32, 32)
+    x = torch.randn(4, 32)
+    c = em.Counter(lin)
+    for _ in range(2):
+        with c:
+            for _ in range(3):
+                lin(x)
+                c.step()
+        steps = c.steps
+        assert len(steps) == 3 and (steps["flops"] == 2 * 4 * 32 * 32).all()
+        assert steps["busy_s"].notna().all()
