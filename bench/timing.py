@@ -4,8 +4,11 @@
 2. NVTX on/off overhead on ViT-Ti/16 batch 8 forward (CPU), with module ranges emitted
    (no tool attached, as in a normal run): target < 2%.
 3. em.profile(time=True) vs em.profile() vs the bare forward.
+4. CUDA only (--cuda; scripts/gpu_check.sh runs it): the same on the GPU, where time=True records
+   CUDA events around each outermost op (time_ops=True: around each counted op too), and the
+   device busy time the events find vs torch.cuda.Event around the whole forward.
 
-    python bench/timing.py [--rounds N]
+    python bench/timing.py [--rounds N] [--cuda]
 """
 from __future__ import annotations
 
@@ -33,10 +36,51 @@ def interleaved(modes: dict, rounds: int) -> dict:
     return {m: statistics.median(v) for m, v in times.items()}
 
 
+def cuda_section(rounds: int) -> None:
+    model = vit("vit-b/16").cuda().to(torch.bfloat16).eval()
+    x = torch.randn(32, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
+
+    def synced(fn):
+        def run():
+            fn()
+            torch.cuda.synchronize()
+        return run
+
+    with torch.no_grad():
+        med = interleaved({
+            "bare": synced(lambda: model(x)),
+            "profile": synced(lambda: em.profile(model, x)),
+            "profile_time": synced(lambda: em.profile(model, x, time=True)),
+            "profile_time_ops": synced(lambda: em.profile(model, x, time=True, time_ops=True)),
+        }, rounds)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        events = []
+        for _ in range(rounds):
+            start.record()
+            model(x)
+            end.record()
+            end.synchronize()
+            events.append(start.elapsed_time(end) / 1e3)
+        busy = statistics.median(em.profile(model, x, time=True).busy_s for _ in range(rounds))
+    ev = statistics.median(events)
+    ratio = {m: med[m] / med["bare"] for m in med}
+    print(f"4. CUDA ViT-B/16 b32 bf16 forward: bare {med['bare'] * 1e3:.2f} ms; profile() "
+          f"{ratio['profile']:.3f}x; time=True {ratio['profile_time']:.3f}x; "
+          f"time_ops=True {ratio['profile_time_ops']:.3f}x bare")
+    print(f"   device busy from effmetrics events {busy * 1e3:.3f} ms vs torch.cuda.Event around "
+          f"the forward {ev * 1e3:.3f} ms: ratio {busy / ev:.3f}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--cuda", action="store_true", help="only the CUDA section")
     args = parser.parse_args()
+    if args.cuda:
+        if not torch.cuda.is_available():
+            raise SystemExit("bench/timing.py --cuda: CUDA is not available on this machine")
+        cuda_section(args.rounds)
+        return
 
     a = torch.randn(384, 384)
     ours, theirs = [], []

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds effmetrics from source on the GPU machine (torch + CUDA preinstalled, no network) and
-# runs the test suite there; the CUDA tests (tests/python/test_cuda.py) check that counts on
-# CUDA equal counts on CPU for the same models. Budget: under 5 minutes.
+# runs the test suite there. The CUDA tests (tests/python/test_cuda.py): counts on CUDA equal
+# counts on CPU; em.benchmark's event latency within 3% of torch.cuda.Event and triton's
+# do_bench; L2 flush and graph replay; peak memory == max_memory_allocated; module times and
+# step busy/idle from CUDA events (a host sleep is found as idle, a GPU-bound loop has none).
+# Then bench/timing.py --cuda prints the figures for the notes. Budget: under 5 minutes.
 #
 #   bash scripts/gpu_check.sh            # through the device tool: run(command="bash scripts/gpu_check.sh")
 set -euo pipefail
@@ -26,3 +29,5 @@ PYTHONPATH=python "$PY" -m pytest -q -rs -s tests/python/test_cuda.py tests/pyth
   tests/python/test_flop_counter.py tests/python/test_vit_oracle.py tests/python/test_params.py \
   tests/python/test_memory.py tests/python/test_time.py tests/python/test_timing.py \
   tests/python/test_nvtx.py tests/python/test_zoo.py
+# Figures for the notes: profile(time=True) overhead on the GPU and event busy time vs torch.
+PYTHONPATH=python "$PY" bench/timing.py --cuda --rounds 10
