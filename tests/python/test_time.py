@@ -53,7 +53,8 @@ def test_chrome_trace_has_ops_and_module_spans(tmp_path):
         em.profile(vit, torch.randn(1, 3, 32, 32)).to_chrome_trace(str(path))
 
 
-def test_counter_finds_idle_time_when_the_loop_sleeps(one_thread):
+def _workload():
+    """20 matmuls, and how long they take here (a loop then sleeps as long)."""
     a = torch.randn(256, 256)
 
     def compute():
@@ -62,7 +63,11 @@ def test_counter_finds_idle_time_when_the_loop_sleeps(one_thread):
 
     t0 = time.perf_counter()
     compute()
-    busy = time.perf_counter() - t0
+    return compute, time.perf_counter() - t0
+
+
+def test_counter_finds_idle_time_when_the_loop_sleeps(one_thread):
+    compute, busy = _workload()
     with em.Counter() as c:
         for _ in range(4):
             compute()
@@ -98,15 +103,7 @@ def host_timeline(monkeypatch):
 
 
 def test_counter_on_the_device_timeline_finds_the_sleep(one_thread, host_timeline):
-    a = torch.randn(256, 256)
-
-    def compute():
-        for _ in range(20):
-            torch.mm(a, a)
-
-    t0 = time.perf_counter()
-    compute()
-    busy = time.perf_counter() - t0
+    compute, busy = _workload()
     with em.Counter() as c:
         for _ in range(4):
             compute()
