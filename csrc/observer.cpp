@@ -243,6 +243,7 @@ class Session {
         start_ns_(steady_now_ns()),
         tl_(std::move(timeline)),
         tl_type_(tl_ ? tl_->device_type() : -1),
+        tl_index_(tl_ ? tl_->device_index() : -1),
         time_ops_(tl_ && options.time_ops) {}
 
   int slot() const { return slot_; }
@@ -432,9 +433,12 @@ class Session {
     }
   }
 
-  bool on_timeline(const at::Tensor& t) const {
-    return t.defined() && static_cast<int8_t>(t.device().type()) == tl_type_;
+  // On the timeline's device (a device argument without an index: the current one, assumed).
+  bool on_timeline(c10::Device d) const {
+    return static_cast<int8_t>(d.type()) == tl_type_ &&
+           (tl_index_ < 0 || !d.has_index() || d.index() == tl_index_);
   }
+  bool on_timeline(const at::Tensor& t) const { return t.defined() && on_timeline(t.device()); }
 
   // Records the inputs in `call`; sets *on_device when one is on the timeline's device (a tensor,
   // or a device argument: factories and copies to the device).
@@ -478,7 +482,7 @@ class Session {
       } else if (v.isNone()) {
         call.add_none();
       } else if (v.isDevice()) {
-        if (static_cast<int8_t>(v.toDevice().type()) == tl_type_) *on_device = true;
+        if (tl_ && on_timeline(v.toDevice())) *on_device = true;
         call.add_other();
       } else {
         call.add_other();
@@ -547,6 +551,7 @@ class Session {
   // Device timeline (null: host clocks). Steps: marks at their boundaries, until resolved.
   const std::shared_ptr<DeviceTimeline> tl_;
   const int8_t tl_type_;
+  const int8_t tl_index_;  // -1: any device of the type
   const bool time_ops_;
   std::atomic<uint32_t> step_{0};  // the open step's index
   uint32_t step_begin_ = 0;

@@ -52,6 +52,7 @@ class EventTimeline final : public DeviceTimeline {
   explicit EventTimeline(c10::Device device)
       : device_(device), impl_(c10::impl::getDeviceGuardImpl(device.type())) {}
   int8_t device_type() const override { return static_cast<int8_t>(device_.type()); }
+  int8_t device_index() const override { return device_.index(); }
   std::string clock() const override { return "cuda_event"; }
   uint32_t mark() override {
     std::lock_guard<std::mutex> lock(mu_);

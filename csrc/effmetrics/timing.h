@@ -91,7 +91,8 @@ class DeviceTimeline {
   virtual ~DeviceTimeline() = default;
   // The device whose ops are timed, as a c10::DeviceType value (CUDA = 1, CPU = 0).
   virtual int8_t device_type() const = 0;
-  virtual std::string clock() const = 0;  // "cuda_event", "steady_clock"
+  virtual int8_t device_index() const { return -1; }  // -1: every device of that type
+  virtual std::string clock() const = 0;              // "cuda_event", "steady_clock"
   // Records a mark; thread-safe. Its id stays valid until release().
   virtual uint32_t mark() = 0;
   virtual bool done(uint32_t m) = 0;  // the device has passed the mark (never blocks)
