@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "effmetrics/effmetrics.h"
@@ -44,9 +45,7 @@ py::list device_steps_to_list(const std::vector<DeviceStep>& steps) {
   return out;
 }
 
-py::dict report_to_dict(const Report& r) {
-  py::dict d;
-  d["total"] = counts_to_dict(r.total);
+py::dict module_columns(const Report& r) {
   std::vector<std::string> names, parents;
   std::vector<int64_t> depth, calls;
   for (const ModuleRow& m : r.modules) {
@@ -64,7 +63,10 @@ py::dict report_to_dict(const Report& r) {
       counts_columns(r.modules, [](const ModuleRow& m) -> const Counts& { return m.self; });
   modules["total"] =
       counts_columns(r.modules, [](const ModuleRow& m) -> const Counts& { return m.total; });
-  d["modules"] = modules;
+  return modules;
+}
+
+py::dict op_columns(const Report& r) {
   std::vector<std::string> op_module, op_name, op_phase, op_kind;
   for (const OpRow& o : r.ops) {
     op_module.push_back(o.module);
@@ -77,19 +79,38 @@ py::dict report_to_dict(const Report& r) {
   ops["op"] = op_name;
   ops["phase"] = op_phase;
   ops["kind"] = op_kind;
-  d["ops"] = ops;
-  py::dict unsupported;
-  for (const auto& [op, n] : r.unsupported_ops) unsupported[py::str(op)] = n;
-  d["unsupported_ops"] = unsupported;
-  d["params_applied"] = r.params_applied;
-  d["params_touched"] = r.params_touched;
-  d["wall_ns"] = r.wall_ns;
-  d["busy_ns"] = r.busy_ns;
-  d["clock"] = r.clock;
-  d["op_times"] = r.op_times;
-  d["device_steps"] = device_steps_to_list(r.device_steps);
-  d["chrome_trace"] = r.events.empty() ? py::object(py::none()) : py::str(r.to_chrome_trace());
-  return d;
+  return ops;
+}
+
+// A report reaches Python as the C++ object, read like a dict: each part is converted when
+// asked for (profile() and a training loop's per-step snapshot mostly need the totals only).
+const std::vector<std::string>& report_keys() {
+  static const std::vector<std::string> keys = {
+      "total",   "modules", "ops",   "unsupported_ops", "params_applied", "params_touched",
+      "wall_ns", "busy_ns", "clock", "op_times",        "device_steps",   "chrome_trace"};
+  return keys;
+}
+
+py::object report_item(const Report& r, const std::string& key) {
+  if (key == "total") return counts_to_dict(r.total);
+  if (key == "modules") return module_columns(r);
+  if (key == "ops") return op_columns(r);
+  if (key == "unsupported_ops") {
+    py::dict unsupported;
+    for (const auto& [op, n] : r.unsupported_ops) unsupported[py::str(op)] = n;
+    return unsupported;
+  }
+  if (key == "params_applied") return py::int_(r.params_applied);
+  if (key == "params_touched") return py::int_(r.params_touched);
+  if (key == "wall_ns") return py::int_(r.wall_ns);
+  if (key == "busy_ns") return py::int_(r.busy_ns);
+  if (key == "clock") return py::str(r.clock);
+  if (key == "op_times") return py::bool_(r.op_times);
+  if (key == "device_steps") return device_steps_to_list(r.device_steps);
+  if (key == "chrome_trace") {
+    return r.events.empty() ? py::object(py::none()) : py::str(r.to_chrome_trace());
+  }
+  throw py::key_error(key);
 }
 
 Phase parse_phase(const std::string& phase) {
@@ -102,6 +123,19 @@ Phase parse_phase(const std::string& phase) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "effmetrics C++ core (RecordFunction observer, op rules, scopes, reports)";
+
+  py::class_<Report>(m, "Report")
+      .def("__getitem__", &report_item)
+      .def(
+          "get",
+          [](const Report& r, const std::string& key, py::object missing) {
+            const auto& keys = report_keys();
+            return std::find(keys.begin(), keys.end(), key) != keys.end() ? report_item(r, key)
+                                                                          : missing;
+          },
+          py::arg("key"), py::arg("default") = py::none())
+      .def("keys", [](const Report&) { return report_keys(); })
+      .def("to_json", &Report::to_json);
 
   py::class_<Profiler>(m, "Profiler")
       .def(py::init([](bool all_threads, bool time, bool trace, bool nvtx, bool nvtx_ops,
@@ -120,8 +154,8 @@ PYBIND11_MODULE(_C, m) {
            py::arg("nvtx") = false, py::arg("nvtx_ops") = false, py::arg("device") = "",
            py::arg("time_ops") = false)
       .def("start", &Profiler::start)
-      .def("stop", [](Profiler& p) { return report_to_dict(p.stop()); })
-      .def("snapshot", [](Profiler& p) { return report_to_dict(p.snapshot()); })
+      .def("stop", &Profiler::stop)
+      .def("snapshot", &Profiler::snapshot)
       .def("set_phase", [](Profiler& p, const std::string& s) { p.set_phase(parse_phase(s)); })
       .def("watch",
            [](Profiler& p, const std::vector<std::pair<uintptr_t, int64_t>>& tensors) {

@@ -246,7 +246,7 @@ def profile(
     return _report(raw, model_scan, mem)
 
 
-def _report(raw: dict, model_scan: ModelScan | None, memory: dict | None = None) -> Report:
+def _report(raw, model_scan: ModelScan | None, memory: dict | None = None) -> Report:
     if model_scan is None:
         return Report(raw, memory=memory)
     return Report(raw, dataclasses.replace(model_scan.counts), model_scan.module_params, memory)

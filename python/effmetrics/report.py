@@ -36,9 +36,9 @@ class Report:
     ``applied`` and ``touched`` filled from the pass.
     """
 
-    def __init__(self, raw: dict, params: ParamCount | None = None,
+    def __init__(self, raw, params: ParamCount | None = None,
                  module_params: dict | None = None, memory: dict | None = None):
-        self._raw = raw
+        self._raw = raw  # _C.Report (read like a dict, parts converted on access) or a dict
         self._module_params = module_params or {}
         memory = memory or {}
         #: peak allocated bytes of the pass (profile(memory=True)); how it was measured:
