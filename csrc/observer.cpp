@@ -715,7 +715,8 @@ void Session::resolve(bool wait) {
     for (auto& buf : buffers_) {
       auto& spans = buf->spans;
       size_t i = 0;
-      for (; i < spans.size() && spans[i].step == step; ++i) {
+      // <=: an op on another thread that ended after its step was read joins this step.
+      for (; i < spans.size() && spans[i].step <= step; ++i) {
         const DeviceSpan& sp = spans[i];
         tl_->wait(sp.mark1);  // passed with `end` on one stream; not if the op used another
         const int64_t t0 = tl_->elapsed_ns(begin, sp.mark0);
