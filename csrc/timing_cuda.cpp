@@ -53,7 +53,9 @@ class EventTimeline final : public DeviceTimeline {
       : device_(device), impl_(c10::impl::getDeviceGuardImpl(device.type())) {}
   int8_t device_type() const override { return static_cast<int8_t>(device_.type()); }
   int8_t device_index() const override { return device_.index(); }
-  std::string clock() const override { return "cuda_event"; }
+  std::string clock() const override {  // "cuda_event"
+    return c10::DeviceTypeName(device_.type(), /*lower_case=*/true) + "_event";
+  }
   uint32_t mark() override {
     std::lock_guard<std::mutex> lock(mu_);
     uint32_t id;

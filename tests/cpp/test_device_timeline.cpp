@@ -1,0 +1,112 @@
+// The event timeline (timing_cuda.cpp) through c10's device-generic event interface, on a fake
+// device registered as PrivateUse1: its events are stamped when recorded plus a lag, and are
+// "done" only once the steady clock passes the stamp, like a GPU running behind the host. This
+// runs the same c10::Event calls as CUDA (record, query, synchronize, elapsedTime) on CPU.
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "effmetrics/profiler.h"
+#include "effmetrics/timing.h"
+
+namespace em = effmetrics;
+
+namespace {
+
+std::atomic<int64_t> g_lag_ns{0};      // how far behind the host the fake device runs
+std::atomic<int> g_events_created{0};  // distinct events (the pool reuses released ones)
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+class LaggingDevice final : public c10::impl::DeviceGuardImplInterface {
+ public:
+  static constexpr c10::DeviceType kType = c10::DeviceType::PrivateUse1;
+  c10::DeviceType type() const override { return kType; }
+  c10::Device exchangeDevice(c10::Device) const override { return {kType, 0}; }
+  c10::Device getDevice() const override { return {kType, 0}; }
+  void setDevice(c10::Device) const override {}
+  void uncheckedSetDevice(c10::Device) const noexcept override {}
+  c10::Stream getStream(c10::Device d) const override {
+    return c10::Stream(c10::Stream::DEFAULT, d);
+  }
+  c10::Stream exchangeStream(c10::Stream s) const override { return s; }
+  c10::DeviceIndex deviceCount() const noexcept override { return 1; }
+  void record(void** event, const c10::Stream&, const c10::DeviceIndex,
+              const c10::EventFlag) const override {
+    if (*event == nullptr) {
+      *event = new int64_t;
+      ++g_events_created;
+    }
+    *static_cast<int64_t*>(*event) = now_ns() + g_lag_ns.load();
+  }
+  bool queryEvent(void* event) const override {
+    return event == nullptr || now_ns() >= *static_cast<int64_t*>(event);
+  }
+  void synchronizeEvent(void* event) const override {
+    while (!queryEvent(event)) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  void destroyEvent(void* event, const c10::DeviceIndex) const noexcept override {
+    delete static_cast<int64_t*>(event);
+  }
+  double elapsedTime(void* from, void* to, const c10::DeviceIndex) const override {
+    return static_cast<double>(*static_cast<int64_t*>(to) - *static_cast<int64_t*>(from)) / 1e6;
+  }
+};
+
+C10_REGISTER_GUARD_IMPL(PrivateUse1, LaggingDevice);
+
+}  // namespace
+
+TEST(EventTimeline, MarksCompleteWhenTheDeviceReachesThem) {
+  g_lag_ns = 30'000'000;  // 30 ms behind
+  auto tl = em::make_device_timeline("privateuseone");
+  EXPECT_EQ(tl->clock(), "privateuseone_event");
+  uint32_t a = tl->mark();
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  uint32_t b = tl->mark();
+  EXPECT_FALSE(tl->done(b));  // the device has not got there yet: asking never blocks
+  tl->wait(b);
+  EXPECT_TRUE(tl->done(a));
+  EXPECT_TRUE(tl->done(b));
+  EXPECT_GE(tl->elapsed_ns(a, b), 5'000'000);
+  EXPECT_LT(tl->elapsed_ns(a, b), 500'000'000);
+  const int created = g_events_created;
+  tl->release(a);
+  EXPECT_EQ(tl->mark(), a);  // the released event is recorded again, none created
+  EXPECT_EQ(g_events_created, created);
+  g_lag_ns = 0;
+}
+
+TEST(EventTimeline, SnapshotsNeverWaitStopDoes) {
+  g_lag_ns = 50'000'000;
+  em::ProfilerOptions o;
+  o.time = true;
+  o.device = "privateuseone";
+  em::Profiler prof(o);
+  std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  auto t0 = std::chrono::steady_clock::now();
+  em::Report s = prof.snapshot();  // closes step 0; the device is 50 ms behind
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(40));
+  EXPECT_EQ(s.wall_ns, 0);  // nothing resolved yet
+  EXPECT_TRUE(prof.device_steps(/*wait=*/false).empty());
+  std::vector<em::DeviceStep> steps = prof.device_steps(/*wait=*/true);
+  ASSERT_EQ(steps.size(), 1u);
+  EXPECT_GE(steps[0].wall_ns, 10'000'000);
+  EXPECT_EQ(steps[0].busy_ns, 0);  // CPU ops only: nothing ran on the device
+  EXPECT_EQ(steps[0].idle_ns, steps[0].wall_ns);
+  em::Report r = prof.stop();  // waits for the last step
+  EXPECT_EQ(r.device_steps.size(), 2u);
+  EXPECT_EQ(r.clock, "privateuseone_event");
+  g_lag_ns = 0;
+}
+
+TEST(EventTimeline, AbsentDeviceIndexIsAClearError) {
+  EXPECT_THROW(em::make_device_timeline("privateuseone:3"), std::invalid_argument);
+}
