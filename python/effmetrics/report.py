@@ -125,6 +125,8 @@ class Report:
         _add_rates(df, self.timed)
         for f in ("flops", "macs", "bytes_read", "bytes_written", "time_ns"):
             df[f"self_{f}"] = m["self"][f]
+        if not self.timed:
+            df["self_time_ns"] = float("nan")
         if self.activation_bytes is not None:
             own = self._activation_by_module
             df["self_activation_bytes"] = [own.get(n, 0) for n in m["name"]]
