@@ -4,7 +4,6 @@
 #include <array>
 #include <cstdio>
 #include <functional>
-#include <sstream>
 #include <tuple>
 #include <unordered_map>
 
@@ -141,79 +140,87 @@ std::string quote(const std::string& s) {
   return out + "\"";
 }
 
-void write_counts(std::ostringstream& os, const Counts& c) {
-  os << "{";
-  Counts::fields(c, [&](const char* name, int64_t v) { os << "\"" << name << "\":" << v << ","; });
-  os << "\"intensity\":" << c.intensity() << "}";
+// JSON is written with snprintf and std::to_string, not iostreams: an ostream's number facets
+// come from the process-wide locale, and a library that carries its own copy of libstdc++ (seen
+// on the GPU machine) leaves them unresolvable for us: inserting a number then crashes.
+std::string num(int64_t v) { return std::to_string(v); }
+std::string num(double v, int precision) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.*g", precision, v);
+  return buf;
+}
+
+void write_counts(std::string& os, const Counts& c) {
+  os += "{";
+  Counts::fields(c, [&](const char* name, int64_t v) {
+    os += "\"";
+    os += name;
+    os += "\":" + num(v) + ",";
+  });
+  os += "\"intensity\":" + num(c.intensity(), 17) + "}";
 }
 
 }  // namespace
 
 std::string Report::to_json() const {
-  std::ostringstream os;
-  os.precision(17);
-  os << "{\"total\":";
+  std::string os = "{\"total\":";
   write_counts(os, total);
-  os << ",\"modules\":[";
+  os += ",\"modules\":[";
   for (size_t i = 0; i < modules.size(); ++i) {
     const ModuleRow& m = modules[i];
-    os << (i ? "," : "") << "{\"name\":" << quote(m.name) << ",\"parent\":" << quote(m.parent)
-       << ",\"depth\":" << m.depth << ",\"calls\":" << m.calls << ",\"self\":";
+    os += (i ? ",{\"name\":" : "{\"name\":") + quote(m.name) + ",\"parent\":" + quote(m.parent) +
+          ",\"depth\":" + num(m.depth) + ",\"calls\":" + num(m.calls) + ",\"self\":";
     write_counts(os, m.self);
-    os << ",\"total\":";
+    os += ",\"total\":";
     write_counts(os, m.total);
-    os << "}";
+    os += "}";
   }
-  os << "],\"ops\":[";
+  os += "],\"ops\":[";
   for (size_t i = 0; i < ops.size(); ++i) {
     const OpRow& o = ops[i];
-    os << (i ? "," : "") << "{\"module\":" << quote(o.module) << ",\"op\":" << quote(o.op)
-       << ",\"phase\":" << quote(phase_name(o.phase)) << ",\"kind\":" << quote(kind_name(o.kind))
-       << ",\"counts\":";
+    os += (i ? ",{\"module\":" : "{\"module\":") + quote(o.module) + ",\"op\":" + quote(o.op) +
+          ",\"phase\":" + quote(phase_name(o.phase)) + ",\"kind\":" + quote(kind_name(o.kind)) +
+          ",\"counts\":";
     write_counts(os, o.counts);
-    os << "}";
+    os += "}";
   }
-  os << "],\"unsupported_ops\":{";
+  os += "],\"unsupported_ops\":{";
   size_t i = 0;
-  for (const auto& [op, n] : unsupported_ops) os << (i++ ? "," : "") << quote(op) << ":" << n;
-  os << "},\"params_applied\":" << params_applied << ",\"params_touched\":" << params_touched
-     << ",\"wall_ns\":" << wall_ns << ",\"busy_ns\":" << busy_ns << ",\"clock\":" << quote(clock)
-     << ",\"op_times\":" << (op_times ? "true" : "false") << ",\"device_steps\":[";
+  for (const auto& [op, n] : unsupported_ops) os += (i++ ? "," : "") + quote(op) + ":" + num(n);
+  os += "},\"params_applied\":" + num(params_applied) +
+        ",\"params_touched\":" + num(params_touched) + ",\"wall_ns\":" + num(wall_ns) +
+        ",\"busy_ns\":" + num(busy_ns) + ",\"clock\":" + quote(clock) +
+        ",\"op_times\":" + (op_times ? "true" : "false") + ",\"device_steps\":[";
   for (size_t k = 0; k < device_steps.size(); ++k) {
     const DeviceStep& d = device_steps[k];
-    os << (k ? "," : "") << "{\"wall_ns\":" << d.wall_ns << ",\"busy_ns\":" << d.busy_ns
-       << ",\"idle_ns\":" << d.idle_ns << "}";
+    os += (k ? ",{\"wall_ns\":" : "{\"wall_ns\":") + num(d.wall_ns) +
+          ",\"busy_ns\":" + num(d.busy_ns) + ",\"idle_ns\":" + num(d.idle_ns) + "}";
   }
-  os << "]}";
-  return os.str();
+  os += "]}";
+  return os;
 }
 
 std::string Report::to_chrome_trace() const {
-  std::ostringstream os;
-  os.precision(15);
   // Two processes: host threads (pid 0) and the device timeline (pid 1).
-  os << "{\"displayTimeUnit\":\"ms\",\"traceEvents\":["
-     << "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"args\":{\"name\":\"host\"}},"
-     << "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":"
-     << quote("device (" + (clock.empty() ? std::string("none") : clock) + ")") << "}}";
-  for (size_t i = 0; i < events.size(); ++i) {
-    const TraceEvent& e = events[i];
-    os << ",{\"name\":" << quote(e.name)
-       << ",\"cat\":" << quote(e.is_module ? "module" : phase_name(e.phase))
-       << ",\"ph\":\"X\",\"pid\":" << (e.device ? 1 : 0) << ",\"tid\":" << e.thread
-       << ",\"ts\":" << e.start_ns / 1e3 << ",\"dur\":" << e.dur_ns / 1e3 << ",\"args\":{";
-    if (e.is_module) {
-      os << "\"module\":" << quote(e.name);
-    } else if (e.device) {
-      os << "\"module\":" << quote(e.module);
-    } else {
-      os << "\"module\":" << quote(e.module) << ",\"flops\":" << e.flops
-         << ",\"bytes\":" << e.bytes;
+  std::string os =
+      "{\"displayTimeUnit\":\"ms\",\"traceEvents\":["
+      "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"args\":{\"name\":\"host\"}},"
+      "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":" +
+      quote("device (" + (clock.empty() ? std::string("none") : clock) + ")") + "}}";
+  for (const TraceEvent& e : events) {
+    os += ",{\"name\":" + quote(e.name) +
+          ",\"cat\":" + quote(e.is_module ? "module" : phase_name(e.phase)) +
+          ",\"ph\":\"X\",\"pid\":" + (e.device ? "1" : "0") +
+          ",\"tid\":" + std::to_string(e.thread) + ",\"ts\":" + num(e.start_ns / 1e3, 15) +
+          ",\"dur\":" + num(e.dur_ns / 1e3, 15) +
+          ",\"args\":{\"module\":" + quote(e.is_module ? e.name : e.module);
+    if (!e.is_module && !e.device) {
+      os += ",\"flops\":" + num(e.flops) + ",\"bytes\":" + num(e.bytes);
     }
-    os << "}}";
+    os += "}}";
   }
-  os << "]}";
-  return os.str();
+  os += "]}";
+  return os;
 }
 
 }  // namespace effmetrics

@@ -152,23 +152,38 @@ BenchmarkResult benchmark(const std::function<void()>& fn, const BenchmarkOption
     owned = make_timer(options);
     timer = owned.get();
   }
-  auto t_warm = Clock::now();
-  for (int i = 0; i < options.warmup || seconds_since(t_warm) < options.warmup_time; ++i) {
+  auto run = [&] {
     timer->before_run();
     timer->start();
     fn();
-    timer->stop();
+    return timer->stop();
+  };
+  auto t_warm = Clock::now();
+  double warm = 0;  // the last warm-up run's time
+  for (int i = 0; i < options.warmup || seconds_since(t_warm) < options.warmup_time; ++i) {
+    warm = run();
+    if (timer->deferred()) warm = timer->drain().at(0);
   }
+  // Deferred timers: chunks of about a tenth of min_run_time (1 to 1000 runs).
+  const int chunk = timer->deferred()
+                        ? static_cast<int>(std::clamp(
+                              0.1 * options.min_run_time / std::max(warm, 1e-9), 1.0, 1000.0))
+                        : 1;
   BenchmarkResult r;
   r.clock = timer->clock();
   auto t0 = Clock::now();
   double measured = 0;  // the rule runs on measured time, so a scripted clock tests it exactly
   do {
-    timer->before_run();
-    timer->start();
-    fn();
-    r.samples.push_back(timer->stop());
-    measured += r.samples.back();
+    if (timer->deferred()) {
+      for (int k = 0; k < chunk; ++k) run();
+      for (double s : timer->drain()) {
+        r.samples.push_back(s);
+        measured += s;
+      }
+    } else {
+      r.samples.push_back(run());
+      measured += r.samples.back();
+    }
     // max_run_time also bounds the wall clock: for sub-microsecond work the time between runs
     // dominates, and measured time alone would take far longer to reach it.
   } while (!autorange_done(r.samples, measured, options) &&

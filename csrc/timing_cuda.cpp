@@ -15,13 +15,16 @@
 namespace effmetrics {
 namespace {
 
+std::string event_clock(c10::DeviceType type) {  // "cuda_event"
+  return c10::DeviceTypeName(type, /*lower_case=*/true) + "_event";
+}
+
+// Deferred: each run is bracketed by a pair of events and read in drain(), so runs are queued
+// back to back and the GPU never waits for the host between them.
 class DeviceEventTimer final : public RunTimer {
  public:
   DeviceEventTimer(c10::Device device, bool l2_flush)
-      : device_(device),
-        impl_(c10::impl::getDeviceGuardImpl(device.type())),
-        start_(device.type(), c10::EventFlag::BACKEND_DEFAULT),
-        end_(device.type(), c10::EventFlag::BACKEND_DEFAULT) {
+      : device_(device), impl_(c10::impl::getDeviceGuardImpl(device.type())) {
     if (l2_flush) {
       // 256 MiB: several times the L2 of any current GPU (H100/H200: 50 MiB).
       flush_ = at::empty({256 << 20}, at::TensorOptions().dtype(at::kByte).device(device));
@@ -30,18 +33,36 @@ class DeviceEventTimer final : public RunTimer {
   void before_run() override {
     if (flush_.defined()) flush_.zero_();
   }
-  void start() override { start_.record(impl_->getStream(device_)); }
-  double stop() override {
-    end_.record(impl_->getStream(device_));
-    end_.synchronize();
-    return start_.elapsedTime(end_) / 1e3;  // milliseconds -> seconds
+  void start() override {
+    if (pending_ == starts_.size()) {
+      starts_.emplace_back(device_.type(), c10::EventFlag::BACKEND_DEFAULT);
+      ends_.emplace_back(device_.type(), c10::EventFlag::BACKEND_DEFAULT);
+    }
+    starts_[pending_].record(impl_->getStream(device_));
   }
-  std::string clock() const override { return "cuda_event"; }
+  double stop() override {
+    ends_[pending_++].record(impl_->getStream(device_));
+    return -1.0;
+  }
+  bool deferred() const override { return true; }
+  std::vector<double> drain() override {
+    std::vector<double> times;
+    if (pending_ == 0) return times;
+    ends_[pending_ - 1].synchronize();  // one stream: every earlier event is done too
+    for (size_t i = 0; i < pending_; ++i) {
+      ends_[i].synchronize();  // (the run may have switched streams)
+      times.push_back(starts_[i].elapsedTime(ends_[i]) / 1e3);  // milliseconds -> seconds
+    }
+    pending_ = 0;
+    return times;
+  }
+  std::string clock() const override { return event_clock(device_.type()); }
 
  private:
   c10::Device device_;
   const c10::impl::DeviceGuardImplInterface* impl_;
-  c10::Event start_, end_;
+  std::deque<c10::Event> starts_, ends_;  // a pair per pending run, reused after drain()
+  size_t pending_ = 0;
   at::Tensor flush_;
 };
 
@@ -53,9 +74,7 @@ class EventTimeline final : public DeviceTimeline {
       : device_(device), impl_(c10::impl::getDeviceGuardImpl(device.type())) {}
   int8_t device_type() const override { return static_cast<int8_t>(device_.type()); }
   int8_t device_index() const override { return device_.index(); }
-  std::string clock() const override {  // "cuda_event"
-    return c10::DeviceTypeName(device_.type(), /*lower_case=*/true) + "_event";
-  }
+  std::string clock() const override { return event_clock(device_.type()); }
   uint32_t mark() override {
     std::lock_guard<std::mutex> lock(mu_);
     uint32_t id;

@@ -48,6 +48,13 @@ class RunTimer {
   virtual void start() = 0;
   virtual double stop() = 0;  // seconds since start()
   virtual std::string clock() const = 0;
+  // A deferred timer's device runs behind the host: stop() only enqueues the end of the run
+  // (and returns -1); drain() waits for the device and returns the pending runs' times in
+  // order. benchmark() then enqueues runs in chunks, so the device never idles between runs
+  // waiting for the host to launch the next one, an idle time that would be timed with the run
+  // (triton's do_bench works the same way).
+  virtual bool deferred() const { return false; }
+  virtual std::vector<double> drain() { return {}; }
 };
 std::unique_ptr<RunTimer> make_cpu_timer();
 std::unique_ptr<RunTimer> make_device_timer(const std::string& device, bool l2_flush);

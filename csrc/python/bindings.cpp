@@ -218,7 +218,10 @@ PYBIND11_MODULE(_C, m) {
       .def("peak_bytes",
            [](const MemoryTracker& t, const std::string& d) { return t.peak_bytes(d.c_str()); })
       .def("current_bytes",
-           [](const MemoryTracker& t, const std::string& d) { return t.current_bytes(d.c_str()); });
+           [](const MemoryTracker& t, const std::string& d) { return t.current_bytes(d.c_str()); })
+      .def("peak_total_bytes", [](const MemoryTracker& t, const std::string& d) {
+        return t.peak_total_bytes(d.c_str());
+      });
 
   m.def("nvtx_range_push", [](const std::string& message) { nvtx_range_push(message.c_str()); });
   m.def("nvtx_range_pop", &nvtx_range_pop);

@@ -17,9 +17,40 @@ def device_of(args, kwargs, model=None) -> torch.device:
     return torch.device("cpu")
 
 
+def has_device(args, kwargs, model=None) -> bool:
+    """Whether a tensor argument or the model's parameters say where the work runs."""
+    if any(isinstance(t, torch.Tensor) for t in pytree.tree_leaves((args, kwargs))):
+        return True
+    return isinstance(model, nn.Module) and any(True for _ in model.parameters())
+
+
 def batch_size_of(args, kwargs) -> int | None:
     """The first dimension of the first tensor argument with one."""
     for t in pytree.tree_leaves((args, kwargs)):
         if isinstance(t, torch.Tensor) and t.dim() > 0:
             return int(t.shape[0])
     return None
+
+
+def parse_device(device) -> torch.device | None:
+    """A device argument checked against this machine (None stays None)."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(
+            f"unknown device {device!r}: use 'cpu', 'meta', 'cuda' or 'cuda:N' ({e})"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device {device!r}: CUDA is not available on this machine; use 'cpu' or 'meta' "
+                "(meta counts FLOPs without allocating memory)"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
+            )
+    return dev

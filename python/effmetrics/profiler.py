@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from effmetrics import _C
-from effmetrics.inputs import device_of
+from effmetrics.inputs import device_of, parse_device
 from effmetrics.memory import measure_memory
 from effmetrics.params import ModelScan, scan
 from effmetrics.report import Report
@@ -124,29 +124,6 @@ def _check_inputs(args: tuple, kwargs: dict) -> None:
             )
 
 
-def _parse_device(device) -> torch.device | None:
-    if device is None:
-        return None
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(
-            f"unknown device {device!r}: use 'cpu', 'meta', 'cuda' or 'cuda:N' ({e})"
-        ) from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"device {device!r}: CUDA is not available on this machine; use 'cpu' or 'meta' "
-                "(meta counts FLOPs without allocating memory)"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(
-                f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA "
-                "device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}"
-            )
-    return dev
-
-
 def _timeline(device: torch.device | None) -> str:
     """The device timeline to time on: CUDA events on a CUDA device, host clocks ("") else."""
     if device is not None and device.type == "cuda":
@@ -212,7 +189,7 @@ def profile(
     """
     fn, module = _check_model(model)
     _check_inputs(args, kwargs)
-    dev = _parse_device(device)
+    dev = parse_device(device)
     if dev is not None:
         if module is not None:
             module.to(dev)
@@ -287,7 +264,7 @@ class Counter:
             )
         self.model = model
         self._nvtx = nvtx or nvtx_ops
-        dev = _parse_device(device) or device_of((), {}, model)
+        dev = parse_device(device) or device_of((), {}, model)
         #: how busy and idle time are measured: "cuda_event" (device) or "steady_clock" (host)
         self._timeline = _timeline(dev)
         self._profiler = _C.Profiler(all_threads, True, False, self._nvtx, nvtx_ops,

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from effmetrics import _C
-from effmetrics.inputs import batch_size_of, device_of
+from effmetrics.inputs import batch_size_of, device_of, has_device, parse_device
 from effmetrics.units import si
 
 _STATS = ("median", "mean", "std", "min", "max", "p10", "p90", "p99", "iqr")
@@ -83,6 +83,7 @@ def benchmark(
     l2_flush: bool = False,
     cuda_graph: bool = False,
     nvtx: bool = False,
+    device: str | torch.device | None = None,
     **kwargs: Any,
 ) -> Timing:
     """Time ``model_or_fn(*args, **kwargs)``.
@@ -92,18 +93,28 @@ def benchmark(
     first tensor argument; seq_len, when given, adds tokens_per_s. CUDA only: ``l2_flush``
     overwrites a 256 MiB buffer before each run (cold-cache timing), ``cuda_graph`` captures one
     call in a CUDA graph and times its replay. ``nvtx`` wraps each run in an NVTX range
-    ("benchmark") of the effmetrics domain.
+    ("benchmark") of the effmetrics domain. ``device`` says which clock to use when the
+    arguments do not: by default the device of the first tensor argument (or the module's
+    parameters); for a function without either, CUDA events when this process has initialised
+    CUDA (they time host-only work too: the idle GPU stamps them as the host records them),
+    else the CPU clock.
     """
     if not callable(model_or_fn):
         raise TypeError(f"benchmark needs an nn.Module or a callable; got "
                         f"{type(model_or_fn).__name__}")
-    device = device_of(args, kwargs, model_or_fn)
+    device = parse_device(device)
+    if device is None:
+        device = device_of(args, kwargs, model_or_fn)
+        if not has_device(args, kwargs, model_or_fn) and torch.cuda.is_available() \
+                and torch.cuda.is_initialized():
+            device = torch.device("cuda", torch.cuda.current_device())
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"benchmark times CPU and CUDA work; the inputs are on {device} "
                          "(meta has no time: use em.profile to count it)")
     device_name = "cpu" if device.type == "cpu" else f"cuda:{device.index or 0}"
     if (l2_flush or cuda_graph) and device.type != "cuda":
-        raise ValueError("l2_flush and cuda_graph need CUDA inputs; they do not apply on CPU")
+        raise ValueError("l2_flush and cuda_graph need CUDA: CUDA inputs, or device='cuda' for "
+                         "a function without tensor arguments; they do not apply on CPU")
     grad = torch.no_grad() if isinstance(model_or_fn, nn.Module) else contextlib.nullcontext()
 
     def call():

@@ -110,3 +110,32 @@ TEST(EventTimeline, SnapshotsNeverWaitStopDoes) {
 TEST(EventTimeline, AbsentDeviceIndexIsAClearError) {
   EXPECT_THROW(em::make_device_timeline("privateuseone:3"), std::invalid_argument);
 }
+
+TEST(EventTimeline, BenchmarkQueuesRunsAndReadsThemInChunks) {
+  g_lag_ns = 20'000'000;  // the device drains each chunk 20 ms after the host queued it
+  auto timer = em::make_device_timer("privateuseone", /*l2_flush=*/false);
+  ASSERT_TRUE(timer->deferred());
+  int runs = 0;
+  em::BenchmarkOptions o;
+  o.warmup = 2;
+  o.warmup_time = 0;
+  o.min_run_time = 0.05;
+  o.max_run_time = 1.0;
+  o.min_runs = 5;
+  em::BenchmarkResult r = em::benchmark(
+      [&] {
+        ++runs;
+        auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(2);
+        while (std::chrono::steady_clock::now() < until) {
+        }
+      },
+      o, timer.get());
+  // The fake device stamps events when the host records them: each run's time is the host's
+  // 2 ms. Every queued run is read back (warm-up runs one by one).
+  EXPECT_EQ(r.clock, "privateuseone_event");
+  EXPECT_EQ(static_cast<int>(r.samples.size()) + o.warmup, runs);
+  EXPECT_GE(r.samples.size(), 5u);
+  for (double s : r.samples) EXPECT_GE(s, 0.002);
+  EXPECT_LT(r.stats.median, 0.02);
+  g_lag_ns = 0;
+}

@@ -56,3 +56,17 @@ def test_cpu_peak_memory_of_a_pass():
     assert rep.peak_memory_bytes == 8 * n
     assert "CPU allocator" in rep.peak_memory_method
     assert em.profile(lambda t: t * 2, x).peak_memory_bytes is None  # not asked
+
+
+def test_memory_tracker_binding_has_what_measure_memory_reads():
+    # measure_memory reads peak_total_bytes on CUDA: the binding must exist on every machine.
+    from effmetrics import _C
+
+    t = _C.MemoryTracker()
+    t.start()
+    x = torch.empty(1 << 20)  # 4 MiB, freed at once
+    del x
+    t.stop()
+    assert t.peak_bytes("cpu") >= 4 << 20
+    assert t.peak_total_bytes("cpu") >= 4 << 20
+    assert t.current_bytes("cpu") <= t.peak_bytes("cpu")

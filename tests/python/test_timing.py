@@ -59,6 +59,11 @@ def test_bad_arguments_name_the_fix():
         em.benchmark(nn.Linear(2, 2).to("meta"), torch.empty(1, 2, device="meta"))
     with pytest.raises(ValueError, match="need CUDA"):
         em.benchmark(torch.relu, torch.randn(3), l2_flush=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            em.benchmark(lambda: None, device="cuda")
+        with pytest.raises(ValueError, match="device='cuda'"):
+            em.benchmark(lambda: None, cuda_graph=True)  # no tensor says where it runs
     with pytest.raises(ValueError, match="max_run_time"):
         em.benchmark(torch.relu, torch.randn(3), min_run_time=1.0, max_run_time=0.5)
     with pytest.raises(TypeError, match="callable"):
