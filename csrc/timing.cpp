@@ -164,11 +164,13 @@ BenchmarkResult benchmark(const std::function<void()>& fn, const BenchmarkOption
     warm = run();
     if (timer->deferred()) warm = timer->drain().at(0);
   }
-  // Deferred timers: chunks of about a tenth of min_run_time (1 to 1000 runs).
-  const int chunk = timer->deferred()
-                        ? static_cast<int>(std::clamp(
-                              0.1 * options.min_run_time / std::max(warm, 1e-9), 1.0, 1000.0))
-                        : 1;
+  // Deferred timers queue runs in chunks: the first as long as min_run_time (no stopping
+  // decision can come earlier, and the device runs them back to back, as do_bench and
+  // torch.cuda.Event loops do), then a tenth of it (1 to 1000 runs each).
+  auto runs_for = [&](double seconds, double most) {
+    return static_cast<int>(std::clamp(std::ceil(seconds / std::max(warm, 1e-9)), 1.0, most));
+  };
+  int chunk = timer->deferred() ? runs_for(options.min_run_time, 100000.0) : 1;
   BenchmarkResult r;
   r.clock = timer->clock();
   auto t0 = Clock::now();
@@ -180,6 +182,7 @@ BenchmarkResult benchmark(const std::function<void()>& fn, const BenchmarkOption
         r.samples.push_back(s);
         measured += s;
       }
+      chunk = runs_for(0.1 * options.min_run_time, 1000.0);
     } else {
       r.samples.push_back(run());
       measured += r.samples.back();
