@@ -3,7 +3,6 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <algorithm>
 #include <stdexcept>
 
 #include "effmetrics/effmetrics.h"
@@ -84,13 +83,6 @@ py::dict op_columns(const Report& r) {
 
 // A report reaches Python as the C++ object, read like a dict: each part is converted when
 // asked for (profile() and a training loop's per-step snapshot mostly need the totals only).
-const std::vector<std::string>& report_keys() {
-  static const std::vector<std::string> keys = {
-      "total",   "modules", "ops",   "unsupported_ops", "params_applied", "params_touched",
-      "wall_ns", "busy_ns", "clock", "op_times",        "device_steps",   "chrome_trace"};
-  return keys;
-}
-
 py::object report_item(const Report& r, const std::string& key) {
   if (key == "total") return counts_to_dict(r.total);
   if (key == "modules") return module_columns(r);
@@ -124,18 +116,7 @@ Phase parse_phase(const std::string& phase) {
 PYBIND11_MODULE(_C, m) {
   m.doc() = "effmetrics C++ core (RecordFunction observer, op rules, scopes, reports)";
 
-  py::class_<Report>(m, "Report")
-      .def("__getitem__", &report_item)
-      .def(
-          "get",
-          [](const Report& r, const std::string& key, py::object missing) {
-            const auto& keys = report_keys();
-            return std::find(keys.begin(), keys.end(), key) != keys.end() ? report_item(r, key)
-                                                                          : missing;
-          },
-          py::arg("key"), py::arg("default") = py::none())
-      .def("keys", [](const Report&) { return report_keys(); })
-      .def("to_json", &Report::to_json);
+  py::class_<Report>(m, "Report").def("__getitem__", &report_item);
 
   py::class_<Profiler>(m, "Profiler")
       .def(py::init([](bool all_threads, bool time, bool trace, bool nvtx, bool nvtx_ops,

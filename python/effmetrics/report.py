@@ -38,7 +38,7 @@ class Report:
 
     def __init__(self, raw, params: ParamCount | None = None,
                  module_params: dict | None = None, memory: dict | None = None):
-        self._raw = raw  # _C.Report (read like a dict, parts converted on access) or a dict
+        self._raw = raw  # _C.Report: read like a dict, each part converted when accessed
         self._module_params = module_params or {}
         memory = memory or {}
         #: peak allocated bytes of the pass (profile(memory=True)); how it was measured:
@@ -66,7 +66,7 @@ class Report:
     def clock(self) -> str | None:
         """How times were measured: "steady_clock" (host, per op), "cuda_event" (device
         timeline: events around the outermost ops), None when not timed."""
-        return self._raw.get("clock") or None
+        return self._raw["clock"] or None
 
     @property
     def time_s(self) -> float:
@@ -93,14 +93,14 @@ class Report:
     def to_chrome_trace(self, path: str) -> None:
         """Write the timeline (profile(trace=True)) as Chrome trace JSON; open it in Perfetto
         (ui.perfetto.dev) or chrome://tracing."""
-        if self._raw.get("chrome_trace") is None:
+        if self._raw["chrome_trace"] is None:
             raise RuntimeError("no timeline in this report: profile with trace=True")
         with open(path, "w") as f:
             f.write(self._raw["chrome_trace"])
 
     @property
     def _op_times(self) -> bool:
-        return bool(self._raw.get("op_times", self.timed))
+        return self._raw["op_times"]
 
     @property
     def intensity(self) -> float:
@@ -182,10 +182,10 @@ class Report:
             "params_touched": self._raw["params_touched"],
             "wall_ns": self._raw["wall_ns"],
             "busy_ns": self._raw["busy_ns"],
-            "clock": self._raw.get("clock", ""),
-            "op_times": self._raw.get("op_times", False),
+            "clock": self._raw["clock"],
+            "op_times": self._raw["op_times"],
             "device_steps": [{"wall_ns": w, "busy_ns": b, "idle_ns": i}
-                             for w, b, i in self._raw.get("device_steps", [])],
+                             for w, b, i in self._raw["device_steps"]],
             "params": self.params.to_dict() if self.params is not None else None,
             "peak_memory_bytes": self.peak_memory_bytes,
             "peak_memory_method": self.peak_memory_method,
