@@ -7,6 +7,8 @@
 #include <numeric>
 #include <stdexcept>
 
+#include "effmetrics/scope.h"  // steady_now_ns
+
 namespace effmetrics {
 
 double percentile(const std::vector<double>& sorted, double q) {
@@ -72,9 +74,7 @@ class HostTimeline final : public DeviceTimeline {
   int8_t device_type() const override { return device_type_; }
   std::string clock() const override { return "steady_clock"; }
   uint32_t mark() override {
-    int64_t now =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-            .count();
+    const int64_t now = steady_now_ns();
     std::lock_guard<std::mutex> lock(mu_);
     uint32_t id;
     if (!free_.empty()) {
