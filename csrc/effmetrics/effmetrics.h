@@ -3,6 +3,7 @@
 
 #include "effmetrics/memory.h"
 #include "effmetrics/op_call.h"
+#include "effmetrics/params.h"
 #include "effmetrics/profiler.h"
 #include "effmetrics/report.h"
 #include "effmetrics/rules.h"

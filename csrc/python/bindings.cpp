@@ -208,6 +208,16 @@ PYBIND11_MODULE(_C, m) {
   m.def("nvtx_range_pop", &nvtx_range_pop);
 
   m.def("intern_scope_name", &intern_scope_name);
+  // Tensors by their TensorImpl address (Python's tensor._cdata), as watch() takes them; the
+  // caller keeps the tensors alive. Returns (first, numel, requires_grad) lists.
+  m.def("tensor_facts", [](const std::vector<uintptr_t>& impls) {
+    std::vector<const c10::TensorImpl*> tensors;
+    tensors.reserve(impls.size());
+    for (uintptr_t a : impls) tensors.push_back(reinterpret_cast<const c10::TensorImpl*>(a));
+    TensorFacts f = tensor_facts(tensors);
+    std::vector<bool> grad(f.requires_grad.begin(), f.requires_grad.end());
+    return py::make_tuple(f.first, f.numel, grad);
+  });
   m.def("current_scope_name", [] { return scope_name(current_scope()); });
   m.def("push_scope_id", &push_scope_id);
   m.def("pop_scope", &pop_scope);

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
 from torch import nn
+
+from effmetrics import _C
 
 _EMBEDDING_TYPES = (nn.Embedding, nn.EmbeddingBag)
 
@@ -48,12 +49,6 @@ class ParamCount:
         return d
 
 
-def _storage_key(t: torch.Tensor):
-    # Two Parameter objects viewing the same memory are one parameter. Storage identity (not
-    # data_ptr) also works on `meta`, where every data_ptr is 0.
-    return (t.untyped_storage()._cdata, t.storage_offset(), tuple(t.shape), t.stride())
-
-
 @dataclasses.dataclass
 class ModelScan:
     """One walk over a model: everything profile() needs before and after the pass."""
@@ -61,66 +56,87 @@ class ModelScan:
     counts: ParamCount
     module_params: dict  # qualified module name -> unique parameter elements, inclusive
     module_names: dict  # id(module) -> its first qualified name ("" = the root)
-    parameters: list  # each distinct parameter once (by storage)
+    parameters: list  # each distinct parameter once (by memory: storage, offset, shape, strides)
+    watch: list  # (TensorImpl address, numel) of each distinct parameter, for Profiler.watch
 
 
 def scan(model: nn.Module) -> ModelScan:
-    """Walk the module tree once: parameter counts, per-module counts, names."""
+    """Walk the module tree once: parameter counts, per-module counts, names.
+
+    profile() runs this before every pass, so it is written for speed: one walk over the module
+    tree collecting every (module, parameter) occurrence, then one C++ call reads what the
+    counts need off the tensors (which occurrences view the same memory, numel, requires_grad);
+    inclusive sums add each module into its parent (the walk is pre-order)."""
     module_names: dict = {}
-    own: list = []  # (module name, [(storage key, numel)...]) for modules with parameters
-    key_of: dict = {}  # id(tensor) -> storage key (untyped_storage() is the slow part)
-    names_of: dict = {}  # storage key -> [parameter, number of names]
-    embedding_keys, buffers = set(), {}
-    for mname, m in model.named_modules(remove_duplicate=False):
+    paths: list = []  # per module path, in pre-order: (name, parent index, occurrence indices)
+    occ: list = []  # parameters, once per (module path, parameter name)
+    in_embedding: list = []  # occurrence indices owned by embedding modules
+    bufs: list = []
+    stack = [("", model, -1)]
+    while stack:
+        mname, m, parent = stack.pop()
         module_names.setdefault(id(m), mname)
-        direct = []
-        for p in m._parameters.values():
-            if p is None:
-                continue
-            key = key_of.get(id(p))
-            if key is None:
-                key = key_of[id(p)] = _storage_key(p)
-            entry = names_of.setdefault(key, [p, 0])
-            entry[1] += 1
-            direct.append((key, p.numel()))
+        direct = ()
+        if m._parameters:
+            n0 = len(occ)
+            occ.extend(p for p in m._parameters.values() if p is not None)
+            direct = range(n0, len(occ))
             if isinstance(m, _EMBEDDING_TYPES):
-                embedding_keys.add(key)
-        own.append((mname, direct))
-        for b in m._buffers.values():
-            if b is not None:
-                buffers.setdefault(_storage_key(b), b.numel())
-    entries = list(names_of.items())
-    counts = ParamCount(
-        total=sum(p.numel() for _, (p, _) in entries),
-        shared=sum(p.numel() for _, (p, n) in entries if n > 1),
-        trainable=sum(p.numel() for _, (p, _) in entries if p.requires_grad),
-        frozen=sum(p.numel() for _, (p, _) in entries if not p.requires_grad),
-        buffers=sum(buffers.values()),
-        embedding=sum(p.numel() for k, (p, _) in entries if k in embedding_keys),
-    )
-    return ModelScan(counts, _inclusive(own, any(n > 1 for _, (_, n) in entries)),
-                     module_names, [p for _, (p, _) in entries])
+                in_embedding.extend(direct)
+        index = len(paths)
+        paths.append((mname, parent, direct))
+        if m._buffers:
+            bufs.extend(b for b in m._buffers.values() if b is not None)
+        if m._modules:
+            prefix = mname + "." if mname else ""
+            # Reversed onto the stack: popped in registration order, as named_modules() yields.
+            for cname, child in reversed(m._modules.items()):
+                if child is not None:
+                    stack.append((prefix + cname, child, index))
+    cdata = [p._cdata for p in occ]
+    first, numel, grad = _C.tensor_facts(cdata)
+    names = [0] * len(occ)
+    for f in first:
+        names[f] += 1
+    embedding_set = {first[i] for i in in_embedding}
+    distinct = [i for i, f in enumerate(first) if f == i]
+    total = shared = trainable = embedding = 0
+    for i in distinct:
+        k = numel[i]
+        total += k
+        if names[i] > 1:
+            shared += k
+        if grad[i]:
+            trainable += k
+        if i in embedding_set:
+            embedding += k
+    buffers = 0
+    if bufs:
+        bfirst, bnumel, _ = _C.tensor_facts([b._cdata for b in bufs])
+        buffers = sum(k for i, (f, k) in enumerate(zip(bfirst, bnumel)) if f == i)
+    counts = ParamCount(total=total, shared=shared, trainable=trainable,
+                        frozen=total - trainable, buffers=buffers, embedding=embedding)
+    return ModelScan(counts, _inclusive(paths, first, numel, shared > 0), module_names,
+                     [occ[i] for i in distinct], [(cdata[i], numel[i]) for i in distinct])
 
 
-def _inclusive(own: list, has_shared: bool) -> dict:
+def _inclusive(paths: list, first: list, numel: list, has_shared: bool) -> dict:
     """{module name: parameter elements in it and below}; a shared parameter counts once per
-    module it is under."""
-    totals = dict.fromkeys((name for name, _ in own), 0)
-    seen = set()
-    for mname, direct in own:
-        if not direct:
-            continue
-        prefixes = [""] + [mname[:i] for i, ch in enumerate(mname) if ch == "."] + [mname]
-        if not has_shared:  # the common case: plain sums
-            n = sum(numel for _, numel in direct)
-            for prefix in prefixes[0 if mname else 1:]:
-                totals[prefix] += n
-            continue
-        for key, numel in direct:
-            for prefix in prefixes[0 if mname else 1:]:
-                if (prefix, key) not in seen:
-                    seen.add((prefix, key))
-                    totals[prefix] += numel
+    module it is under. paths: [(name, parent index, occurrence indices)] in pre-order."""
+    totals: dict = {}
+    if not has_shared:  # the common case: each module's own sum, added up into its parents
+        sums = [sum(numel[i] for i in direct) for _, _, direct in paths]
+        for i in range(len(paths) - 1, 0, -1):
+            sums[paths[i][1]] += sums[i]
+        for (name, _, _), n in zip(paths, sums):
+            totals.setdefault(name, n)
+        return totals
+    # Shared parameters: the distinct ones under each module, merged upwards.
+    under = [{first[i] for i in direct} for _, _, direct in paths]
+    for i in range(len(paths) - 1, 0, -1):
+        under[paths[i][1]] |= under[i]
+    for (name, _, _), keys in zip(paths, under):
+        totals.setdefault(name, sum(numel[k] for k in keys))
     return totals
 
 

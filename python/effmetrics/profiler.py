@@ -90,8 +90,8 @@ def _observing(model_scan: ModelScan | None, profiler):
     added = _ModuleScopes.acquire(model_scan.module_names if model_scan else {})
     depth = _C.scope_depth()
     try:
-        if model_scan:  # _cdata: the TensorImpl address, how the C++ side recognises a tensor
-            profiler.watch([(p._cdata, p.numel()) for p in model_scan.parameters])
+        if model_scan:
+            profiler.watch(model_scan.watch)
         profiler.start()
         yield
     finally:
