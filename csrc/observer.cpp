@@ -15,6 +15,7 @@
 #include <deque>
 #include <exception>
 #include <mutex>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -59,6 +60,13 @@ struct OpNames {
   std::string name(uint32_t id) {
     std::lock_guard<std::mutex> lock(mu);
     return names.at(id);
+  }
+  std::vector<std::string> names_of(const std::vector<uint32_t>& ids) {
+    std::lock_guard<std::mutex> lock(mu);
+    std::vector<std::string> out;
+    out.reserve(ids.size());
+    for (uint32_t id : ids) out.push_back(names.at(id));
+    return out;
   }
 };
 
@@ -123,25 +131,25 @@ class CellTable {
  public:
   CellTable() { slots_.resize(1024); }
   Cell& at(uint64_t key) {
-    if (2 * (size_ + 1) > slots_.size()) grow();
+    if (2 * (used_.size() + 1) > slots_.size()) grow();
     Slot* s = find(key);
     if (!s->used) {
       s->used = true;
       s->key = key;
       s->cell = Cell{};
-      ++size_;
+      used_.push_back(static_cast<uint32_t>(s - slots_.data()));
     }
     return s->cell;
   }
+  // Visits the used slots only (the table is mostly empty and cold when a report is built).
   template <typename F>
   void for_each(F&& f) const {
-    for (const Slot& s : slots_) {
-      if (s.used) f(s.key, s.cell);
-    }
+    for (uint32_t i : used_) f(slots_[i].key, slots_[i].cell);
   }
+  size_t size() const { return used_.size(); }
   void clear() {
-    for (Slot& s : slots_) s.used = false;
-    size_ = 0;
+    for (uint32_t i : used_) slots_[i].used = false;
+    used_.clear();
   }
 
  private:
@@ -159,13 +167,13 @@ class CellTable {
   void grow() {
     std::vector<Slot> old(slots_.size() * 2);
     old.swap(slots_);
-    size_ = 0;
-    for (const Slot& s : old) {
-      if (s.used) at(s.key) = s.cell;
-    }
+    std::vector<uint32_t> used;
+    used.swap(used_);
+    used_.reserve(used.capacity());
+    for (uint32_t i : used) at(old[i].key) = old[i].cell;
   }
   std::vector<Slot> slots_;
-  size_t size_ = 0;
+  std::vector<uint32_t> used_;  // indices of the used slots, in insertion order
 };
 
 struct ThreadBuffer {
@@ -295,41 +303,24 @@ class Session {
   Report collect(const std::vector<int64_t>& calls, const std::vector<ScopeEvent>& scope_events,
                  bool final) {
     if (tl_) resolve(/*wait=*/final);
-    std::unordered_map<uint64_t, Cell> merged;
+    std::vector<std::pair<uint64_t, Cell>> keyed;
     std::vector<int64_t> uses(watched_numel_.size(), 0);
     std::vector<std::pair<uint64_t, RawEvent>> events;
     int64_t busy_ns = 0;
     {
       std::lock_guard<std::mutex> lock(mu_);
+      size_t n = 0;
+      for (auto& buf : buffers_) n += buf->cells.size();
+      keyed.reserve(n);
       for (auto& buf : buffers_) {
         busy_ns += buf->busy_ns;
         for (const RawEvent& e : buf->events) events.emplace_back(buf->rf_thread_id, e);
-        buf->cells.for_each([&](uint64_t key, const Cell& cell) {
-          Cell& m = merged[key];
-          m.kind = cell.kind;
-          m.counts.add(cell.counts);
-        });
+        buf->cells.for_each([&](uint64_t key, const Cell& cell) { keyed.emplace_back(key, cell); });
         for (size_t i = 0; i < uses.size(); ++i) uses[i] += buf->watched_uses[i];
       }
       for (const RawEvent& e : device_events_) events.emplace_back(kDeviceTrack, e);
     }
-    std::vector<RawCell> cells;
-    cells.reserve(merged.size());
-    for (auto& [key, cell] : merged) {
-      RawCell raw;
-      raw.scope = static_cast<uint32_t>(key >> 32);
-      raw.op = op_names().name(static_cast<uint32_t>((key & 0xffffffffu) >> 2));
-      raw.phase = static_cast<Phase>(key & 1);
-      raw.kind = cell.kind;
-      raw.counts = cell.counts;
-      cells.push_back(std::move(raw));
-    }
-    // Deterministic row order: by scope node, then op name, then phase.
-    std::sort(cells.begin(), cells.end(), [](const RawCell& a, const RawCell& b) {
-      if (a.scope != b.scope) return a.scope < b.scope;
-      if (a.op != b.op) return a.op < b.op;
-      return a.phase < b.phase;
-    });
+    std::vector<RawCell> cells = merge_cells(std::move(keyed));
     std::vector<ScopeNode> nodes = scope_nodes();
     Report r = Report::build(cells, nodes, calls, tl_ ? &scope_time_ : nullptr);
     if (tl_) {
@@ -357,6 +348,59 @@ class Session {
   }
 
  private:
+  // One cell per key (threads' cells summed), as RawCells in a deterministic order: by scope
+  // node, then op name, then phase. Op names are looked up once per distinct op.
+  static std::vector<RawCell> merge_cells(std::vector<std::pair<uint64_t, Cell>> keyed) {
+    auto by_key = [](const auto& a, const auto& b) { return a.first < b.first; };
+    std::sort(keyed.begin(), keyed.end(), by_key);
+    size_t out = 0;
+    for (size_t i = 0; i < keyed.size(); ++i) {
+      if (out > 0 && keyed[out - 1].first == keyed[i].first) {
+        keyed[out - 1].second.counts.add(keyed[i].second.counts);
+      } else {
+        keyed[out++] = keyed[i];
+      }
+    }
+    keyed.resize(out);
+    auto op_of = [](uint64_t key) { return static_cast<uint32_t>((key & 0xffffffffu) >> 2); };
+    std::vector<uint32_t> ops;
+    for (const auto& kc : keyed) ops.push_back(op_of(kc.first));
+    std::sort(ops.begin(), ops.end());
+    ops.erase(std::unique(ops.begin(), ops.end()), ops.end());
+    std::vector<std::string> names = op_names().names_of(ops);
+    std::vector<uint32_t> by_name(ops.size());  // ranks of ops[i] in name order
+    std::iota(by_name.begin(), by_name.end(), 0u);
+    std::sort(by_name.begin(), by_name.end(),
+              [&](uint32_t a, uint32_t b) { return names[a] < names[b]; });
+    std::vector<uint32_t> rank(ops.size());
+    for (uint32_t r = 0; r < by_name.size(); ++r) rank[by_name[r]] = r;
+    auto slot = [&](uint64_t key) {
+      return static_cast<size_t>(std::lower_bound(ops.begin(), ops.end(), op_of(key)) -
+                                 ops.begin());
+    };
+    // (scope, op rank, phase, unsupported bit) orders the cells.
+    std::vector<std::pair<uint64_t, size_t>> order;
+    order.reserve(keyed.size());
+    for (size_t i = 0; i < keyed.size(); ++i) {
+      const uint64_t key = keyed[i].first;
+      const uint64_t sort_key =
+          (key >> 32) << 32 | uint64_t{rank[slot(key)]} << 2 | (key & 1) << 1 | ((key >> 1) & 1);
+      order.emplace_back(sort_key, i);
+    }
+    std::sort(order.begin(), order.end());
+    std::vector<RawCell> cells(keyed.size());
+    for (size_t k = 0; k < order.size(); ++k) {
+      const auto& [key, cell] = keyed[order[k].second];
+      RawCell& raw = cells[k];
+      raw.scope = static_cast<uint32_t>(key >> 32);
+      raw.op = names[slot(key)];
+      raw.phase = static_cast<Phase>(key & 1);
+      raw.kind = cell.kind;
+      raw.counts = cell.counts;
+    }
+    return cells;
+  }
+
   void add_trace(Report& r, const std::vector<std::pair<uint64_t, RawEvent>>& events,
                  const std::vector<ScopeEvent>& scope_events, const std::vector<ScopeNode>& nodes) {
     for (const auto& [thread, e] : events) {

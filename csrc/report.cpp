@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
-#include <functional>
 #include <tuple>
 #include <unordered_map>
 
@@ -52,6 +51,7 @@ Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeN
     }
   };
   mark(kRootScope);
+  r.ops.reserve(cells.size());
   for (size_t k = 0; k < calls.size() && k < n; ++k) {
     if (calls[k] > 0) mark(static_cast<uint32_t>(k));
   }
@@ -88,7 +88,7 @@ Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeN
     if (used[k]) children[nodes[k].parent].push_back(k);
   }
   std::unordered_map<std::string, size_t> row_of;  // a module reached by two paths: one row
-  std::function<void(uint32_t)> visit = [&](uint32_t k) {
+  auto visit = [&](uint32_t k) {
     auto it = row_of.find(nodes[k].name);
     if (it == row_of.end()) {
       row_of.emplace(nodes[k].name, r.modules.size());
@@ -103,9 +103,14 @@ Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeN
     row.calls += k < calls.size() ? calls[k] : 0;
     row.self.add(self[k]);
     row.total.add(total[k]);
-    for (uint32_t c : children[k]) visit(c);
   };
-  visit(kRootScope);
+  std::vector<uint32_t> stack{kRootScope};
+  while (!stack.empty()) {
+    const uint32_t k = stack.back();
+    stack.pop_back();
+    visit(k);
+    stack.insert(stack.end(), children[k].rbegin(), children[k].rend());
+  }
   return r;
 }
 
