@@ -34,18 +34,21 @@ class _ModuleScopes:
     _interned: dict[str, int] = {}  # qualified name -> scope name id (interned once per process)
 
     @classmethod
-    def acquire(cls, module_names: dict) -> list[int]:
-        """module_names: {id(module): qualified name}, as ModelScan.module_names."""
-        added = []
+    def acquire(cls, module_names: dict) -> dict:
+        """module_names: {id(module): qualified name}, as ModelScan.module_names. Returns the
+        entries this call added, for release()."""
         with cls._lock:
-            for key, name in module_names.items():
-                # The root is the report's root row ("") already: no scope of its own.
-                if name and key not in cls._names:
-                    name_id = cls._interned.get(name)
-                    if name_id is None:
-                        name_id = cls._interned[name] = _C.intern_scope_name(name)
-                    cls._names[key] = name_id
-                    added.append(key)
+            interned = cls._interned
+            for name in module_names.values():
+                if name not in interned:
+                    interned[name] = _C.intern_scope_name(name)
+            # The root is the report's root row ("") already: no scope of its own.
+            if cls._users == 0:  # the common case: nothing registered, take every name
+                added = {key: interned[name] for key, name in module_names.items() if name}
+            else:
+                added = {key: interned[name] for key, name in module_names.items()
+                         if name and key not in cls._names}
+            cls._names.update(added)
             if cls._users == 0:
                 pre, post = cls._make_hooks()
                 cls._handles = [
@@ -56,15 +59,17 @@ class _ModuleScopes:
         return added
 
     @classmethod
-    def release(cls, added: list[int]) -> None:
+    def release(cls, added: dict) -> None:
         with cls._lock:
-            for key in added:
-                cls._names.pop(key, None)
             cls._users -= 1
-            if cls._users == 0:
+            if cls._users == 0:  # every user gone: every name goes
+                cls._names.clear()
                 for h in cls._handles:
                     h.remove()
                 cls._handles = []
+            else:
+                for key in added:
+                    cls._names.pop(key, None)
 
     @classmethod
     def _make_hooks(cls):
