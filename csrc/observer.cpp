@@ -450,6 +450,39 @@ class Session {
     return kRootScope;
   }
 
+  // An op's NVTX range: its name and its tensor inputs' shapes, "aten::addmm [576] [1, 192]
+  // [192, 576]" (tensor lists element by element; "[?]" where sizes cannot be read). The tool
+  // copies the message during the push.
+  static std::string nvtx_op_message(const char* name, c10::ArrayRef<const c10::IValue> inputs) {
+    std::string msg = name;
+    auto add = [&](const at::Tensor& t) {
+      if (!t.defined()) return;
+      if (!dense_shape(t)) {
+        msg += " [?]";
+        return;
+      }
+      msg += " [";
+      const auto sizes = t.sizes();
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        if (i) msg += ", ";
+        msg += std::to_string(sizes[i]);
+      }
+      msg += "]";
+    };
+    for (const c10::IValue& v : inputs) {
+      if (v.isTensor()) {
+        add(v.toTensor());
+      } else if (v.isTensorList()) {
+        for (const at::Tensor& t : v.toTensorList().vec()) add(t);
+      } else if (v.isOptionalTensorList()) {
+        for (std::optional<at::Tensor> t : v.toOptionalTensorList()) {
+          if (t.has_value()) add(*t);
+        }
+      }
+    }
+    return msg;
+  }
+
   // Nested, sparse and symbolic-size tensors have no dense shape a rule could use.
   static bool dense_shape(const at::Tensor& t) {
     c10::TensorImpl* impl = t.unsafeGetTensorImpl();
@@ -642,7 +675,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   f.in_span = parent && (parent->in_span || parent->outer_span);
   if (nvtx_ops_ && f.info->is_op) {
     f.nvtx = true;
-    nvtx_range_push(f.info->name);
+    nvtx_range_push(nvtx_op_message(f.info->name, fn.inputs()).c_str());
   }
   if (timing_) f.t0 = steady_now_ns();
   const bool backward_node = fn.scope() == at::RecordScope::BACKWARD_FUNCTION;

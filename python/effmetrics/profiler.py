@@ -184,7 +184,9 @@ def profile(
         time_ops: on CUDA, also time every counted op with events (the detailed mode).
         trace: also keep the timeline of ops and module calls: ``report.to_chrome_trace(path)``.
         nvtx: NVTX ranges (domain "effmetrics") for each module call, named by its qualified
-            name; ``nvtx_ops`` adds one per op. Free when no tool (Nsight Systems) is attached.
+            name; ``nvtx_ops`` adds one per op, named with its input shapes
+            (``aten::addmm [576] [1, 192] [192, 576]``). Free when no tool (Nsight Systems)
+            is attached.
         memory: measure ``peak_memory_bytes`` (how: ``peak_memory_method``) and
             ``activation_bytes``, the tensors saved for backward (exact on every device,
             ``meta`` included; ``by_module()`` gains the column).

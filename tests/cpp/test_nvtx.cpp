@@ -31,12 +31,12 @@ TEST(Nvtx, ModuleAndOpRangesReachTheTool) {
   ASSERT_FALSE(lines.empty()) << "the injection library recorded nothing";
   EXPECT_EQ(lines[0], "push encoder");
   EXPECT_EQ(lines[1], "push encoder.layer");
-  EXPECT_EQ(lines[2], "push aten::mm");
-  EXPECT_EQ(lines[3], "pop");  // aten::mm
-  EXPECT_EQ(lines[4], "pop");  // encoder.layer
-  EXPECT_EQ(lines[5], "pop");  // encoder
+  EXPECT_EQ(lines[2], "push aten::mm [4, 4] [4, 4]");  // the op with its input shapes
+  EXPECT_EQ(lines[3], "pop");                          // aten::mm
+  EXPECT_EQ(lines[4], "pop");                          // encoder.layer
+  EXPECT_EQ(lines[5], "pop");                          // encoder
   EXPECT_EQ(lines[6], "push block");
-  EXPECT_EQ(lines[7], "push aten::mm");
+  EXPECT_EQ(lines[7], "push aten::mm [4, 4] [3, 5]");
   for (const std::string& l : lines) EXPECT_NE(l, "push after_stop");
 }
 

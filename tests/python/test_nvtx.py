@@ -64,6 +64,7 @@ def test_op_and_step_ranges_balanced_when_forward_raises(tmp_path):
                 self.lin = nn.Linear(4, 4)
             def forward(self, x):
                 self.lin(x)
+                torch.cat([x, x[:1]])
                 raise ValueError("boom")
         try:
             em.profile(Boom(), torch.randn(2, 4), nvtx=True, nvtx_ops=True)
@@ -76,7 +77,9 @@ def test_op_and_step_ranges_balanced_when_forward_raises(tmp_path):
                 c.step()
     """)
     pushed = [line[5:] for line in lines if line.startswith("push ")]
-    assert pushed[0] == "lin" and "aten::linear" in pushed
+    # op ranges carry the input shapes: x [2, 4], weight [4, 4], bias [4]
+    assert pushed[0] == "lin" and "aten::linear [2, 4] [4, 4] [4]" in pushed
+    assert "aten::cat [2, 4] [1, 4]" in pushed  # a tensor list, element by element
     assert pushed.count("step 0") == 1 and pushed.count("step 1") == 1
     assert "step 2" in pushed  # the range of the step in progress at exit, closed by __exit__
     assert balanced(lines)
