@@ -97,3 +97,21 @@ def test_count_params_on_meta():
     with torch.device("meta"):
         net = nn.Sequential(nn.Linear(1000, 1000), nn.Linear(1000, 10))
     assert em.count_params(net).total == 1000 * 1000 + 1000 + 1000 * 10 + 10
+
+
+def test_parameters_without_storage_and_wrapper_subclasses_count():
+    # A sparse weight has no storage, a wrapper subclass a storage of its own: each is one
+    # parameter of its logical shape; a second view of the same memory (another offset) is not.
+    from torch.testing._internal.two_tensor import TwoTensor
+
+    sparse = nn.Linear(4, 4)
+    sparse.weight = nn.Parameter(torch.eye(4).to_sparse())
+    wrapped = nn.Linear(3, 3)
+    wrapped.weight = nn.Parameter(TwoTensor(torch.randn(3, 3), torch.randn(3, 3)))
+    shifted = nn.Linear(2, 2, bias=False)
+    base = torch.randn(6)
+    shifted.weight = nn.Parameter(base[:4].view(2, 2))
+    shifted.register_parameter("tail", nn.Parameter(base[2:].view(2, 2)))  # overlaps, other view
+    pc = em.count_params(nn.ModuleList([sparse, wrapped, shifted]))
+    assert pc.total == (16 + 4) + (9 + 3) + (4 + 4)
+    assert pc.shared == 0
