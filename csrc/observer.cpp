@@ -368,11 +368,11 @@ class Session {
     std::sort(ops.begin(), ops.end());
     ops.erase(std::unique(ops.begin(), ops.end()), ops.end());
     std::vector<std::string> names = op_names().names_of(ops);
-    std::vector<uint32_t> by_name(ops.size());  // ranks of ops[i] in name order
+    std::vector<uint32_t> by_name(ops.size());  // indices into ops, in name order
     std::iota(by_name.begin(), by_name.end(), 0u);
     std::sort(by_name.begin(), by_name.end(),
               [&](uint32_t a, uint32_t b) { return names[a] < names[b]; });
-    std::vector<uint32_t> rank(ops.size());
+    std::vector<uint32_t> rank(ops.size());  // rank[i]: the place of ops[i] in name order
     for (uint32_t r = 0; r < by_name.size(); ++r) rank[by_name[r]] = r;
     auto slot = [&](uint64_t key) {
       return static_cast<size_t>(std::lower_bound(ops.begin(), ops.end(), op_of(key)) -
@@ -451,8 +451,8 @@ class Session {
   }
 
   // An op's NVTX range: its name and its tensor inputs' shapes, "aten::addmm [576] [1, 192]
-  // [192, 576]" (tensor lists element by element; "[?]" where sizes cannot be read). The tool
-  // copies the message during the push.
+  // [192, 576]" (tensor lists element by element; "[?]" where sizes cannot be read). A tool
+  // copies the message during the push (NVTX users push temporaries), so a temporary will do.
   static std::string nvtx_op_message(const char* name, c10::ArrayRef<const c10::IValue> inputs) {
     std::string msg = name;
     auto add = [&](const at::Tensor& t) {
