@@ -38,11 +38,11 @@ class _ModuleScopes:
         """module_names: {id(module): qualified name}, as ModelScan.module_names. Returns the
         entries this call added, for release()."""
         with cls._lock:
+            # The root is the report's root row ("") already: no scope of its own.
             interned = cls._interned
             for name in module_names.values():
-                if name not in interned:
+                if name and name not in interned:
                     interned[name] = _C.intern_scope_name(name)
-            # The root is the report's root row ("") already: no scope of its own.
             if cls._users == 0:  # the common case: nothing registered, take every name
                 added = {key: interned[name] for key, name in module_names.items() if name}
             else:

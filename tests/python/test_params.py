@@ -101,7 +101,8 @@ def test_count_params_on_meta():
 
 def test_parameters_without_storage_and_wrapper_subclasses_count():
     # A sparse weight has no storage, a wrapper subclass a storage of its own: each is one
-    # parameter of its logical shape; a second view of the same memory (another offset) is not.
+    # parameter of its logical shape. Two views of one storage at different offsets are two
+    # parameters (only the same view twice is one).
     from torch.testing._internal.two_tensor import TwoTensor
 
     sparse = nn.Linear(4, 4)
