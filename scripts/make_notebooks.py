@@ -11,7 +11,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SETUP = """import os
 import torch
 import effmetrics as em
-from effmetrics import plots, sweeps
+from effmetrics import plots
+from effmetrics.sweep import run_named
 # EFFMETRICS_NOTEBOOK_SMALL=1 (the tests): tiny sizes, seconds not minutes
 SMALL = os.environ.get("EFFMETRICS_NOTEBOOK_SMALL") == "1"
 STORE = os.environ.get("EFFMETRICS_NOTEBOOK_STORE", "notebook_results.sqlite")
@@ -28,8 +29,7 @@ depths, widths = ((1, 2), (64, 128)) if SMALL else ((2, 4, 8), (128, 256, 384))
 grid = {f"vit d{d} w{w}": ("vit-b/16", dict(depth=d, dim=w, heads=w // 64, mlp=4 * w,
                                              image=32 if SMALL else 64, patch=8), 2)
         for d in depths for w in widths}
-sweeps.SWEEPS["notebook-depth-width"] = grid
-df = sweeps.run("notebook-depth-width", STORE, timing=TIMING, progress=False)
+df = run_named("notebook-depth-width", STORE, timing=TIMING, progress=False, rows=grid)
 df = depth_width_columns(df)
 df[["model", "depth", "width", "params", "flops", "latency_median", "throughput"]]"""),
     ("code", """fig = plots.depth_width(df, ("params", "flops", "latency_median"))"""),
@@ -47,7 +47,7 @@ INDICATORS = [
            "explain the measured speed."),
     ("code", SETUP),
     ("code", """for name in ("sharing", "moe"):
-    t = sweeps.run(name, STORE, timing=TIMING, progress=False)
+    t = run_named(name, STORE, timing=TIMING, progress=False)
     print(t[["model", "params", "flops", "latency_median"]].to_string(index=False))"""),
     ("md", "Patch size: FLOPs ~20x apart at equal parameters (counted on `meta`, no memory)."),
     ("code", """from effmetrics.models import build, example_input

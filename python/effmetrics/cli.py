@@ -71,8 +71,9 @@ def cmd_profile(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from effmetrics import sweeps
+    from effmetrics.sweep import SWEEPS, run_named
 
+    name, rows = args.name, None
     if os.path.exists(args.name):  # a config file: {"sweeps": {name: {row: [zoo, {..}, bs]}}}
         with open(args.name) as f:
             if args.name.endswith((".yaml", ".yml")):
@@ -84,13 +85,15 @@ def cmd_sweep(args) -> int:
                 spec = yaml.safe_load(f)
             else:
                 spec = json.load(f)
-        for name, rows in (spec or {}).get("sweeps", {}).items():
-            sweeps.SWEEPS[name] = {r: tuple(v) for r, v in rows.items()}
-            args.name = name
-    if args.name not in sweeps.SWEEPS:
+        named = (spec or {}).get("sweeps") or {}
+        if not named:
+            raise UsageError(f"{args.name} names no sweeps; write {{\"sweeps\": {{name: "
+                             "{row: [zoo model, {overrides}, batch size]}}}")
+        name, rows = list(named.items())[-1]  # the file's last sweep, as before
+    elif args.name not in SWEEPS:
         raise UsageError(f"unknown sweep {args.name!r}; named sweeps: "
-                         f"{', '.join(sweeps.SWEEPS)} (or a JSON file)")
-    df = sweeps.run(args.name, args.store, measure=args.measure.split(","))
+                         f"{', '.join(SWEEPS)} (or a JSON file)")
+    df = run_named(name, args.store, measure=args.measure.split(","), rows=rows)
     print(df[["model", "params", "flops", "latency_median", "peak_memory_bytes"]].to_string())
     return 0
 

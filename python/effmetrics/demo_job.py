@@ -12,9 +12,10 @@ import time
 import torch
 
 import effmetrics as em
-from effmetrics import plots, sweeps
+from effmetrics import plots
 from effmetrics.html import depth_width_columns, write_report
 from effmetrics.models import vit
+from effmetrics.sweep import SWEEPS, run_named
 
 
 def run_demo(out: str = "out") -> int:
@@ -22,8 +23,8 @@ def run_demo(out: str = "out") -> int:
     store = os.path.join(out, "demo.sqlite")
     t0 = time.perf_counter()
     metrics = ["params", "flops", "latency_median"]
-    for name in sweeps.SWEEPS:
-        df = sweeps.run(name, store)
+    for name in SWEEPS:
+        df = run_named(name, store)
         cmp = em.compare(df[["model", *metrics]], metrics)
         print(f"\n== {name}: {len(df)} models on {df['hardware'].iloc[0]} ==")
         print(df[["model", "params", "flops", "latency_median"]].to_string(index=False))

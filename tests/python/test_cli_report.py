@@ -11,9 +11,9 @@ import pytest
 import torch
 
 import effmetrics as em
-from effmetrics import sweeps
 from effmetrics.html import write_report
 from effmetrics.models import build, example_input
+from effmetrics.sweep import run_named
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -54,7 +54,7 @@ def store(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("store") / "s.sqlite")
     timing = {"min_run_time": 0.02, "max_run_time": 0.3, "warmup": 1}
     for name in ("patch-size", "sharing", "moe"):
-        sweeps.run(name, path, progress=False, timing=timing)
+        run_named(name, path, progress=False, timing=timing)
     return path
 
 

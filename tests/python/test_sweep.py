@@ -99,3 +99,23 @@ def test_sweep_resumes_after_sigkill(tmp_path):
     subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=120)
     df = em.load(store)
     assert sorted(df["model"]) == ["m0", "m1", "m2", "m3"]  # every row, once
+
+
+TINY_GRID = {f"d{d} w{w}": ["vit-b/16", {"depth": d, "dim": w, "heads": 1, "mlp": 2 * w,
+                                          "image": 16, "patch": 8}, 1]
+             for d in (1, 2) for w in (16, 32)}
+
+
+def test_run_named_takes_rows_and_leaves_the_table_alone(tmp_path):
+    from effmetrics.sweep import SWEEPS, run_named
+
+    known = {k: dict(v) for k, v in SWEEPS.items()}
+    df = run_named("my-grid", str(tmp_path / "g.sqlite"), measure=["count"], progress=False,
+                   rows=TINY_GRID)
+    assert sorted(df["model"]) == sorted(TINY_GRID) and set(df["sweep"]) == {"my-grid"}
+    assert SWEEPS == known
+    with pytest.raises(ValueError, match="unknown sweep 'my-grid'; named sweeps: vit-depth"):
+        run_named("my-grid", str(tmp_path / "g.sqlite"))
+    with pytest.raises(ValueError, match=r"row 'x'.*is not \[zoo model"):
+        run_named("bad", str(tmp_path / "g.sqlite"), rows={"x": ["vit-b/16", {}]})
+
