@@ -24,13 +24,12 @@ DEPTH_WIDTH = [
            "measured latency and throughput, because depth serialises work that width can "
            "run in parallel."),
     ("code", SETUP),
-    ("code", """from effmetrics.html import depth_width_columns
-depths, widths = ((1, 2), (64, 128)) if SMALL else ((2, 4, 8), (128, 256, 384))
+    ("code", """depths, widths = ((1, 2), (64, 128)) if SMALL else ((2, 4, 8), (128, 256, 384))
 grid = {f"vit d{d} w{w}": ("vit-b/16", dict(depth=d, dim=w, heads=w // 64, mlp=4 * w,
                                              image=32 if SMALL else 64, patch=8), 2)
         for d in depths for w in widths}
 df = run_named("notebook-depth-width", STORE, timing=TIMING, progress=False, rows=grid)
-df = depth_width_columns(df)
+df = plots.depth_width_rows(df)  # depth and width (the config's dim) as columns
 df[["model", "depth", "width", "params", "flops", "latency_median", "throughput"]]"""),
     ("code", """fig = plots.depth_width(df, ("params", "flops", "latency_median"))"""),
     ("md", "## Where the indicators disagree\n\nKendall's tau between the metrics, and every "

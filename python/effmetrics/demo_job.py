@@ -13,7 +13,7 @@ import torch
 
 import effmetrics as em
 from effmetrics import plots
-from effmetrics.html import depth_width_columns, write_report
+from effmetrics.html import write_report
 from effmetrics.models import vit
 from effmetrics.sweep import SWEEPS, run_named
 
@@ -33,9 +33,9 @@ def run_demo(out: str = "out") -> int:
         plots.save(plots.metric_scatter(df, "flops", "latency_median", cmp.flips,
                                         title=f"{name}: FLOPs vs measured latency"),
                    os.path.join(out, f"{name}-flops-latency"))
-        if name == "vit-depth-width":
-            plots.save(plots.depth_width(depth_width_columns(df)),
-                       os.path.join(out, "vit-depth-width"))
+        grid = plots.depth_width_rows(df)  # sweeps that vary depth and width
+        if grid is not None:
+            plots.save(plots.depth_width(grid), os.path.join(out, name))
     # roofline of one ViT on this CPU, per module
     model = vit("vit-s/16", depth=4, image=128).eval()
     with torch.no_grad():

@@ -39,14 +39,6 @@ def _table(df: pd.DataFrame) -> str:
                       formatters={k: formatter(f) for k, f in fmt.items() if k in df.columns})
 
 
-def depth_width_columns(df: pd.DataFrame) -> pd.DataFrame:
-    """depth and width parsed from names like 'vit d4 w256'."""
-    out = df.copy()
-    parsed = out["model"].str.extract(r"d(\d+) w(\d+)")
-    out["depth"], out["width"] = parsed[0].astype(float), parsed[1].astype(float)
-    return out
-
-
 def render(df: pd.DataFrame, title: str = "effmetrics report") -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
@@ -70,8 +62,9 @@ def render(df: pd.DataFrame, title: str = "effmetrics report") -> str:
                     for a, b in [("flops", "latency_median"), ("params", "flops")]
                     if a in metrics and b in metrics]
             imgs.append(_img(plots.rank_vs_metrics(g, metrics)))
-            if str(sweep) == "vit-depth-width":
-                imgs.append(_img(plots.depth_width(depth_width_columns(g), metrics[:3]), True))
+            grid = plots.depth_width_rows(g)
+            if grid is not None:
+                imgs.append(_img(plots.depth_width(grid, metrics[:3]), True))
             parts.append("".join(imgs))
     parts.append("</body></html>")
     return "\n".join(parts)

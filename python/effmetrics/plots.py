@@ -73,9 +73,25 @@ def rank_vs_metrics(df, metrics, quality: str | None = None):
     return fig
 
 
+def depth_width_rows(df):
+    """df with `depth` and `width` columns (width: the config's `dim`) from each row's config,
+    when the configs vary in both depth and dim; None otherwise (no depth/width figure)."""
+    import pandas as pd
+
+    from effmetrics.sweep import config_columns
+
+    out = config_columns(df)
+    if not {"depth", "dim"} <= set(out.columns):
+        return None
+    depth, dim = (pd.to_numeric(out[c], errors="coerce") for c in ("depth", "dim"))
+    if depth.isna().any() or dim.isna().any() or depth.nunique() < 2 or dim.nunique() < 2:
+        return None
+    return out.assign(depth=depth, width=dim)
+
+
 def depth_width(df, metrics=("params", "flops", "latency_median")):
     """The paper's depth/width figure: each metric against depth, one line per width.
-    Rows need `depth` and `width` columns (parsed from sweep names by the report)."""
+    Rows need `depth` and `width` columns (depth_width_rows makes them from the rows' configs)."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
     for ax, m in zip(axes, metrics):
         for width, g in df.groupby("width"):

@@ -1,5 +1,5 @@
 """sweep() and load(): run many configurations, one SQLite row each, resumable; the named sweeps
-of the paper's cases (SWEEPS, run_named).
+of the paper's cases (SWEEPS, run_named) and config_columns (the store's `config` as columns).
 
 Each finished configuration is committed in its own transaction (WAL journal), so a sweep that is
 killed loses at most the configuration in flight; a rerun skips what the store already holds.
@@ -53,6 +53,30 @@ def load(store: str):
         raise FileNotFoundError(f"no results store at {store!r}: run em.sweep(..., store=...)")
     with sqlite3.connect(store) as conn:
         return pd.read_sql_query("SELECT * FROM results ORDER BY created", conn)
+
+
+def config_columns(df):
+    """df with each row's config (the store's `config` column, JSON) expanded into columns.
+
+    A dict config gives its keys; a named sweep's [zoo name, {overrides}] gives the overrides;
+    any other config gives no columns. Keys that are already columns of df keep df's values.
+    """
+    import pandas as pd
+
+    def as_dict(text) -> dict:
+        if not isinstance(text, str):
+            return {}
+        try:
+            config = json.loads(text)
+        except ValueError:
+            return {}
+        if isinstance(config, list) and len(config) == 2 and isinstance(config[1], dict):
+            config = config[1]
+        return config if isinstance(config, dict) else {}
+
+    configs = [as_dict(c) for c in df["config"]] if "config" in df.columns else []
+    expanded = pd.DataFrame(configs, index=df.index)
+    return pd.concat([df, expanded[[c for c in expanded.columns if c not in df.columns]]], axis=1)
 
 
 class _Progress:

@@ -119,3 +119,20 @@ def test_run_named_takes_rows_and_leaves_the_table_alone(tmp_path):
     with pytest.raises(ValueError, match=r"row 'x'.*is not \[zoo model"):
         run_named("bad", str(tmp_path / "g.sqlite"), rows={"x": ["vit-b/16", {}]})
 
+
+def test_config_columns_and_the_depth_width_figure_for_any_sweep(tmp_path):
+    from effmetrics import plots
+    from effmetrics.html import render
+    from effmetrics.sweep import config_columns, run_named
+
+    store = str(tmp_path / "c.sqlite")
+    em.sweep(CONFIGS, build, make_inputs, measure=["count"], store=store, progress=False)
+    run_named("my-grid", store, measure=["count"], progress=False, rows=TINY_GRID)
+    df = config_columns(em.load(store))
+    user = df[df["sweep"].isna()].set_index("model")
+    assert user.loc["vit-d32", "dim"] == 32 and user.loc["vit-d32", "classes"] == 10
+    assert plots.depth_width_rows(df[df["sweep"].isna()]) is None  # depth does not vary
+    grid = plots.depth_width_rows(df[df["sweep"] == "my-grid"]).set_index("model")
+    assert grid.loc["d2 w32", ["depth", "width"]].tolist() == [2, 32]
+    page = render(em.load(store))
+    assert page.count('style="max-width:98%"') == 1  # the depth/width figure, for my-grid only
