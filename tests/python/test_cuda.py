@@ -12,7 +12,7 @@ from torch import nn
 
 import effmetrics as em
 from models import CNN, MLP, TCN, Decoder, ViT
-from test_flop_counter import reference_flops
+from references import reference_flops
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
