@@ -73,27 +73,9 @@ Shape OpCall::input(int i) const {
   return shape_of(tensors_[args_[i].offset]);
 }
 
-int OpCall::num_list(int i) const {
-  ArgType t = type(i);
-  if (t != ArgType::kTensorList && t != ArgType::kIntList && t != ArgType::kBoolList) return 0;
-  return static_cast<int>(args_[i].i);
-}
-
-Shape OpCall::list_tensor(int i, int k) const {
-  if (type(i) != ArgType::kTensorList || k >= args_[i].i) return Shape{};
-  return shape_of(tensors_[args_[i].offset + k]);
-}
-
 int64_t OpCall::int_arg(int i, int64_t fallback) const {
   ArgType t = type(i);
   return (t == ArgType::kInt || t == ArgType::kBool) ? args_[i].i : fallback;
-}
-
-double OpCall::double_arg(int i, double fallback) const {
-  ArgType t = type(i);
-  if (t == ArgType::kDouble) return args_[i].d;
-  if (t == ArgType::kInt) return static_cast<double>(args_[i].i);
-  return fallback;
 }
 
 int64_t OpCall::list_int(int i, int k, int64_t fallback) const {

@@ -10,30 +10,93 @@
 namespace effmetrics {
 namespace {
 
-OpCost matmul_cost(int64_t macs) { return OpCost{macs, 2 * macs}; }
-OpCost vector_cost(int64_t flops) { return OpCost{0, flops}; }
+// ---------------------------------------------------------------- argument positions
+// Where a family finds its operands, named after the schemas they come from (positional
+// arguments, as RecordFunction hands them over).
+namespace args {
+// mm(self, mat2), bmm(self, mat2), mv(self, vec), dot(self, tensor)
+struct Mm {
+  static constexpr int kA = 0, kB = 1;
+};
+// addmm(self, mat1, mat2, ...), baddbmm/addbmm(self, batch1, batch2, ...), addmv(self, mat, vec):
+// self is the added term
+struct Addmm {
+  static constexpr int kA = 1, kB = 2;
+};
+// convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+constexpr int kConvTransposed = 6;
+// convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation,
+//                      transposed, output_padding, groups, output_mask)
+struct ConvolutionBackward {
+  static constexpr int kTransposed = 7, kOutputMask = 10;
+};
+// convolution_backward_overrideable(grad_out, input, weight, stride, padding, dilation,
+//                                   transposed, output_padding, groups, output_mask)
+struct ConvolutionBackwardOverrideable {
+  static constexpr int kTransposed = 6, kOutputMask = 9;
+};
+// native_batch_norm / _native_batch_norm_legit / cudnn_batch_norm(input, weight, bias,
+// running_mean, running_var, training, momentum, eps)
+constexpr int kBatchNormTraining = 5;
+// *_backward(grad_output, self, ...): the forward input comes second
+constexpr int kSelf = 0, kBackwardSelf = 1;
+// max_pool/avg_pool(self, kernel_size, ...); avg_pool*_backward(grad_output, self, kernel_size)
+constexpr int kPoolKernel = 1, kPoolBackwardKernel = 2;
+// topk(self, k, dim, largest, sorted)
+constexpr int kTopkK = 1;
+// native_dropout(input, p, train)
+constexpr int kDropoutTrain = 2;
+// nll_loss_forward(self, target, weight, reduction, ignore_index)
+constexpr int kLossTarget = 1;
+// embedding(weight, indices), index_select(self, dim, index), gather(self, dim, index),
+// index(self, indices[]), take(self, index): the gathered-from tensor
+constexpr int kGatherSource = 0;
+
+// Whether a scatter accumulates into self (1 FLOP per value) or overwrites it.
+enum class Accumulate { kByFlag, kAlways, kNever };
+// index_put(self, indices[], values, accumulate), _index_put_impl(..., accumulate, unsafe)
+struct IndexPut {
+  static constexpr int kValues = 2, kFlag = 3;
+  static constexpr Accumulate kMode = Accumulate::kByFlag;
+};
+// index_add(self, dim, index, source, alpha), scatter_add(self, dim, index, src),
+// scatter_reduce(self, dim, index, src, reduce, ...), index_reduce(self, dim, index, source, ...)
+struct ScatterAdd {
+  static constexpr int kValues = 3, kFlag = -1;
+  static constexpr Accumulate kMode = Accumulate::kAlways;
+};
+// scatter(self, dim, index, src | value)
+struct Scatter {
+  static constexpr int kValues = 3, kFlag = -1;
+  static constexpr Accumulate kMode = Accumulate::kNever;
+};
+}  // namespace args
+
+// Attention tensor layouts: [batch, heads, seq, dim] (the SDPA kernels) or [batch, seq, heads,
+// dim] (_flash_attention_*, _efficient_attention_*).
+enum class Layout { kBHSD, kBSHD };
 
 // ---------------------------------------------------------------- matmul class
-// [m,k] @ [k,n] at args (a, b): m*k*n MACs. Bias and alpha/beta scaling are not counted.
-template <int A, int B>
+// [m,k] @ [k,n]: m*k*n MACs. Bias and alpha/beta scaling are not counted.
+template <typename Args>
 OpCost mm_family(const OpCall& c) {
-  Shape a = c.input(A), b = c.input(B);
-  if (a.ndim != 2 || b.ndim != 2) return OpCost{};
-  return matmul_cost(a[0] * a[1] * b[1]);
+  Shape a = c.input(Args::kA), b = c.input(Args::kB);
+  if (a.ndim != 2 || b.ndim != 2) return OpCost::generic_bytes();
+  return OpCost::matmul(a[0] * a[1] * b[1]);
 }
 
 // [bt,m,k] @ [bt,k,n]: bt*m*k*n MACs (bmm, baddbmm, addbmm).
-template <int A, int B>
+template <typename Args>
 OpCost bmm_family(const OpCall& c) {
-  Shape a = c.input(A), b = c.input(B);
-  if (a.ndim != 3 || b.ndim != 3) return OpCost{};
-  return matmul_cost(a[0] * a[1] * a[2] * b[2]);
+  Shape a = c.input(Args::kA), b = c.input(Args::kB);
+  if (a.ndim != 3 || b.ndim != 3) return OpCost::generic_bytes();
+  return OpCost::matmul(a[0] * a[1] * a[2] * b[2]);
 }
 
 // [m,n] @ [n]: m*n MACs (mv, addmv); [n].[n]: n MACs (dot, vdot).
-template <int A>
+template <typename Args>
 OpCost mv_family(const OpCall& c) {
-  return matmul_cost(c.input(A).numel);
+  return OpCost::matmul(c.input(Args::kA).numel);
 }
 
 // N * prod(weight) * prod(spatial), spatial = output's (input's when transposed).
@@ -44,35 +107,34 @@ int64_t conv_macs(const Shape& x, const Shape& w, const Shape& out, bool transpo
   return x[0] * w.numel * sp.prod(2, sp.ndim);
 }
 
-// convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
 OpCost convolution(const OpCall& c) {
-  return matmul_cost(conv_macs(c.input(0), c.input(1), c.output(0), c.int_arg(6, 0) != 0));
+  return OpCost::matmul(
+      conv_macs(c.input(0), c.input(1), c.output(0), c.int_arg(args::kConvTransposed, 0) != 0));
 }
 
-// convolution_backward(grad_out, input, weight, bias_sizes, stride, padding, dilation,
-//                      transposed, output_padding, groups, output_mask): grad_input and
-// grad_weight each cost one forward convolution (exact, groups included); the bias gradient,
-// like the forward bias, is not counted.
-template <int Transposed, int Mask>
+// convolution_backward: grad_input and grad_weight, as output_mask asks, each cost one forward
+// convolution (exact, groups included); the bias gradient, like the forward bias, is not counted.
+template <typename Args>
 OpCost convolution_backward(const OpCall& c) {
   Shape grad_out = c.input(0), x = c.input(1), w = c.input(2);
-  bool transposed = c.int_arg(Transposed, 0) != 0;
+  bool transposed = c.int_arg(Args::kTransposed, 0) != 0;
   int64_t fwd = conv_macs(x, w, grad_out, transposed);
   int64_t macs = 0;
-  if (c.list_int(Mask, 0, 1)) macs += fwd;
-  if (c.list_int(Mask, 1, 1)) macs += fwd;
-  return matmul_cost(macs);
+  if (c.list_int(Args::kOutputMask, 0, 1)) macs += fwd;
+  if (c.list_int(Args::kOutputMask, 1, 1)) macs += fwd;
+  return OpCost::matmul(macs);
 }
 
-// SDPA: q [b, hq, sq, dq], k [b, hkv, sk, dq], v [b, hkv, sk, dv] (BHSD kernels) or [b, s, h, d]
-// (_flash_attention_*, _efficient_attention_*). Forward: QK^T and AV, b*hq*sq*sk*(dq+dv) MACs.
+// SDPA: q [b, hq, sq, dq], k [b, hkv, sk, dq], v [b, hkv, sk, dv] (Layout::kBHSD) or
+// [b, s, h, d] (Layout::kBSHD). Forward: QK^T and AV, b*hq*sq*sk*(dq+dv) MACs.
 // Backward: recompute QK^T, dP = dO V^T, dV, dQ, dK: b*hq*sq*sk*(3dq+2dv) MACs (2.5x forward
 // when dq == dv). Causal masking is not discounted (as FlopCounterMode).
 struct AttnDims {
   int64_t b = 0, hq = 0, sq = 0, sk = 0, dq = 0, dv = 0;
 };
-template <bool BSHD>
+template <Layout L>
 AttnDims attn_dims(const Shape& q, const Shape& k, const Shape& v) {
+  constexpr bool BSHD = L == Layout::kBSHD;
   AttnDims d;
   if (q.ndim != 4 || k.ndim != 4 || v.ndim != 4) return d;
   d.b = q[0];
@@ -83,27 +145,27 @@ AttnDims attn_dims(const Shape& q, const Shape& k, const Shape& v) {
   d.dv = v[3];
   return d;
 }
-template <bool BSHD>
-OpCost sdpa_forward(const OpCall& c) {
-  AttnDims d = attn_dims<BSHD>(c.input(0), c.input(1), c.input(2));
-  return matmul_cost(d.b * d.hq * d.sq * d.sk * (d.dq + d.dv));
+template <Layout L>
+OpCost sdpa_forward(const OpCall& c) {  // (query, key, value, ...)
+  AttnDims d = attn_dims<L>(c.input(0), c.input(1), c.input(2));
+  return OpCost::matmul(d.b * d.hq * d.sq * d.sk * (d.dq + d.dv));
 }
-template <bool BSHD>
+template <Layout L>
 OpCost sdpa_backward(const OpCall& c) {  // (grad_out, query, key, value, ...)
-  AttnDims d = attn_dims<BSHD>(c.input(1), c.input(2), c.input(3));
-  return matmul_cost(d.b * d.hq * d.sq * d.sk * (3 * d.dq + 2 * d.dv));
+  AttnDims d = attn_dims<L>(c.input(1), c.input(2), c.input(3));
+  return OpCost::matmul(d.b * d.hq * d.sq * d.sk * (3 * d.dq + 2 * d.dv));
 }
 
 // ---------------------------------------------------------------- vector class
 // N FLOPs per output element (elementwise, activations, comparisons).
 template <int N>
 OpCost per_output(const OpCall& c) {
-  return vector_cost(N * c.output(0).numel);
+  return OpCost::vector(N * c.output(0).numel);
 }
-// N FLOPs per element of input I (reductions read every element once).
-template <int N, int I = 0>
+// N FLOPs per element of input Input (reductions read every element once).
+template <int N, int Input = args::kSelf>
 OpCost per_input(const OpCall& c) {
-  return vector_cost(N * c.input(I).numel);
+  return OpCost::vector(N * c.input(Input).numel);
 }
 
 // Normalisation: 5 FLOPs/element to standardise (mean, centre, square, sum, scale), plus one per
@@ -113,95 +175,98 @@ int64_t norm_flops(const Shape& x, bool weight, bool bias, int stats) {
 }
 // native_layer_norm(input, normalized_shape, weight, bias, eps)
 OpCost layer_norm(const OpCall& c) {
-  return vector_cost(norm_flops(c.input(0), c.is_tensor(2), c.is_tensor(3), 5));
+  return OpCost::vector(norm_flops(c.input(0), c.is_tensor(2), c.is_tensor(3), 5));
 }
 // native_layer_norm_backward(grad_out, input, normalized_shape, mean, rstd, weight, bias, mask)
 OpCost layer_norm_backward(const OpCall& c) {
-  return vector_cost(2 * norm_flops(c.input(1), c.is_tensor(5), c.is_tensor(6), 5));
+  return OpCost::vector(2 * norm_flops(c.input(1), c.is_tensor(5), c.is_tensor(6), 5));
 }
 // native_group_norm(input, weight, bias, N, C, HxW, group, eps)
 OpCost group_norm(const OpCall& c) {
-  return vector_cost(norm_flops(c.input(0), c.is_tensor(1), c.is_tensor(2), 5));
+  return OpCost::vector(norm_flops(c.input(0), c.is_tensor(1), c.is_tensor(2), 5));
 }
 // native_group_norm_backward(grad_out, input, mean, rstd, weight, N, C, HxW, group, mask)
 OpCost group_norm_backward(const OpCall& c) {
-  return vector_cost(2 * norm_flops(c.input(1), c.is_tensor(4), c.is_tensor(4), 5));
+  return OpCost::vector(2 * norm_flops(c.input(1), c.is_tensor(4), c.is_tensor(4), 5));
 }
 // RMSNorm: 3 FLOPs/element (square, sum, scale) + 1 for the weight.
 // _fused_rms_norm(input, normalized_shape, weight, eps) / rms_norm(input, shape, weight, eps)
 OpCost rms_norm(const OpCall& c) {
-  return vector_cost(norm_flops(c.input(0), c.is_tensor(2), false, 3));
+  return OpCost::vector(norm_flops(c.input(0), c.is_tensor(2), false, 3));
 }
 // _fused_rms_norm_backward(grad_out, input, normalized_shape, rstd, weight, output_mask)
 OpCost rms_norm_backward(const OpCall& c) {
-  return vector_cost(2 * norm_flops(c.input(1), c.is_tensor(4), false, 3));
+  return OpCost::vector(2 * norm_flops(c.input(1), c.is_tensor(4), false, 3));
 }
 // Batch norm: training computes statistics (5/element); eval applies running stats (2/element:
-// centre, scale). native_batch_norm(input, weight, bias, running_mean, running_var, training,..)
-template <int Training>
-OpCost batch_norm(const OpCall& c) {
-  bool training = Training < 0 ? false : c.int_arg(Training, 1) != 0;
-  return vector_cost(norm_flops(c.input(0), c.is_tensor(1), c.is_tensor(2), training ? 5 : 2));
+// centre, scale).
+int64_t batch_norm_flops(const OpCall& c, bool training) {
+  return norm_flops(c.input(0), c.is_tensor(1), c.is_tensor(2), training ? 5 : 2);
 }
+OpCost batch_norm(const OpCall& c) {
+  return OpCost::vector(batch_norm_flops(c, c.int_arg(args::kBatchNormTraining, 1) != 0));
+}
+// _native_batch_norm_legit_no_training(input, weight, bias, running_mean, running_var, ...)
+OpCost batch_norm_eval(const OpCall& c) { return OpCost::vector(batch_norm_flops(c, false)); }
 // native_batch_norm_backward(grad_out, input, weight, ...): twice the training forward.
 OpCost batch_norm_backward(const OpCall& c) {
-  return vector_cost(2 * norm_flops(c.input(1), c.is_tensor(2), c.is_tensor(2), 5));
+  return OpCost::vector(2 * norm_flops(c.input(1), c.is_tensor(2), c.is_tensor(2), 5));
 }
 
 // Pooling over a window: prod(kernel) FLOPs per output element.
-// max_pool/avg_pool(self, kernel_size, ...) with Spatial window dims.
+// Spatial: the window's dims.
 template <int Spatial>
 OpCost window_pool(const OpCall& c) {
   int64_t window = 1;
-  for (int k = 0; k < Spatial; ++k) window *= c.list_int(1, k, 1);
-  return vector_cost(c.output(0).numel * window);
+  for (int k = 0; k < Spatial; ++k) window *= c.list_int(args::kPoolKernel, k, 1);
+  return OpCost::vector(c.output(0).numel * window);
 }
-// avg_pool backward (grad_output, self, kernel_size, ...): prod(kernel) per grad element.
+// avg_pool backward: prod(kernel) per grad element.
 template <int Spatial>
 OpCost window_pool_backward(const OpCall& c) {
   int64_t window = 1;
-  for (int k = 0; k < Spatial; ++k) window *= c.list_int(2, k, 1);
-  return vector_cost(c.input(0).numel * window);
+  for (int k = 0; k < Spatial; ++k) window *= c.list_int(args::kPoolBackwardKernel, k, 1);
+  return OpCost::vector(c.input(0).numel * window);
 }
 
 // Interpolation: nearest moves data (0 FLOPs); linear family 2*taps-1 per output element
 // (taps = 2, 4, 8 for 1d/2d/3d; 16 for bicubic). Backward: the same per grad element.
 template <int Taps>
 OpCost interpolate(const OpCall& c) {
-  return vector_cost((2 * Taps - 1) * c.output(0).numel);
+  return OpCost::vector((2 * Taps - 1) * c.output(0).numel);
 }
 template <int Taps>
 OpCost interpolate_backward(const OpCall& c) {
-  return vector_cost((2 * Taps - 1) * c.input(0).numel);
+  return OpCost::vector((2 * Taps - 1) * c.input(0).numel);
 }
 
-// topk: one pass with a heap of k: numel * ceil(log2(k+1)) comparisons. (self, k, dim, ...)
+// topk: one pass with a heap of k: numel * ceil(log2(k+1)) comparisons.
 int64_t ceil_log2(int64_t n) {
   int64_t r = 0;
   while ((int64_t{1} << r) < n) ++r;
   return std::max<int64_t>(r, 1);
 }
 OpCost topk(const OpCall& c) {
-  return vector_cost(c.input(0).numel * ceil_log2(c.int_arg(1, 1) + 1));
+  return OpCost::vector(c.input(0).numel * ceil_log2(c.int_arg(args::kTopkK, 1) + 1));
 }
 // sort(self, dim, descending) / sort.stable(self, stable, dim, descending): n log2 n per row.
 OpCost sort(const OpCall& c) {
   Shape x = c.input(0);
-  if (x.ndim == 0) return vector_cost(0);
+  if (x.ndim == 0) return OpCost::vector(0);
   int64_t dim = c.type(1) == ArgType::kInt ? c.int_arg(1, -1) : c.int_arg(2, -1);
   if (dim < 0) dim += x.ndim;
   int64_t n = (dim >= 0 && dim < x.ndim) ? x[static_cast<int>(dim)] : x.numel;
-  return vector_cost(x.numel * ceil_log2(n));
+  return OpCost::vector(x.numel * ceil_log2(n));
 }
 
-// nll_loss_forward(self, target, weight, reduction, ignore_index): gather + sum per target.
-OpCost per_target(const OpCall& c) { return vector_cost(c.input(1).numel); }
+// nll_loss: gather + sum per target.
+OpCost per_target(const OpCall& c) { return OpCost::vector(c.input(args::kLossTarget).numel); }
 
 // _embedding_bag(weight, indices, offsets, ...): each gathered row is added once.
 OpCost embedding_bag(const OpCall& c) {
   Shape w = c.input(0), idx = c.input(1);
   int64_t dim = w.ndim == 2 ? w[1] : 0;
-  OpCost cost = vector_cost(idx.numel * dim);
+  OpCost cost = OpCost::vector(idx.numel * dim);
   cost.bytes_read = idx.nbytes() + idx.numel * dim * w.itemsize;
   return cost;
 }
@@ -209,49 +274,45 @@ OpCost embedding_bag(const OpCall& c) {
 // _transform_bias_rescale_qkv(qkv, qkv_bias, num_heads): add the bias to q, k, v, scale q.
 OpCost transform_bias_rescale_qkv(const OpCall& c) {
   int64_t n = c.input(0).numel;
-  return vector_cost(n + n / 3);
+  return OpCost::vector(n + n / 3);
 }
 
 // _native_batch_norm_legit etc. are above; dropout: compare + scale per element when training.
-// native_dropout(input, p, train)
 OpCost native_dropout(const OpCall& c) {
-  bool train = c.type(2) == ArgType::kBool ? c.int_arg(2, 1) != 0 : true;
-  return vector_cost(train ? 2 * c.input(0).numel : 0);
+  bool train =
+      c.type(args::kDropoutTrain) == ArgType::kBool ? c.int_arg(args::kDropoutTrain, 1) != 0 : true;
+  return OpCost::vector(train ? 2 * c.input(0).numel : 0);
 }
 
 // ---------------------------------------------------------------- bytes-only families
-OpCost moves_bytes(const OpCall&) { return OpCost{}; }  // generic bytes
-OpCost no_cost(const OpCall&) { return OpCost{0, 0, 0, 0}; }
-OpCost writes_only(const OpCall& c) { return OpCost{0, 0, 0, c.output_bytes()}; }
+OpCost moves_bytes(const OpCall&) { return OpCost::generic_bytes(); }
+OpCost no_cost(const OpCall&) { return OpCost::none(); }
+OpCost writes_only(const OpCall& c) { return OpCost::bytes(0, c.output_bytes()); }
 // copy_(self, src): reads src, writes self.
-OpCost copy(const OpCall& c) { return OpCost{0, 0, c.input(1).nbytes(), c.input(0).nbytes()}; }
+OpCost copy(const OpCall& c) { return OpCost::bytes(c.input(1).nbytes(), c.input(0).nbytes()); }
 // Gathers read the indices and the gathered elements only, not the whole source.
-// embedding(weight, indices), index_select(self, dim, index), gather(self, dim, index),
-// index(self, indices[]), take(self, index).
 int64_t index_bytes(const OpCall& c) {
   int64_t bytes = 0;
   for (const TensorMeta& t : c.tensors()) bytes += t.defined ? t.nbytes() : 0;
   return bytes;
 }
-template <int Source>
 OpCost gather(const OpCall& c) {
-  int64_t source = c.input(Source).nbytes();
+  int64_t source = c.input(args::kGatherSource).nbytes();
   int64_t out = c.output_bytes();
-  return OpCost{0, 0, index_bytes(c) - source + out, out};
+  return OpCost::bytes(index_bytes(c) - source + out, out);
 }
 // Scatters read the indices and the values and write one element per value; accumulating
-// scatters add each value (1 FLOP per value). Values = the source tensor's arg index;
-// AccumulateArg = the bool arg that switches accumulation (-1: always accumulates, -2: never).
-// index_put_(self, indices[], values, accumulate), index_add_(self, dim, index, source),
-// scatter_add_(self, dim, index, src), scatter_(self, dim, index, src|value).
-template <int Values, int AccumulateArg>
+// scatters add each value (1 FLOP per value). Args: the values' position and the accumulate mode.
+template <typename Args>
 OpCost scatter(const OpCall& c) {
   Shape self = c.input(0);
   // scatter_(..., value) has no source tensor: it writes one element per index entry.
-  Shape values = c.is_tensor(Values) ? c.input(Values) : c.input(Values - 1);
-  bool acc = AccumulateArg == -1 || (AccumulateArg >= 0 && c.int_arg(AccumulateArg, 0) != 0);
-  return OpCost{0, acc ? values.numel : 0, index_bytes(c) - self.nbytes(),
-                values.numel * self.itemsize};
+  Shape values = c.is_tensor(Args::kValues) ? c.input(Args::kValues) : c.input(Args::kValues - 1);
+  bool acc = Args::kMode == args::Accumulate::kAlways ||
+             (Args::kMode == args::Accumulate::kByFlag && c.int_arg(Args::kFlag, 0) != 0);
+  OpCost cost = OpCost::bytes(index_bytes(c) - self.nbytes(), values.numel * self.itemsize);
+  cost.flops = acc ? values.numel : 0;
+  return cost;
 }
 
 // The table: one family per entry, op names wrapped by hand.
@@ -267,30 +328,30 @@ struct Family {
 const std::vector<Family>& families() {
   static const std::vector<Family> table = {
       // ---- matmul class
-      {OpKind::kMatmul, mm_family<0, 1>, {"mm", "_int_mm", "_scaled_mm"}},
-      {OpKind::kMatmul, mm_family<1, 2>, {"addmm", "_addmm_activation"}},
-      {OpKind::kMatmul, bmm_family<0, 1>, {"bmm"}},
-      {OpKind::kMatmul, bmm_family<1, 2>, {"baddbmm", "addbmm"}},
-      {OpKind::kMatmul, mv_family<0>, {"mv", "dot", "vdot"}},
-      {OpKind::kMatmul, mv_family<1>, {"addmv"}},
+      {OpKind::kMatmul, mm_family<args::Mm>, {"mm", "_int_mm", "_scaled_mm"}},
+      {OpKind::kMatmul, mm_family<args::Addmm>, {"addmm", "_addmm_activation"}},
+      {OpKind::kMatmul, bmm_family<args::Mm>, {"bmm"}},
+      {OpKind::kMatmul, bmm_family<args::Addmm>, {"baddbmm", "addbmm"}},
+      {OpKind::kMatmul, mv_family<args::Mm>, {"mv", "dot", "vdot"}},
+      {OpKind::kMatmul, mv_family<args::Addmm>, {"addmv"}},
       {OpKind::kMatmul, convolution,
        {"convolution", "_convolution", "convolution_overrideable"}},
-      {OpKind::kMatmul, convolution_backward<7, 10>, {"convolution_backward"}},
-      {OpKind::kMatmul, convolution_backward<6, 9>,
+      {OpKind::kMatmul, convolution_backward<args::ConvolutionBackward>, {"convolution_backward"}},
+      {OpKind::kMatmul, convolution_backward<args::ConvolutionBackwardOverrideable>,
        {"convolution_backward_overrideable"}},
-      {OpKind::kMatmul, sdpa_forward<false>,
+      {OpKind::kMatmul, sdpa_forward<Layout::kBHSD>,
        {"_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
         "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
         "_scaled_dot_product_fused_attention_overrideable"}},
-      {OpKind::kMatmul, sdpa_forward<true>,
+      {OpKind::kMatmul, sdpa_forward<Layout::kBSHD>,
        {"_flash_attention_forward", "_efficient_attention_forward"}},
-      {OpKind::kMatmul, sdpa_backward<false>,
+      {OpKind::kMatmul, sdpa_backward<Layout::kBHSD>,
        {"_scaled_dot_product_flash_attention_for_cpu_backward",
         "_scaled_dot_product_flash_attention_backward",
         "_scaled_dot_product_efficient_attention_backward",
         "_scaled_dot_product_cudnn_attention_backward",
         "_scaled_dot_product_fused_attention_overrideable_backward"}},
-      {OpKind::kMatmul, sdpa_backward<true>,
+      {OpKind::kMatmul, sdpa_backward<Layout::kBSHD>,
        {"_flash_attention_backward", "_efficient_attention_backward"}},
       // ---- vector class: elementwise, 1 FLOP per output element
       {OpKind::kVector, per_output<1>,
@@ -329,10 +390,10 @@ const std::vector<Family>& families() {
       {OpKind::kVector, group_norm_backward, {"native_group_norm_backward"}},
       {OpKind::kVector, rms_norm, {"_fused_rms_norm", "rms_norm"}},
       {OpKind::kVector, rms_norm_backward, {"_fused_rms_norm_backward"}},
-      {OpKind::kVector, batch_norm<5>,
+      {OpKind::kVector, batch_norm,
        {"native_batch_norm", "_native_batch_norm_legit", "cudnn_batch_norm",
         "miopen_batch_norm"}},
-      {OpKind::kVector, batch_norm<-1>, {"_native_batch_norm_legit_no_training"}},
+      {OpKind::kVector, batch_norm_eval, {"_native_batch_norm_legit_no_training"}},
       {OpKind::kVector, batch_norm_backward,
        {"native_batch_norm_backward", "cudnn_batch_norm_backward", "miopen_batch_norm_backward",
         "batch_norm_backward"}},
@@ -360,7 +421,7 @@ const std::vector<Family>& families() {
        {"max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward",
         "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward",
         "max_pool2d_backward"}},
-      {OpKind::kVector, per_input<1, 1>,
+      {OpKind::kVector, per_input<1, args::kBackwardSelf>,
        {"_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward"}},
       // interpolation
       {OpKind::kMemory, moves_bytes,
@@ -387,7 +448,7 @@ const std::vector<Family>& families() {
       {OpKind::kVector, per_input<3>,
        {"mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy",
         "soft_margin_loss"}},
-      {OpKind::kVector, per_input<2, 1>,
+      {OpKind::kVector, per_input<2, args::kBackwardSelf>,
        {"mse_loss_backward", "smooth_l1_loss_backward", "huber_loss_backward",
         "binary_cross_entropy_backward"}},
       {OpKind::kVector, topk, {"topk"}},
@@ -395,8 +456,8 @@ const std::vector<Family>& families() {
       {OpKind::kVector, embedding_bag, {"_embedding_bag", "_embedding_bag_forward_only"}},
       {OpKind::kVector, transform_bias_rescale_qkv, {"_transform_bias_rescale_qkv"}},
       {OpKind::kVector, native_dropout, {"native_dropout"}},
-      {OpKind::kVector, scatter<2, 3>, {"index_put", "_index_put_impl"}},
-      {OpKind::kVector, scatter<3, -1>,
+      {OpKind::kVector, scatter<args::IndexPut>, {"index_put", "_index_put_impl"}},
+      {OpKind::kVector, scatter<args::ScatterAdd>,
        {"index_add", "scatter_add", "scatter_reduce", "index_reduce"}},
       // ---- memory: no FLOPs, bytes counted
       {OpKind::kMemory, copy, {"copy_", "_copy_from", "_copy_from_and_resize"}},
@@ -421,9 +482,9 @@ const std::vector<Family>& families() {
         "eye", "_efficientzerotensor", "zeros_like", "ones_like", "full_like", "new_zeros",
         "new_ones", "new_full", "rand_like", "randn_like", "randint_like", "rand", "randn",
         "randint", "empty_permuted", "new_tensor", "one_hot"}},
-      {OpKind::kMemory, gather<0>, {"embedding", "index_select", "gather", "take",
+      {OpKind::kMemory, gather, {"embedding", "index_select", "gather", "take",
                                                "index"}},
-      {OpKind::kMemory, scatter<3, -2>, {"scatter"}},
+      {OpKind::kMemory, scatter<args::Scatter>, {"scatter"}},
       // ---- views, allocation and metadata: no FLOPs, no bytes
       {OpKind::kView, no_cost,
        {"view", "_unsafe_view", "reshape", "_reshape_alias", "as_strided", "t", "transpose",
@@ -505,8 +566,8 @@ const std::vector<OpRule>& all_rules() { return table().rules; }
 OpCost evaluate(const OpRule& rule, const OpCall& call) {
   OpCost cost = rule.cost(call);
   if (rule.kind == OpKind::kView) return OpCost{cost.macs, cost.flops, 0, 0};
-  if (cost.bytes_read < 0) cost.bytes_read = call.input_bytes();
-  if (cost.bytes_written < 0) cost.bytes_written = call.output_bytes();
+  if (cost.bytes_read == OpCost::kGenericBytes) cost.bytes_read = call.input_bytes();
+  if (cost.bytes_written == OpCost::kGenericBytes) cost.bytes_written = call.output_bytes();
   return cost;
 }
 

@@ -67,11 +67,8 @@ class OpCall {
   bool is_tensor(int i) const {
     return type(i) == ArgType::kTensor && tensors_[args_[i].offset].defined;
   }
-  Shape input(int i) const;               // positional arg i; undefined Shape if not a tensor
-  int num_list(int i) const;              // element count of a list arg (tensor/int/bool)
-  Shape list_tensor(int i, int k) const;  // element k of a TensorList arg
-  int64_t int_arg(int i, int64_t fallback) const;  // int or bool arg
-  double double_arg(int i, double fallback) const;
+  Shape input(int i) const;  // positional arg i; undefined Shape if not a tensor
+  int64_t int_arg(int i, int64_t fallback) const;          // int or bool arg
   int64_t list_int(int i, int k, int64_t fallback) const;  // element k of an int/bool list
   int num_outputs() const { return static_cast<int>(outputs_.size()); }
   Shape output(int k) const;

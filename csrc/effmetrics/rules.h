@@ -20,13 +20,26 @@ enum class OpKind : uint8_t {
 };
 const char* kind_name(OpKind kind);
 
-// The cost of one op call. bytes_* < 0 means "the generic count": distinct input tensors read,
-// output tensors written.
+// The cost of one op call. Rules build it through the named constructors, which say what they
+// mean: `bytes_* == kGenericBytes` stands for the generic count (distinct input tensors read,
+// output tensors written), filled in by evaluate().
 struct OpCost {
+  static constexpr int64_t kGenericBytes = -1;
   int64_t macs = 0;
   int64_t flops = 0;
-  int64_t bytes_read = -1;
-  int64_t bytes_written = -1;
+  int64_t bytes_read = kGenericBytes;
+  int64_t bytes_written = kGenericBytes;
+
+  // FLOPs = 2 x MACs; the generic bytes.
+  static OpCost matmul(int64_t macs) { return OpCost{macs, 2 * macs}; }
+  // Vector FLOPs; the generic bytes.
+  static OpCost vector(int64_t flops) { return OpCost{0, flops}; }
+  // No FLOPs; the generic bytes.
+  static OpCost generic_bytes() { return OpCost{}; }
+  // No FLOPs; exactly these bytes.
+  static OpCost bytes(int64_t read, int64_t written) { return OpCost{0, 0, read, written}; }
+  // No FLOPs, no bytes.
+  static OpCost none() { return OpCost{0, 0, 0, 0}; }
 };
 
 using CostFn = OpCost (*)(const OpCall&);
@@ -49,7 +62,7 @@ inline bool owns_children(const OpRule& rule) {
 const OpRule* find_rule(std::string_view op_name);
 // Every rule, in table order (tests iterate it; the README documents it).
 const std::vector<OpRule>& all_rules();
-// Evaluate a rule, filling generic byte counts where the rule leaves them at -1.
+// Evaluate a rule, filling the generic byte counts where the rule asks for them.
 OpCost evaluate(const OpRule& rule, const OpCall& call);
 
 }  // namespace effmetrics
