@@ -51,6 +51,13 @@ struct ProfilerOptions {
   bool time_ops = false;
   // A timeline to use instead of make_device_timeline(device) (tests: make_host_timeline()).
   std::shared_ptr<DeviceTimeline> timeline;
+
+  // The options as they take effect (the one place these rules live): trace and time_ops imply
+  // time, nvtx_ops implies nvtx; a device or timeline applies only when timed, and time_ops only
+  // on a device timeline.
+  ProfilerOptions resolved() const;
+  // Timed on a device's timeline (resolved options: time with a device or timeline).
+  bool device_timeline() const { return time && (timeline || !device.empty()); }
 };
 
 class Session;
@@ -60,6 +67,7 @@ class Profiler {
   // Up to kMaxProfilers may be active at once (nested or on other threads); each counts alone.
   static constexpr int kMaxProfilers = 8;
 
+  // Throws std::invalid_argument, with the fix, when options.device is not available.
   explicit Profiler(ProfilerOptions options = {}, bool start_now = true);
   ~Profiler();  // stops (and discards) if still running
   Profiler(const Profiler&) = delete;
@@ -72,6 +80,10 @@ class Profiler {
   // differences them). Call it between steps, when no profiled op runs on another thread.
   Report snapshot();
   bool running() const;
+  const ProfilerOptions& options() const { return options_; }  // resolved
+  // How times are measured: "" (not timed), "steady_clock" (host) or the device timeline's
+  // clock ("cuda_event").
+  std::string clock() const;
   // With a device timeline: the device steps resolved so far (every closed step when wait),
   // from step `first` on (a training loop asks for the new ones only).
   std::vector<DeviceStep> device_steps(bool wait, size_t first = 0);
@@ -93,7 +105,7 @@ class Profiler {
   std::vector<int64_t> calls_at_start_;  // module calls on the owner thread at start()
   std::vector<std::pair<const void*, int64_t>> pending_watch_;
   std::vector<ScopeEvent> scope_events_;      // module enter/exit on the owner thread (trace)
-  std::shared_ptr<DeviceTimeline> timeline_;  // made from options_.device at the first start()
+  std::shared_ptr<DeviceTimeline> timeline_;  // options_.timeline, or made from options_.device
 };
 
 }  // namespace effmetrics

@@ -1,0 +1,51 @@
+#include "op_names.h"
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+
+namespace effmetrics {
+namespace {
+
+struct OpNames {
+  std::mutex mu;
+  std::deque<std::string> names;  // stable storage: views into it stay valid
+  std::unordered_map<std::string_view, OpInfo> infos;
+};
+
+OpNames& table() {
+  static OpNames* n = new OpNames();  // never destroyed: callbacks may run during exit
+  return *n;
+}
+
+}  // namespace
+
+std::pair<std::string_view, OpInfo> resolve_op(const char* name, const char* overload) {
+  OpNames& t = table();
+  std::lock_guard<std::mutex> lock(t.mu);
+  auto it = t.infos.find(std::string_view(name));
+  if (it != t.infos.end()) return *it;
+  t.names.emplace_back(name);
+  const std::string& interned = t.names.back();
+  OpInfo info;
+  info.id = static_cast<uint32_t>(t.names.size() - 1);
+  info.name = interned.c_str();
+  info.rule = find_rule(interned);
+  info.is_op = c10::Dispatcher::singleton()
+                   .findOp(c10::OperatorName(interned, overload ? overload : ""))
+                   .has_value();
+  return *t.infos.emplace(std::string_view(interned), info).first;
+}
+
+std::vector<std::string> op_names(const std::vector<uint32_t>& ids) {
+  OpNames& t = table();
+  std::lock_guard<std::mutex> lock(t.mu);
+  std::vector<std::string> out;
+  out.reserve(ids.size());
+  for (uint32_t id : ids) out.push_back(t.names.at(id));
+  return out;
+}
+
+}  // namespace effmetrics

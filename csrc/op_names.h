@@ -1,0 +1,28 @@
+// Op names, interned once per process: the hot path keys cells and trace events by a small id,
+// and each name's rule (and whether it is a dispatcher operator) is looked up once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "effmetrics/rules.h"
+
+namespace effmetrics {
+
+struct OpInfo {
+  uint32_t id = 0;
+  const char* name = nullptr;  // interned, stable
+  const OpRule* rule = nullptr;
+  bool is_op = false;  // a dispatcher operator (vs. a named region or an autograd node)
+};
+
+// The interned name (stable storage: thread caches key on it) and what we know of the op.
+// Thread-safe; takes a lock, so callers cache the result per thread.
+std::pair<std::string_view, OpInfo> resolve_op(const char* name, const char* overload);
+// Interned names by id, in the order given.
+std::vector<std::string> op_names(const std::vector<uint32_t>& ids);
+
+}  // namespace effmetrics

@@ -1,0 +1,185 @@
+// effmetrics::Profiler: options, the callback slots and the start/snapshot/stop lifecycle. What
+// the callbacks do with each op is the Session's (session.cpp).
+#include "effmetrics/profiler.h"
+
+#include <ATen/record_function.h>
+
+#include <array>
+#include <stdexcept>
+
+#include "effmetrics/nvtx.h"
+#include "session.h"
+
+namespace effmetrics {
+
+ProfilerOptions ProfilerOptions::resolved() const {
+  ProfilerOptions r = *this;
+  r.time = time || time_ops || trace;
+  r.nvtx = nvtx || nvtx_ops;
+  if (!r.time) {
+    r.device.clear();
+    r.timeline.reset();
+  }
+  r.time_ops = time_ops && r.device_timeline();
+  return r;
+}
+
+namespace {
+
+// Callbacks are plain function pointers with no user data, so each active profiler takes one of
+// kMaxProfilers slots, and slot S registers on_start<S>/on_end<S>.
+std::array<std::atomic<Session*>, Profiler::kMaxProfilers> g_slots{};
+std::mutex g_slots_mu;
+
+struct ThreadSlots {
+  std::array<uint64_t, Profiler::kMaxProfilers> generation{};
+  std::array<ThreadBuffer*, Profiler::kMaxProfilers> buffer{};
+};
+thread_local ThreadSlots t_slots;
+
+template <int S>
+ThreadBuffer* buffer_for(Session* s) {
+  if (t_slots.generation[S] != s->generation()) {
+    t_slots.buffer[S] = s->register_thread();
+    t_slots.generation[S] = s->generation();
+  }
+  return t_slots.buffer[S];
+}
+
+template <int S>
+std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
+  Session* s = g_slots[S].load(std::memory_order_acquire);
+  if (s) s->on_start(fn, *buffer_for<S>(s));
+  return nullptr;
+}
+
+template <int S>
+void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
+  Session* s = g_slots[S].load(std::memory_order_acquire);
+  if (s) s->on_end(fn, *buffer_for<S>(s));
+}
+
+template <int... S>
+constexpr auto make_callbacks(std::integer_sequence<int, S...>) {
+  return std::array<
+      std::pair<at::RecordFunctionCallback::StartCallback, at::RecordFunctionCallback::EndCallback>,
+      sizeof...(S)>{{{on_start<S>, on_end<S>}...}};
+}
+const auto kCallbacks = make_callbacks(std::make_integer_sequence<int, Profiler::kMaxProfilers>{});
+
+// Module calls on this thread since `start`.
+std::vector<int64_t> calls_since(const std::vector<int64_t>& start) {
+  std::vector<int64_t> diff = scope_calls_snapshot();
+  for (size_t k = 0; k < diff.size() && k < start.size(); ++k) diff[k] -= start[k];
+  return diff;
+}
+
+}  // namespace
+
+Profiler::Profiler(ProfilerOptions options, bool start_now) : options_(options.resolved()) {
+  if (options_.timeline) {
+    timeline_ = options_.timeline;
+  } else if (options_.device_timeline()) {
+    timeline_ = make_device_timeline(options_.device);  // kept across runs: its event pool
+  }
+  if (start_now) start();
+}
+
+Profiler::~Profiler() {
+  if (running()) {
+    try {
+      stop();
+    } catch (...) {
+    }
+  }
+}
+
+bool Profiler::running() const { return session_ != nullptr; }
+
+std::string Profiler::clock() const {
+  if (!options_.time) return "";
+  return timeline_ ? timeline_->clock() : "steady_clock";
+}
+
+void Profiler::start() {
+  if (running()) throw std::runtime_error("effmetrics: this Profiler is already running");
+  std::lock_guard<std::mutex> lock(g_slots_mu);
+  int slot = -1;
+  for (int s = 0; s < kMaxProfilers && slot < 0; ++s) {
+    if (g_slots[s].load() == nullptr) slot = s;
+  }
+  if (slot < 0) {
+    throw std::runtime_error(
+        "effmetrics: " + std::to_string(kMaxProfilers) +
+        " profilers are already active; stop one (or reuse its report) before starting another");
+  }
+  auto session = std::make_unique<Session>(slot, options_, timeline_);
+  for (const auto& [impl, numel] : pending_watch_) session->watch(impl, numel);
+  pending_watch_.clear();
+  at::RecordFunctionCallback cb(kCallbacks[slot].first, kCallbacks[slot].second);
+  cb.needsInputs(true).needsOutputs(true).scopes(
+      {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION});
+  g_slots[slot].store(session.get(), std::memory_order_release);
+  owner_ = std::this_thread::get_id();
+  if (options_.nvtx) nvtx_acquire();
+  calls_at_start_ = scope_calls_snapshot();
+  scope_events_.clear();
+  if (options_.trace) set_scope_event_sink(&scope_events_);
+  callback_handle_ =
+      options_.all_threads ? at::addGlobalCallback(cb) : at::addThreadLocalCallback(cb);
+  if (session->has_timeline()) session->open_step();
+  session_ = std::move(session);
+}
+
+Report Profiler::snapshot() {
+  if (!running()) throw std::runtime_error("effmetrics: snapshot() needs a running Profiler");
+  if (!session_->has_timeline())
+    return session_->collect(calls_since(calls_at_start_), scope_events_, false);
+  session_->close_step();
+  Report r = session_->collect(calls_since(calls_at_start_), scope_events_, false);
+  session_->open_step();
+  return r;
+}
+
+std::vector<DeviceStep> Profiler::device_steps(bool wait, size_t first) {
+  if (!running()) throw std::runtime_error("effmetrics: device_steps() needs a running Profiler");
+  if (!session_->has_timeline()) {
+    throw std::runtime_error(
+        "effmetrics: device_steps() needs a device timeline (ProfilerOptions::device)");
+  }
+  return session_->device_steps(wait, first);
+}
+
+Report Profiler::stop() {
+  if (!running()) throw std::runtime_error("effmetrics: stop() on a Profiler that is not running");
+  if (!options_.all_threads && owner_ != std::this_thread::get_id()) {
+    throw std::runtime_error(
+        "effmetrics: stop a thread-local Profiler on the thread that started it "
+        "(or construct it with ProfilerOptions{.all_threads = true})");
+  }
+  if (session_->has_timeline()) session_->close_step();
+  {
+    std::lock_guard<std::mutex> lock(g_slots_mu);
+    at::removeCallback(callback_handle_);
+    g_slots[session_->slot()].store(nullptr, std::memory_order_release);
+  }
+  if (options_.trace) set_scope_event_sink(nullptr);
+  if (options_.nvtx) nvtx_release();
+  Report r = session_->collect(calls_since(calls_at_start_), scope_events_, true);
+  session_.reset();
+  return r;
+}
+
+void Profiler::set_phase(Phase phase) {
+  if (!running()) throw std::runtime_error("effmetrics: set_phase() needs a running Profiler");
+  session_->set_phase(phase);
+}
+
+void Profiler::watch(const void* tensor_impl, int64_t numel) {
+  if (running()) {
+    throw std::runtime_error("effmetrics: watch() parameters before start()");
+  }
+  pending_watch_.emplace_back(tensor_impl, numel);
+}
+
+}  // namespace effmetrics

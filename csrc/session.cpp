@@ -1,0 +1,345 @@
+#include "session.h"
+
+#include <ATen/record_function.h>
+#include <torch/csrc/autograd/graph_task.h>
+
+#include <algorithm>
+#include <exception>
+#include <tuple>
+
+#include "capture.h"
+#include "effmetrics/nvtx.h"
+
+namespace effmetrics {
+namespace {
+
+std::atomic<uint64_t> g_generation{1};
+
+// Thread buffers outlive their session in a pool, so a new profiler on a thread reuses frames,
+// op-name cache and cell table (and allocates nothing while the model runs).
+std::mutex g_pool_mu;
+std::vector<std::unique_ptr<ThreadBuffer>>& buffer_pool() {
+  static auto* pool = new std::vector<std::unique_ptr<ThreadBuffer>>();
+  return *pool;
+}
+
+std::unique_ptr<ThreadBuffer> acquire_buffer() {
+  {
+    std::lock_guard<std::mutex> lock(g_pool_mu);
+    auto& pool = buffer_pool();
+    if (!pool.empty()) {
+      auto buf = std::move(pool.back());
+      pool.pop_back();
+      return buf;
+    }
+  }
+  auto buf = std::make_unique<ThreadBuffer>();
+  buf->stack.resize(64);
+  buf->seq_scopes.reserve(4096);
+  return buf;
+}
+
+void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
+  buf->clear();
+  std::lock_guard<std::mutex> lock(g_pool_mu);
+  if (buffer_pool().size() < 64) buffer_pool().push_back(std::move(buf));
+}
+
+bool is_view(const OpInfo& info) { return info.rule && info.rule->kind == OpKind::kView; }
+
+}  // namespace
+
+// ---------------------------------------------------------------- ThreadBuffer
+
+Frame& ThreadBuffer::push(uint64_t handle) {
+  if (depth == stack.size()) stack.emplace_back();  // may move frames: callers re-read top()
+  Frame& f = stack[depth++];
+  f.reset(handle);
+  return f;
+}
+
+const OpInfo& ThreadBuffer::info(const char* name, const char* overload) {
+  auto it = op_cache.find(std::string_view(name));
+  if (it != op_cache.end()) return it->second;
+  // Keyed by the interned storage: the callback's string may be temporary.
+  return op_cache.insert(resolve_op(name, overload)).first->second;
+}
+
+void ThreadBuffer::clear() {
+  depth = 0;
+  cells.clear();
+  seq_scopes.clear();
+  last_node_scope = kRootScope;
+  busy_ns = 0;
+  events.clear();
+  spans.clear();
+}
+
+// ---------------------------------------------------------------- Session
+
+Session::Session(int slot, const ProfilerOptions& options, std::shared_ptr<DeviceTimeline> timeline)
+    : slot_(slot),
+      generation_(g_generation.fetch_add(1)),
+      host_timing_((options.time && !timeline) || options.trace),
+      tracing_(options.trace),
+      nvtx_ops_(options.nvtx_ops),
+      time_ops_(timeline && options.time_ops),
+      start_ns_(steady_now_ns()),
+      device_(timeline ? std::make_unique<DeviceSteps>(timeline, options.trace, start_ns_)
+                       : nullptr),
+      tl_type_(timeline ? timeline->device_type() : -1),
+      tl_index_(timeline ? timeline->device_index() : -1) {}
+
+Session::~Session() {
+  for (auto& buf : buffers_) release_buffer(std::move(buf));
+}
+
+ThreadBuffer* Session::register_thread() {
+  auto buf = acquire_buffer();
+  buf->rf_thread_id = at::RecordFunction::currentThreadId();
+  buf->watched_uses.assign(watched_.size(), 0);
+  std::lock_guard<std::mutex> lock(mu_);
+  buffers_.push_back(std::move(buf));
+  return buffers_.back().get();
+}
+
+void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
+  Frame& f = tb.push(fn.handle());
+  Frame* parent = tb.depth > 1 ? &tb.stack[tb.depth - 2] : nullptr;
+  if (parent) {
+    parent->has_child = true;
+    if (parent->absorbed || (parent->info->rule && owns_children(*parent->info->rule))) {
+      f.absorbed = true;  // counted by the op with the FLOP rule above it: nothing to do
+      return;
+    }
+  }
+  f.info = &tb.info(fn.name(), fn.overload_name());
+  f.under_rule = parent && (parent->under_rule || parent->info->rule != nullptr);
+  f.in_span = parent && (parent->in_span || parent->outer_span);
+  if (nvtx_ops_ && f.info->is_op) {
+    f.nvtx = true;
+    nvtx_range_push(nvtx_op_message(f.info->name, fn.inputs()).c_str());
+  }
+  if (host_timing_) f.t0 = steady_now_ns();
+  attribute(fn, parent, tb, f);
+  if (!needs_inputs(f, parent)) return;
+  // Parameter uses: direct inputs of top-level forward ops (linear's weight, not its t()).
+  capture(fn, f, !parent && f.phase == Phase::kForward && !watched_.empty(), tb);
+  open_span(f);
+}
+
+// The op's phase and module scope. Backward nodes take the scope of their forward op; ops
+// inside a backward node inherit it; everything else is forward in the current module scope.
+void Session::attribute(const at::RecordFunction& fn, Frame* parent, ThreadBuffer& tb, Frame& f) {
+  if (fn.scope() == at::RecordScope::BACKWARD_FUNCTION) {
+    f.phase = Phase::kBackward;
+    f.scope = backward_scope(fn.forwardThreadId(), fn.seqNr());
+    tb.last_node_scope = f.scope;
+    // The engine wraps each node in "autograd::engine::evaluate_function: <node>" and reduces
+    // the node's gradients (sum_to) inside that wrapper after the node: charge them to it too.
+    if (parent && !parent->info->is_op) parent->scope = f.scope;
+  } else if (parent) {
+    f.phase = parent->phase;
+    f.scope = parent->phase == Phase::kBackward ? parent->scope : current_scope();
+  } else if (torch::autograd::get_current_graph_task_id() != -1) {
+    // The engine's own ops between nodes (sum_to in validate_outputs, gradient accumulation):
+    // backward, charged to the node that just ran on this thread.
+    f.phase = Phase::kBackward;
+    f.scope = tb.last_node_scope;
+  } else {
+    f.phase = static_cast<Phase>(forced_phase_.load(std::memory_order_relaxed));
+    f.scope = current_scope();
+  }
+  if (f.phase == Phase::kForward) tb.seq_scopes.record(fn.seqNr(), f.scope);
+}
+
+// Named regions and autograd nodes have no inputs a rule reads; a view's cost is 0 whatever
+// its arguments (views are most of the ops), unless it is a top-level use of a watched parameter.
+bool Session::needs_inputs(const Frame& f, const Frame* parent) const {
+  if (!f.info->is_op) return false;
+  return !is_view(*f.info) || (!parent && !watched_.empty());
+}
+
+void Session::capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, ThreadBuffer& tb) {
+  auto on_device = [&](c10::Device d) {
+    // A device argument without an index: the current one, assumed.
+    if (static_cast<int8_t>(d.type()) == tl_type_ &&
+        (tl_index_ < 0 || !d.has_index() || d.index() == tl_index_)) {
+      f.on_device = true;
+    }
+  };
+  auto on_tensor = [&](const at::Tensor& t) {
+    if (counts_uses) watched_.count_use(t.unsafeGetTensorImpl(), tb.watched_uses);
+    if (device_) on_device(t.device());
+  };
+  try {
+    capture_inputs(fn.inputs(), f.call, on_tensor, on_device);
+  } catch (const std::exception&) {
+    f.call.clear();  // an exotic tensor whose sizes cannot be read: count it as 0, never throw
+  }
+}
+
+void Session::open_span(Frame& f) {
+  if (!f.on_device) return;
+  f.outer_span = !f.in_span;
+  f.op_span = time_ops_ && !is_view(*f.info);
+  if (f.outer_span || f.op_span) {
+    f.step = device_->current_step();
+    f.mark0 = device_->timeline().mark();  // last: the host work above is not in the span
+  }
+}
+
+void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
+  const int64_t t1 = host_timing_ ? steady_now_ns() : 0;
+  if (tb.depth == 0) return;  // started before this profiler
+  Frame& f = tb.stack[--tb.depth];
+  if (f.handle != fn.handle()) {
+    // Not the op we expect on top (cannot happen for strictly nested scopes): resynchronise.
+    while (tb.depth > 0 && tb.stack[tb.depth].handle != fn.handle()) --tb.depth;
+    return;
+  }
+  if (f.absorbed) return;
+  const int64_t span = close_span(f, tb);
+  if (f.nvtx) nvtx_range_pop();  // also when unwinding: ranges stay balanced
+  const int64_t dur_ns = host_timing_ ? t1 - f.t0 : 0;
+  if (tb.depth == 0) tb.busy_ns += dur_ns;  // top-level frames: the thread is busy in ops
+  // The op is ending by an exception (its RecordFunction is being unwound): it did no work.
+  if (std::uncaught_exceptions() > 0) return;
+  const bool counted = count(fn, f, tb, dur_ns, span);
+  if (Frame* parent = tb.top()) {
+    // Views and allocations below a memory op (clone -> empty_like) do not take its count.
+    parent->child_counted |= (counted && !is_view(*f.info)) || f.child_counted;
+    parent->flops_below |= (counted && owns_children(*f.info->rule)) || f.flops_below;
+  }
+}
+
+int64_t Session::close_span(const Frame& f, ThreadBuffer& tb) {
+  if (!f.outer_span && !f.op_span) return -1;
+  const uint32_t mark1 = device_->timeline().mark();
+  tb.spans.push_back(
+      DeviceSpan{f.mark0, mark1, f.step, f.scope, f.info->id, f.phase, f.outer_span});
+  return static_cast<int64_t>(tb.spans.size()) - 1;
+}
+
+// Counts the op into its cell; returns whether its rule counted it.
+bool Session::count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, int64_t dur_ns,
+                    int64_t span) {
+  const OpRule* rule = f.info->rule;
+  try {
+    if (rule && !f.child_counted) {
+      if (rule->kind != OpKind::kView) capture_outputs(fn.outputs(), f.call);
+      if (f.call.unknown_shape() && rule->kind != OpKind::kView) {
+        // A rule for dense tensors would guess here: listed as unsupported, never a guess.
+        add_cell(tb, f, OpKind::kUnsupported, OpCost::none(), dur_ns, span);
+      } else {
+        add_cell(tb, f, rule->kind, evaluate(*rule, f.call), dur_ns, span);
+      }
+      return true;
+    }
+    if (!rule && f.info->is_op && !f.under_rule && !f.flops_below) {
+      // No rule and nothing below it counted FLOPs: its work is unknown, so it is listed as
+      // unsupported, never a silent zero. A leaf's bytes are counted here; a composite's
+      // bytes were counted by its children.
+      OpCost cost = OpCost::none();
+      if (!f.has_child) {
+        capture_outputs(fn.outputs(), f.call);
+        cost = OpCost::bytes(f.call.input_bytes(), f.call.output_bytes());
+      }
+      add_cell(tb, f, OpKind::kUnsupported, cost, dur_ns, span);
+    }
+  } catch (const std::exception&) {
+  }
+  return false;
+}
+
+// span: the op's entry in tb.spans (-1: none), whose device time goes to this cell later.
+void Session::add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost,
+                       int64_t dur_ns, int64_t span) {
+  const uint64_t key = CellKey{f.scope, f.info->id, f.phase, kind == OpKind::kUnsupported}.pack();
+  Cell& cell = tb.cells.at(key);
+  cell.kind = kind;
+  cell.counts.add_op(kind, f.phase, cost);
+  if (device_) {
+    if (span >= 0 && f.op_span) {
+      tb.spans[span].has_cell = true;
+      tb.spans[span].cell_key = key;
+    }
+  } else {
+    cell.counts.time_ns += dur_ns;
+  }
+  if (tracing_) {
+    tb.events.push_back(
+        RawEvent{f.info->id, f.scope, f.phase, f.t0, dur_ns, cost.flops,
+                 std::max<int64_t>(cost.bytes_read, 0) + std::max<int64_t>(cost.bytes_written, 0)});
+  }
+}
+
+uint32_t Session::backward_scope(uint64_t fwd_thread, int64_t seq) {
+  if (seq < 0) return kRootScope;
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& buf : buffers_) {
+    uint32_t scope;
+    if (buf->rf_thread_id == fwd_thread && buf->seq_scopes.find(seq, &scope)) return scope;
+  }
+  return kRootScope;
+}
+
+void Session::resolve_locked(bool wait) {
+  std::vector<DeviceSteps::ThreadSpans> threads;
+  threads.reserve(buffers_.size());
+  for (auto& buf : buffers_) threads.push_back({&buf->spans, &buf->cells});
+  device_->resolve(wait, threads);
+}
+
+std::vector<DeviceStep> Session::device_steps(bool wait, size_t first) {
+  std::lock_guard<std::mutex> lock(mu_);
+  resolve_locked(wait);
+  return device_->steps(first);
+}
+
+Report Session::collect(const std::vector<int64_t>& calls,
+                        const std::vector<ScopeEvent>& scope_events, bool final) {
+  std::vector<std::pair<uint64_t, Cell>> keyed;
+  std::vector<int64_t> uses(watched_.size(), 0);
+  std::vector<std::pair<uint64_t, RawEvent>> events;
+  int64_t busy_ns = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (device_) resolve_locked(/*wait=*/final);
+    size_t n = 0;
+    for (auto& buf : buffers_) n += buf->cells.size();
+    keyed.reserve(n);
+    for (auto& buf : buffers_) {
+      busy_ns += buf->busy_ns;
+      for (const RawEvent& e : buf->events) events.emplace_back(buf->rf_thread_id, e);
+      buf->cells.for_each([&](uint64_t key, const Cell& cell) { keyed.emplace_back(key, cell); });
+      for (size_t i = 0; i < uses.size(); ++i) uses[i] += buf->watched_uses[i];
+    }
+    if (device_) {
+      for (const RawEvent& e : device_->events()) events.emplace_back(kDeviceTrack, e);
+    }
+  }
+  std::vector<ScopeNode> nodes = scope_nodes();
+  Report r = Report::build(merge_cells(std::move(keyed)), nodes, calls,
+                           device_ ? &device_->scope_time_ns() : nullptr);
+  if (device_) {
+    r.clock = device_->timeline().clock();
+    r.op_times = time_ops_;
+    if (final) r.device_steps = device_->all_steps();  // snapshots: Profiler::device_steps()
+    r.wall_ns = device_->wall_ns();
+    r.busy_ns = device_->busy_ns();
+  } else if (host_timing_) {
+    r.clock = "steady_clock";
+    r.op_times = true;
+    r.wall_ns = steady_now_ns() - start_ns_;
+    r.busy_ns = busy_ns;
+  }
+  if (tracing_) {
+    r.events = assemble_trace(events, scope_events, nodes, start_ns_,
+                              at::RecordFunction::currentThreadId());
+  }
+  if (!watched_.empty()) std::tie(r.params_applied, r.params_touched) = watched_.totals(uses);
+  return r;
+}
+
+}  // namespace effmetrics

@@ -1,0 +1,144 @@
+// A running Profiler's state and its hot path: what the RecordFunction callbacks do with each op.
+//
+// Hot path: no lock, no allocation in steady state. Each (profiler, thread) pair owns a
+// ThreadBuffer with its op stack (frames are reused), an op-name cache and the accumulated
+// cells; buffers are pooled across profilers. on_start/on_end read as a few named steps:
+// capture (capture.h), attribution (attribution.h), costs (rules.h), aggregation (cells.h),
+// and the clocks (host, or the device timeline's steps: device_steps.h).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "attribution.h"
+#include "cells.h"
+#include "device_steps.h"
+#include "effmetrics/profiler.h"
+#include "op_names.h"
+#include "trace.h"
+#include "watch.h"
+
+namespace at {
+struct RecordFunction;
+}
+
+namespace effmetrics {
+
+// What the callbacks know of one op in flight; reset as a whole when a frame is reused.
+struct FrameState {
+  uint64_t handle = 0;  // the RecordFunction's handle: pairs the end callback with its start
+  const OpInfo* info = nullptr;
+  int64_t t0 = 0;  // steady_clock ns at start (host timing only)
+  uint32_t scope = kRootScope;
+  Phase phase = Phase::kForward;
+  bool absorbed = false;       // inside an op with a FLOP rule: counted by that op
+  bool under_rule = false;     // some ancestor has a (memory or view) rule
+  bool has_child = false;      // an op ran inside this one
+  bool child_counted = false;  // a descendant with a rule counted
+  bool flops_below = false;    // a descendant with a FLOP rule counted
+  bool nvtx = false;           // an NVTX range is open for this op
+  // Device timeline:
+  bool on_device = false;   // a tensor or device argument on the timeline's device
+  bool in_span = false;     // an ancestor holds an outer span
+  bool outer_span = false;  // the outermost op on the device: its span is busy time
+  bool op_span = false;     // time_ops: marked for its own time
+  uint32_t mark0 = 0;
+  uint32_t step = 0;
+};
+
+struct Frame : FrameState {
+  OpCall call;  // keeps its capacity across reuse
+  void reset(uint64_t handle) {
+    static_cast<FrameState&>(*this) = FrameState{};
+    this->handle = handle;
+    call.clear();
+  }
+};
+
+struct ThreadBuffer {
+  uint64_t rf_thread_id = 0;  // at::RecordFunction::currentThreadId() of the owning thread
+  std::vector<Frame> stack;
+  size_t depth = 0;
+  std::unordered_map<std::string_view, OpInfo> op_cache;
+  CellTable cells;
+  SeqScopes seq_scopes;                   // forward sequence numbers -> scopes
+  uint32_t last_node_scope = kRootScope;  // scope of the last autograd node started here
+  std::vector<int64_t> watched_uses;      // one slot per watched parameter
+  int64_t busy_ns = 0;                    // time inside top-level ops (host timing only)
+  std::vector<RawEvent> events;           // timed ops (trace only)
+  std::vector<DeviceSpan> spans;          // device timeline: spans not yet read, in step order
+
+  Frame* top() { return depth ? &stack[depth - 1] : nullptr; }
+  // Pushes a frame for a starting op; frames and their OpCall buffers are reused.
+  Frame& push(uint64_t handle);
+  // What we know of an op name (cached per thread; resolve_op locks).
+  const OpInfo& info(const char* name, const char* overload);
+  void clear();  // back to a fresh state, capacities kept (pooling)
+};
+
+class Session {
+ public:
+  // options: ProfilerOptions::resolved(); timeline: non-null for a device timeline.
+  Session(int slot, const ProfilerOptions& options, std::shared_ptr<DeviceTimeline> timeline);
+  ~Session();
+
+  int slot() const { return slot_; }
+  uint64_t generation() const { return generation_; }
+  bool has_timeline() const { return device_ != nullptr; }
+  // Step boundaries on the device timeline (start(), snapshot(), stop()).
+  void open_step() { device_->open_step(); }
+  void close_step() { device_->close_step(); }
+  // Reads the device steps it has passed (waiting for it if asked); those from index first on.
+  std::vector<DeviceStep> device_steps(bool wait, size_t first);
+
+  ThreadBuffer* register_thread();
+  void watch(const void* tensor_impl, int64_t numel) { watched_.add(tensor_impl, numel); }
+  void set_phase(Phase phase) { forced_phase_.store(static_cast<uint8_t>(phase)); }
+
+  void on_start(const at::RecordFunction& fn, ThreadBuffer& tb);
+  void on_end(const at::RecordFunction& fn, ThreadBuffer& tb);
+
+  // Sums every thread's cells into a report; calls: module calls per scope node; final: the
+  // profiler stops (wait for the device, keep every device step).
+  Report collect(const std::vector<int64_t>& calls, const std::vector<ScopeEvent>& scope_events,
+                 bool final);
+
+ private:
+  // on_start, in order:
+  void attribute(const at::RecordFunction& fn, Frame* parent, ThreadBuffer& tb, Frame& f);
+  bool needs_inputs(const Frame& f, const Frame* parent) const;
+  void capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, ThreadBuffer& tb);
+  void open_span(Frame& f);
+  // on_end, in order:
+  int64_t close_span(const Frame& f, ThreadBuffer& tb);  // the span's index, or -1
+  bool count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, int64_t dur_ns,
+             int64_t span);
+  void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns,
+                int64_t span);
+
+  uint32_t backward_scope(uint64_t fwd_thread, int64_t seq);
+  void resolve_locked(bool wait);  // mu_ held
+
+  const int slot_;
+  const uint64_t generation_;
+  const bool host_timing_;  // host clocks per op (time without a device timeline, or trace)
+  const bool tracing_;
+  const bool nvtx_ops_;
+  const bool time_ops_;  // device timeline: mark every counted op too
+  const int64_t start_ns_;
+  const std::unique_ptr<DeviceSteps> device_;  // null: host clocks
+  const int8_t tl_type_;
+  const int8_t tl_index_;  // -1: any device of the type
+  std::atomic<uint8_t> forced_phase_{static_cast<uint8_t>(Phase::kForward)};
+  std::mutex mu_;  // buffers_ (registration, collect, backward lookups) and device_ reads
+  std::vector<std::unique_ptr<ThreadBuffer>> buffers_;
+  WatchedParams watched_;  // read-only while running
+};
+
+}  // namespace effmetrics
