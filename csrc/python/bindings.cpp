@@ -1,4 +1,5 @@
-// pybind11 bindings: translate between Python and the C++ core, compute nothing.
+// pybind11 bindings: translate between Python and the C++ core, compute nothing. Keyword
+// arguments with the C++ defaults, typed properties (python/effmetrics/_C.pyi lists them).
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -13,6 +14,13 @@ using namespace effmetrics;
 
 namespace {
 
+py::tuple count_fields() {
+  py::list names;
+  const Counts zero;
+  Counts::fields(zero, [&](const char* name, int64_t) { names.append(name); });
+  return py::tuple(names);
+}
+
 py::dict counts_to_dict(const Counts& c) {
   py::dict d;
   Counts::fields(c, [&](const char* name, int64_t v) { d[name] = v; });
@@ -26,12 +34,11 @@ template <typename Row, typename Get>
 py::dict counts_columns(const std::vector<Row>& rows, Get get) {
   std::vector<std::pair<const char*, std::vector<int64_t>>> cols;
   const Counts zero;
-  Counts::fields(
-      zero, [&](const char* name, int64_t) { cols.emplace_back(name, std::vector<int64_t>{}); });
+  Counts::fields(zero, [&](const char* name, int64_t) { cols.emplace_back(name, 0); });
+  for (auto& col : cols) col.second.reserve(rows.size());
   for (const Row& r : rows) {
     size_t k = 0;
-    const Counts& c = get(r);
-    Counts::fields(c, [&](const char*, int64_t v) { cols[k++].second.push_back(v); });
+    Counts::fields(get(r), [&](const char*, int64_t v) { cols[k++].second.push_back(v); });
   }
   py::dict d;
   for (auto& [name, values] : cols) d[name] = py::cast(values);
@@ -81,30 +88,6 @@ py::dict op_columns(const Report& r) {
   return ops;
 }
 
-// A report reaches Python as the C++ object, read like a dict: each part is converted when
-// asked for (profile() and a training loop's per-step snapshot mostly need the totals only).
-py::object report_item(const Report& r, const std::string& key) {
-  if (key == "total") return counts_to_dict(r.total);
-  if (key == "modules") return module_columns(r);
-  if (key == "ops") return op_columns(r);
-  if (key == "unsupported_ops") {
-    py::dict unsupported;
-    for (const auto& [op, n] : r.unsupported_ops) unsupported[py::str(op)] = n;
-    return unsupported;
-  }
-  if (key == "params_applied") return py::int_(r.params_applied);
-  if (key == "params_touched") return py::int_(r.params_touched);
-  if (key == "wall_ns") return py::int_(r.wall_ns);
-  if (key == "busy_ns") return py::int_(r.busy_ns);
-  if (key == "clock") return py::str(r.clock);
-  if (key == "op_times") return py::bool_(r.op_times);
-  if (key == "device_steps") return device_steps_to_list(r.device_steps);
-  if (key == "chrome_trace") {
-    return r.events.empty() ? py::object(py::none()) : py::str(r.to_chrome_trace());
-  }
-  throw py::key_error(key);
-}
-
 Phase parse_phase(const std::string& phase) {
   if (phase == "forward") return Phase::kForward;
   if (phase == "backward") return Phase::kBackward;
@@ -115,25 +98,48 @@ Phase parse_phase(const std::string& phase) {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "effmetrics C++ core (RecordFunction observer, op rules, scopes, reports)";
+  m.attr("COUNT_FIELDS") = count_fields();
 
-  py::class_<Report>(m, "Report").def("__getitem__", &report_item);
+  // A report reaches Python as the C++ object; each part is converted when read (profile() and
+  // a training loop's per-step snapshot mostly need the totals only).
+  py::class_<Report>(m, "Report")
+      .def_property_readonly("total", [](const Report& r) { return counts_to_dict(r.total); })
+      .def_property_readonly("modules", &module_columns)
+      .def_property_readonly("ops", &op_columns)
+      .def_property_readonly("unsupported_ops",
+                             [](const Report& r) {
+                               py::dict d;
+                               for (const auto& [op, n] : r.unsupported_ops) d[py::str(op)] = n;
+                               return d;
+                             })
+      .def_readonly("params_applied", &Report::params_applied)
+      .def_readonly("params_touched", &Report::params_touched)
+      .def_readonly("wall_ns", &Report::wall_ns)
+      .def_readonly("busy_ns", &Report::busy_ns)
+      .def_readonly("clock", &Report::clock)
+      .def_readonly("op_times", &Report::op_times)
+      .def_property_readonly("device_steps",
+                             [](const Report& r) { return device_steps_to_list(r.device_steps); })
+      .def_property_readonly("has_trace", [](const Report& r) { return !r.events.empty(); })
+      .def("to_chrome_trace", &Report::to_chrome_trace)
+      .def("to_json", &Report::to_json);
 
   py::class_<Profiler>(m, "Profiler")
-      .def(py::init([](bool all_threads, bool time, bool trace, bool nvtx, bool nvtx_ops,
-                       const std::string& device, bool time_ops) {
+      .def(py::init([](bool all_threads, bool time, bool time_ops, bool trace, bool nvtx,
+                       bool nvtx_ops, const std::string& device) {
              ProfilerOptions o;
              o.all_threads = all_threads;
              o.time = time;
+             o.time_ops = time_ops;
              o.trace = trace;
              o.nvtx = nvtx;
              o.nvtx_ops = nvtx_ops;
              o.device = device;
-             o.time_ops = time_ops;
              return std::make_unique<Profiler>(o, /*start_now=*/false);
            }),
-           py::arg("all_threads") = false, py::arg("time") = false, py::arg("trace") = false,
-           py::arg("nvtx") = false, py::arg("nvtx_ops") = false, py::arg("device") = "",
-           py::arg("time_ops") = false)
+           py::kw_only(), py::arg("all_threads") = false, py::arg("time") = false,
+           py::arg("time_ops") = false, py::arg("trace") = false, py::arg("nvtx") = false,
+           py::arg("nvtx_ops") = false, py::arg("device") = "")
       .def("start", &Profiler::start)
       .def("stop", &Profiler::stop)
       .def("snapshot", &Profiler::snapshot)
@@ -149,48 +155,61 @@ PYBIND11_MODULE(_C, m) {
           [](Profiler& p, bool wait, size_t first) {
             return device_steps_to_list(p.device_steps(wait, first));
           },
-          py::arg("wait"), py::arg("first") = 0)
-      .def_property_readonly("running", &Profiler::running);
+          py::kw_only(), py::arg("wait"), py::arg("first") = 0)
+      .def_property_readonly("running", &Profiler::running)
+      .def_property_readonly("clock", &Profiler::clock)
+      .def_property_readonly("nvtx", [](const Profiler& p) { return p.options().nvtx; })
+      .def_property_readonly("device_timeline",
+                             [](const Profiler& p) { return p.options().device_timeline(); });
 
+  const BenchmarkOptions defaults;
+  py::class_<BenchmarkOptions>(m, "BenchmarkOptions")
+      .def(py::init([](int warmup, double warmup_time, double min_run_time, double max_run_time,
+                       int min_runs, double iqr_tolerance, const std::string& device,
+                       bool l2_flush) {
+             return BenchmarkOptions{warmup,   warmup_time,   min_run_time, max_run_time,
+                                     min_runs, iqr_tolerance, device,       l2_flush};
+           }),
+           py::kw_only(), py::arg("warmup") = defaults.warmup,
+           py::arg("warmup_time") = defaults.warmup_time,
+           py::arg("min_run_time") = defaults.min_run_time,
+           py::arg("max_run_time") = defaults.max_run_time, py::arg("min_runs") = defaults.min_runs,
+           py::arg("iqr_tolerance") = defaults.iqr_tolerance, py::arg("device") = defaults.device,
+           py::arg("l2_flush") = defaults.l2_flush)
+      .def_readonly("warmup", &BenchmarkOptions::warmup)
+      .def_readonly("warmup_time", &BenchmarkOptions::warmup_time)
+      .def_readonly("min_run_time", &BenchmarkOptions::min_run_time)
+      .def_readonly("max_run_time", &BenchmarkOptions::max_run_time)
+      .def_readonly("min_runs", &BenchmarkOptions::min_runs)
+      .def_readonly("iqr_tolerance", &BenchmarkOptions::iqr_tolerance)
+      .def_readonly("device", &BenchmarkOptions::device)
+      .def_readonly("l2_flush", &BenchmarkOptions::l2_flush);
+
+  py::class_<TimingStats>(m, "TimingStats")
+      .def_readonly("n", &TimingStats::n)
+      .def_readonly("median", &TimingStats::median)
+      .def_readonly("mean", &TimingStats::mean)
+      .def_readonly("std", &TimingStats::std)
+      .def_readonly("min", &TimingStats::min)
+      .def_readonly("max", &TimingStats::max)
+      .def_readonly("p10", &TimingStats::p10)
+      .def_readonly("p90", &TimingStats::p90)
+      .def_readonly("p99", &TimingStats::p99)
+      .def_readonly("iqr", &TimingStats::iqr);
+
+  py::class_<BenchmarkResult>(m, "BenchmarkResult")
+      .def_readonly("samples", &BenchmarkResult::samples)
+      .def_readonly("stats", &BenchmarkResult::stats)
+      .def_readonly("clock", &BenchmarkResult::clock)
+      .def_readonly("total_time", &BenchmarkResult::total_time);
+
+  // The GIL stays held: fn is Python, called once per run.
   m.def(
       "benchmark",
-      [](const std::function<void()>& fn, int warmup, double warmup_time, double min_run_time,
-         double max_run_time, int min_runs, double iqr_tolerance, const std::string& device,
-         bool l2_flush) {
-        BenchmarkOptions o;
-        o.warmup = warmup;
-        o.warmup_time = warmup_time;
-        o.min_run_time = min_run_time;
-        o.max_run_time = max_run_time;
-        o.min_runs = min_runs;
-        o.iqr_tolerance = iqr_tolerance;
-        o.device = device;
-        o.l2_flush = l2_flush;
-        BenchmarkResult r = benchmark(fn, o);
-        py::dict d;
-        d["samples"] = r.samples;
-        d["clock"] = r.clock;
-        d["total_time"] = r.total_time;
-        return d;
+      [](const std::function<void()>& fn, const BenchmarkOptions& options) {
+        return benchmark(fn, options);
       },
-      py::arg("fn"), py::arg("warmup"), py::arg("warmup_time"), py::arg("min_run_time"),
-      py::arg("max_run_time"), py::arg("min_runs"), py::arg("iqr_tolerance"), py::arg("device"),
-      py::arg("l2_flush"));
-  m.def("summarize", [](const std::vector<double>& samples) {
-    TimingStats s = summarize(samples);
-    py::dict d;
-    d["n"] = s.n;
-    d["median"] = s.median;
-    d["mean"] = s.mean;
-    d["std"] = s.std;
-    d["min"] = s.min;
-    d["max"] = s.max;
-    d["p10"] = s.p10;
-    d["p90"] = s.p90;
-    d["p99"] = s.p99;
-    d["iqr"] = s.iqr;
-    return d;
-  });
+      py::arg("fn"), py::arg("options"));
 
   py::class_<MemoryTracker>(m, "MemoryTracker")
       .def(py::init<>())

@@ -56,6 +56,12 @@ class Comparison:
         self.flips = self._flips()
         self.pareto = self._pareto() if quality else {}
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the rank correlations, shaded, and the flips."""
+        from effmetrics.display import comparison_html
+
+        return comparison_html(self)
+
     def _flips(self) -> pd.DataFrame:
         rows = []
         models = list(self.table.index)

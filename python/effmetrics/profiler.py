@@ -16,7 +16,7 @@ from effmetrics import _C
 from effmetrics.inputs import device_of, parse_device
 from effmetrics.memory import measure_memory
 from effmetrics.params import ModelScan, scan
-from effmetrics.report import Report
+from effmetrics.report import COUNT_FIELDS, Report
 
 
 class _ModuleScopes:
@@ -130,7 +130,8 @@ def _check_inputs(args: tuple, kwargs: dict) -> None:
 
 
 def _timeline(device: torch.device | None) -> str:
-    """The device timeline to time on: CUDA events on a CUDA device, host clocks ("") else."""
+    """The device whose timeline times the ops, as the C++ Profiler takes it: CUDA events on a
+    CUDA device, host clocks ("") else. (The Profiler uses it only when timing.)"""
     if device is not None and device.type == "cuda":
         return str(device if device.index is not None else torch.device("cuda", 0))
     return ""
@@ -203,9 +204,9 @@ def profile(
         args, kwargs = pytree.tree_map(
             lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t, (args, kwargs))
     model_scan = scan(module) if module is not None else None
-    timed = time or time_ops or trace
-    profiler = _C.Profiler(all_threads, timed, trace, nvtx or nvtx_ops, nvtx_ops,
-                           _timeline(device_of(args, kwargs, module)) if timed else "", time_ops)
+    profiler = _C.Profiler(all_threads=all_threads, time=time, time_ops=time_ops, trace=trace,
+                           nvtx=nvtx, nvtx_ops=nvtx_ops,
+                           device=_timeline(device_of(args, kwargs, module)))
     mem: dict = {}
     with _observing(model_scan, profiler):
         memory_ctx = measure_memory(device_of(args, kwargs, module),
@@ -258,8 +259,8 @@ class Counter:
     returns has these as None while the GPU is behind; ``steps`` and ``summary()`` wait.
     """
 
-    _STEP_FIELDS = ("flops", "macs", "flops_matmul", "flops_vector", "flops_forward",
-                    "flops_backward", "bytes_read", "bytes_written", "busy_ns")
+    _COUNTS = tuple(f for f in COUNT_FIELDS if f not in ("calls", "time_ns"))
+    _STEP_FIELDS = (*_COUNTS, "busy_ns")
 
     def __init__(self, model: nn.Module | None = None, *, all_threads: bool = False,
                  nvtx: bool = False, nvtx_ops: bool = False,
@@ -270,12 +271,10 @@ class Counter:
                 f"{type(model).__name__}"
             )
         self.model = model
-        self._nvtx = nvtx or nvtx_ops
         dev = parse_device(device) or device_of((), {}, model)
-        #: how busy and idle time are measured: "cuda_event" (device) or "steady_clock" (host)
-        self._timeline = _timeline(dev)
-        self._profiler = _C.Profiler(all_threads, True, False, self._nvtx, nvtx_ops,
-                                     self._timeline)
+        self._profiler = _C.Profiler(all_threads=all_threads, time=True, nvtx=nvtx,
+                                     nvtx_ops=nvtx_ops, device=_timeline(dev))
+        self._on_device = self._profiler.device_timeline  # busy/idle from the device's events
         self._ctx = None
         self._rows: list[dict] = []
         self._filled = 0  # rows with their device figures (device timeline)
@@ -295,7 +294,7 @@ class Counter:
         return self
 
     def _open_step_range(self) -> None:
-        if self._nvtx:
+        if self._profiler.nvtx:
             _C.nvtx_range_push(f"step {len(self._rows)}")
             self._step_range_open = True
 
@@ -311,12 +310,12 @@ class Counter:
         now = time.perf_counter()
         self._close_step_range()
         snap = self._profiler.snapshot()
-        total = dict(snap["total"], busy_ns=snap["busy_ns"])
+        total = dict(snap.total, busy_ns=snap.busy_ns)
         row = {"step": len(self._rows)}
         row.update({k: total[k] - self._last[k] for k in self._STEP_FIELDS})
         wall = now - self._t_last
         busy = min(row.pop("busy_ns") / 1e9, wall)
-        if self._timeline:  # filled from the device's steps once the GPU has passed them
+        if self._on_device:  # filled from the device's steps once the GPU has passed them
             row.update(wall_s=wall, device_wall_s=None, busy_s=None, idle_s=None,
                        idle_fraction=None)
         else:
@@ -325,8 +324,8 @@ class Counter:
         row.update(examples=examples, tokens=tokens)
         self._last = {k: total[k] for k in self._STEP_FIELDS}
         self._rows.append(row)
-        if self._timeline:
-            self._fill_device(self._profiler.device_steps(False, self._filled))
+        if self._on_device:
+            self._fill_device(self._profiler.device_steps(wait=False, first=self._filled))
         self._open_step_range()
         self._t_last = time.perf_counter()  # the snapshot itself is not the step's time
         return row
@@ -343,25 +342,24 @@ class Counter:
             self._filled += 1
 
     def _resolve(self) -> None:
-        if self._timeline and self._profiler.running and self._filled < len(self._rows):
-            self._fill_device(self._profiler.device_steps(True, self._filled))
+        if self._on_device and self._profiler.running and self._filled < len(self._rows):
+            self._fill_device(self._profiler.device_steps(wait=True, first=self._filled))
 
     def __exit__(self, *exc) -> None:
         self._close_step_range()
         raw = self._profiler.stop()
         self._ctx.__exit__(*exc)
         self.report = _report(raw, self._scan)
-        if self._timeline:
-            self._fill_device(raw["device_steps"][self._filled:])
+        if self._on_device:
+            self._fill_device(raw.device_steps[self._filled:])
 
     @property
     def clock(self) -> str:
         """How busy/idle are measured: "cuda_event" (device timeline) or "steady_clock"."""
-        return "cuda_event" if self._timeline.startswith("cuda") else "steady_clock"
+        return self._profiler.clock
 
-    _COLUMNS = ("step", "flops", "macs", "flops_matmul", "flops_vector", "flops_forward",
-                "flops_backward", "bytes_read", "bytes_written", "wall_s", "device_wall_s",
-                "busy_s", "idle_s", "idle_fraction", "examples", "tokens")
+    _COLUMNS = ("step", *_COUNTS, "wall_s", "device_wall_s", "busy_s", "idle_s", "idle_fraction",
+                "examples", "tokens")
 
     @property
     def steps(self):
@@ -371,6 +369,14 @@ class Counter:
 
         self._resolve()
         return pd.DataFrame(self._rows, columns=list(self._COLUMNS))
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the whole run's figures (summary()) once steps are recorded."""
+        from effmetrics.display import summary_html
+
+        if not self._rows:
+            return f"<p>effmetrics Counter: no steps recorded (clock {self.clock})</p>"
+        return summary_html(self.summary())
 
     def summary(self) -> dict:
         """Whole-run figures: idle_fraction (the pipeline bubble: on CUDA the device's idle
@@ -383,7 +389,7 @@ class Counter:
         self._resolve()
         wall = sum(r["wall_s"] for r in self._rows)
         idle = sum(r["idle_s"] for r in self._rows)
-        span = sum(r["device_wall_s"] for r in self._rows) if self._timeline else wall
+        span = sum(r["device_wall_s"] for r in self._rows) if self._on_device else wall
         examples = [r["examples"] for r in self._rows if r["examples"] is not None]
         tokens = [r["tokens"] for r in self._rows if r["tokens"] is not None]
         return {

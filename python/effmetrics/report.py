@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 
+from effmetrics import _C
 from effmetrics.params import ParamCount
 from effmetrics.units import binary, si
 
-_COUNT_FIELDS = ("flops", "macs", "flops_matmul", "macs_matmul", "flops_vector",
-                 "flops_forward", "flops_backward", "bytes_read", "bytes_written", "time_ns")
+#: The count fields of every op, module and total, in the C++ core's order (Counts::fields);
+#: ``calls`` first, then flops, macs, ..., time_ns.
+COUNT_FIELDS: tuple = _C.COUNT_FIELDS
+_COUNT_FIELDS = tuple(f for f in COUNT_FIELDS if f != "calls")  # calls: of modules or of ops
 
 
 def _inside(name: str, module: str) -> bool:
@@ -16,8 +19,9 @@ def _inside(name: str, module: str) -> bool:
 
 
 def _add_rates(df, timed: bool = True) -> None:
-    """Derived columns: intensity (FLOP/byte); with times, achieved FLOP/s and bytes/s.
-    timed=False: times were not measured for these rows (NaN, not 0)."""
+    """Derived columns of a table of counts (rows summed in pandas, so computed here, as
+    Counts::intensity does for C++ rows): intensity (FLOP/byte); with times, achieved FLOP/s and
+    bytes/s. timed=False: times were not measured for these rows (NaN, not 0)."""
     moved = df["bytes_read"] + df["bytes_written"]
     df["intensity"] = (df["flops"] / moved.where(moved > 0)).fillna(0.0)
     if not timed:
@@ -38,7 +42,7 @@ class Report:
 
     def __init__(self, raw, params: ParamCount | None = None,
                  module_params: dict | None = None, memory: dict | None = None):
-        self._raw = raw  # _C.Report: read like a dict, each part converted when accessed
+        self._raw = raw  # _C.Report: each part converted when read
         self._module_params = module_params or {}
         memory = memory or {}
         #: peak allocated bytes of the pass (profile(memory=True)); how it was measured:
@@ -48,43 +52,45 @@ class Report:
         self.activation_bytes: int | None = memory.get("activation_bytes")
         self._activation_by_module: dict = memory.get("activation_bytes_by_module", {})
         if params is not None:
-            if raw["params_applied"] >= 0:
-                params.applied = raw["params_applied"]
-                params.touched = raw["params_touched"]
+            if raw.params_applied >= 0:
+                params.applied = raw.params_applied
+                params.touched = raw.params_touched
         self.params = params
-        total = raw["total"]
+        total = raw.total
         for field in _COUNT_FIELDS:
             setattr(self, field, total[field])
-        self.unsupported_ops: dict[str, int] = dict(raw["unsupported_ops"])
+        #: FLOPs per byte moved (no-cache lower bound of memory traffic)
+        self.intensity: float = total["intensity"]
+        self.unsupported_ops: dict[str, int] = raw.unsupported_ops
 
     @property
     def timed(self) -> bool:
         """Whether the pass was profiled with time=True."""
-        return self._raw["wall_ns"] > 0
+        return self._raw.wall_ns > 0
 
     @property
     def clock(self) -> str | None:
         """How times were measured: "steady_clock" (host, per op), "cuda_event" (device
         timeline: events around the outermost ops), None when not timed."""
-        return self._raw["clock"] or None
+        return self._raw.clock or None
 
     @property
     def time_s(self) -> float:
         """Seconds spent inside the ops (time=True; 0 otherwise). With CUDA events: the
         device time covered by the ops."""
-        return self._raw["total"]["time_ns"] / 1e9
+        return self.time_ns / 1e9
 
     @property
     def wall_s(self) -> float:
         """Wall time of the profiled region (time=True; 0 otherwise); with CUDA events, the
         device's time from the start mark to the end mark."""
-        return self._raw["wall_ns"] / 1e9
+        return self._raw.wall_ns / 1e9
 
     @property
     def busy_s(self) -> float:
         """Time covered by ops (host threads inside top-level ops, or the device inside the
         spans of the outermost ops); ``idle_s = wall_s - busy_s``."""
-        return self._raw["busy_ns"] / 1e9
+        return self._raw.busy_ns / 1e9
 
     @property
     def idle_s(self) -> float:
@@ -93,22 +99,14 @@ class Report:
     def to_chrome_trace(self, path: str) -> None:
         """Write the timeline (profile(trace=True)) as Chrome trace JSON; open it in Perfetto
         (ui.perfetto.dev) or chrome://tracing."""
-        if self._raw["chrome_trace"] is None:
+        if not self._raw.has_trace:
             raise RuntimeError("no timeline in this report: profile with trace=True")
         with open(path, "w") as f:
-            f.write(self._raw["chrome_trace"])
+            f.write(self._raw.to_chrome_trace())
 
     @property
     def _op_times(self) -> bool:
-        return self._raw["op_times"]
-
-    @property
-    def intensity(self) -> float:
-        """FLOPs per byte moved (no-cache lower bound of memory traffic)."""
-        return self._raw["total"]["intensity"]
-
-    def _modules(self) -> dict:
-        return self._raw["modules"]
+        return self._raw.op_times
 
     def by_module(self):
         """One row per module (qualified name; "" is the whole model), tree order.
@@ -117,7 +115,7 @@ class Report:
         """
         import pandas as pd
 
-        m = self._modules()
+        m = self._raw.modules
         df = pd.DataFrame({"module": m["name"], "depth": m["depth"], "calls": m["calls"]})
         df["params"] = [self._module_params.get(n) for n in m["name"]]
         for f in _COUNT_FIELDS:
@@ -151,7 +149,7 @@ class Report:
         """The raw cells: one row per (module, op, phase)."""
         import pandas as pd
 
-        o = self._raw["ops"]
+        o = self._raw.ops
         df = pd.DataFrame({c: o[c] for c in ("module", "op", "phase", "kind", "calls",
                                              *_COUNT_FIELDS)})
         if self.timed and not self._op_times:
@@ -159,38 +157,16 @@ class Report:
         return df
 
     def to_dict(self) -> dict:
-        """Plain dict, one record per module and per op (the schema of the C++ to_json)."""
-        m, o = self._raw["modules"], self._raw["ops"]
-        fields = ("calls", *_COUNT_FIELDS)
-
-        def counts(cols, i):
-            c = {f: cols[f][i] for f in fields}
-            moved = c["bytes_read"] + c["bytes_written"]
-            c["intensity"] = c["flops"] / moved if moved else 0.0
-            return c
-
-        return {
-            "total": dict(self._raw["total"]),
-            "modules": [{"name": m["name"][i], "parent": m["parent"][i], "depth": m["depth"][i],
-                         "calls": m["calls"][i], "self": counts(m["self"], i),
-                         "total": counts(m["total"], i)} for i in range(len(m["name"]))],
-            "ops": [{"module": o["module"][i], "op": o["op"][i], "phase": o["phase"][i],
-                     "kind": o["kind"][i], "counts": counts(o, i)}
-                    for i in range(len(o["op"]))],
-            "unsupported_ops": dict(self.unsupported_ops),
-            "params_applied": self._raw["params_applied"],
-            "params_touched": self._raw["params_touched"],
-            "wall_ns": self._raw["wall_ns"],
-            "busy_ns": self._raw["busy_ns"],
-            "clock": self._raw["clock"],
-            "op_times": self._raw["op_times"],
-            "device_steps": [{"wall_ns": w, "busy_ns": b, "idle_ns": i}
-                             for w, b, i in self._raw["device_steps"]],
+        """Plain dict: the C++ report's JSON (Report::to_json: totals, one record per module and
+        per op, unsupported ops, times), plus what Python measured (params, memory)."""
+        d = json.loads(self._raw.to_json())
+        d.update({
             "params": self.params.to_dict() if self.params is not None else None,
             "peak_memory_bytes": self.peak_memory_bytes,
             "peak_memory_method": self.peak_memory_method,
             "activation_bytes": self.activation_bytes,
-        }
+        })
+        return d
 
     def to_json(self, path: str | None = None) -> str:
         """The report as JSON; also written to ``path`` when given."""
@@ -207,22 +183,25 @@ class Report:
                 f"{'bwd':>6} {'read':>11} {'written':>11} {'FLOP/B':>7}")
         lines.append(head)
         lines.append("-" * len(head))
-        for m in self.to_dict()["modules"]:
-            if m["depth"] > max_depth:
+        df = self.by_module()
+        col = {c: df[c].tolist() for c in ("depth", "calls", "flops", "flops_matmul",
+                                           "flops_backward", "bytes_read", "bytes_written",
+                                           "intensity")}
+        for i, (module, parent) in enumerate(zip(df.index, self._raw.modules["parent"])):
+            depth, calls, flops = col["depth"][i], col["calls"][i], col["flops"][i]
+            if depth > max_depth:
                 continue
-            t = m["total"]
-            parent = m["parent"]
-            short = m["name"][len(parent) + 1:] if parent and m["name"].startswith(parent + ".") \
-                else (m["name"] or "(model)")
-            name = "  " * m["depth"] + short
-            p = self._module_params.get(m["name"])
-            matmul = t["flops_matmul"] / t["flops"] if t["flops"] else 0.0
-            bwd = t["flops_backward"] / t["flops"] if t["flops"] else 0.0
+            short = module[len(parent) + 1:] if parent and module.startswith(parent + ".") \
+                else (module or "(model)")
+            name = "  " * depth + short
+            p = self._module_params.get(module)
+            matmul = col["flops_matmul"][i] / flops if flops else 0.0
+            bwd = col["flops_backward"][i] / flops if flops else 0.0
             lines.append(
-                f"{name[:34]:<34} {m['calls'] or '':>5} {si(p) if p is not None else '':>10} "
-                f"{si(t['flops'], 'FLOP'):>12} {matmul:>6.0%} {bwd:>6.0%} "
-                f"{binary(t['bytes_read']):>11} {binary(t['bytes_written']):>11} "
-                f"{t['intensity']:>7.1f}")
+                f"{name[:34]:<34} {calls or '':>5} {si(p) if p is not None else '':>10} "
+                f"{si(flops, 'FLOP'):>12} {matmul:>6.0%} {bwd:>6.0%} "
+                f"{binary(col['bytes_read'][i]):>11} {binary(col['bytes_written'][i]):>11} "
+                f"{col['intensity'][i]:>7.1f}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -247,6 +226,12 @@ class Report:
             ops = ", ".join(f"{k} x{v}" for k, v in sorted(self.unsupported_ops.items()))
             parts.append(f"\nunsupported ops (no FLOP rule; bytes counted): {ops}")
         return "\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the module tree with FLOPs/bytes/time shares as inline bars."""
+        from effmetrics.display import report_html
+
+        return report_html(self)
 
     def __repr__(self) -> str:
         return (f"Report(flops={self.flops:,}, macs={self.macs:,}, "

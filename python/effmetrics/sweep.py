@@ -17,12 +17,17 @@ from typing import Any
 
 import torch
 
+from effmetrics.report import COUNT_FIELDS
+
+# A profile's totals as stored: every count field but op calls and op time (timing is measured
+# apart, by em.benchmark).
+_COUNTS = tuple(f for f in COUNT_FIELDS if f not in ("calls", "time_ns"))
+
 COLUMNS = {  # name -> SQLite type; the store's schema, in order
     "model": "TEXT NOT NULL", "device": "TEXT NOT NULL", "dtype": "TEXT NOT NULL",
     "batch_size": "INTEGER NOT NULL", "sweep": "TEXT", "config": "TEXT",
     "params": "INTEGER", "params_applied": "INTEGER", "params_touched": "INTEGER",
-    "flops": "INTEGER", "macs": "INTEGER", "flops_matmul": "INTEGER", "flops_vector": "INTEGER",
-    "bytes_read": "INTEGER", "bytes_written": "INTEGER", "intensity": "REAL",
+    **dict.fromkeys(_COUNTS, "INTEGER"), "intensity": "REAL",
     "latency_median": "REAL", "latency_iqr": "REAL", "latency_n": "INTEGER",
     "throughput": "REAL", "peak_memory_bytes": "INTEGER", "activation_bytes": "INTEGER",
     "torch_version": "TEXT", "hardware": "TEXT", "created": "REAL",
@@ -42,6 +47,13 @@ def _connect(store: str) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     cols = ", ".join(f"{name} {kind}" for name, kind in COLUMNS.items())
     conn.execute(f"CREATE TABLE IF NOT EXISTS results ({cols}, PRIMARY KEY ({', '.join(KEY)}))")
+    # A store written by an older version lacks the newer columns: add them (rows keep NULL).
+    have = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+    with conn:
+        for name, kind in COLUMNS.items():
+            if name not in have:
+                kind = kind.replace(" NOT NULL", "")
+                conn.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
     return conn
 
 
@@ -181,10 +193,8 @@ def _measure(em, name, config, build, make_inputs, measure, device, dtype, batch
     with torch.enable_grad() if "memory" in measure else torch.no_grad():
         rep = em.profile(model, *args, memory="memory" in measure)
     row.update(params=rep.params.total, params_applied=rep.params.applied,
-               params_touched=rep.params.touched, flops=rep.flops, macs=rep.macs,
-               flops_matmul=rep.flops_matmul, flops_vector=rep.flops_vector,
-               bytes_read=rep.bytes_read, bytes_written=rep.bytes_written,
-               intensity=rep.intensity)
+               params_touched=rep.params.touched, intensity=rep.intensity,
+               **{f: getattr(rep, f) for f in _COUNTS})
     if "memory" in measure:
         row.update(peak_memory_bytes=rep.peak_memory_bytes, activation_bytes=rep.activation_bytes)
     if "time" in measure:

@@ -19,6 +19,7 @@ from effmetrics.inputs import batch_size_of, device_of, has_device, parse_device
 from effmetrics.units import si
 
 _STATS = ("median", "mean", "std", "min", "max", "p10", "p90", "p99", "iqr")
+_DEFAULTS = _C.BenchmarkOptions()  # the C++ defaults (BenchmarkOptions in timing.h)
 
 
 @dataclasses.dataclass
@@ -58,6 +59,11 @@ class Timing:
         d["tokens_per_s"] = self.tokens_per_s
         return d
 
+    def _repr_html_(self) -> str:
+        from effmetrics.display import timing_html
+
+        return timing_html(self)
+
     def __str__(self) -> str:
         text = (f"Timing: median {self.median * 1e3:.3f} ms (IQR {self.iqr * 1e3:.3f} ms, "
                 f"p10 {self.p10 * 1e3:.3f}, p90 {self.p90 * 1e3:.3f}), {self.n} runs, "
@@ -72,12 +78,12 @@ class Timing:
 def benchmark(
     model_or_fn: nn.Module | Callable,
     *args: Any,
-    warmup: int = 3,
-    warmup_time: float = 0.05,
-    min_run_time: float = 0.2,
-    max_run_time: float = 2.0,
-    min_runs: int = 5,
-    iqr_tolerance: float = 0.05,
+    warmup: int = _DEFAULTS.warmup,
+    warmup_time: float = _DEFAULTS.warmup_time,
+    min_run_time: float = _DEFAULTS.min_run_time,
+    max_run_time: float = _DEFAULTS.max_run_time,
+    min_runs: int = _DEFAULTS.min_runs,
+    iqr_tolerance: float = _DEFAULTS.iqr_tolerance,
     batch_size: int | None = None,
     seq_len: int | None = None,
     l2_flush: bool = False,
@@ -133,13 +139,16 @@ def benchmark(
             finally:
                 _C.nvtx_range_pop()
 
+    options = _C.BenchmarkOptions(
+        warmup=warmup, warmup_time=warmup_time, min_run_time=min_run_time,
+        max_run_time=max_run_time, min_runs=min_runs, iqr_tolerance=iqr_tolerance,
+        device=device_name, l2_flush=l2_flush)
     with grad:
-        raw = _C.benchmark(run, warmup, warmup_time, min_run_time, max_run_time, min_runs,
-                           iqr_tolerance, device_name, l2_flush)
-    stats = _C.summarize(raw["samples"])
-    return Timing(**{k: stats[k] for k in _STATS}, n=stats["n"], clock=raw["clock"],
+        result = _C.benchmark(run, options)
+    stats = result.stats
+    return Timing(**{k: getattr(stats, k) for k in _STATS}, n=stats.n, clock=result.clock,
                   batch_size=batch_size if batch_size is not None else batch_size_of(args, kwargs),
-                  seq_len=seq_len, samples=list(raw["samples"]))
+                  seq_len=seq_len, samples=list(result.samples))
 
 
 def _graphed(call: Callable) -> Callable:

@@ -130,7 +130,7 @@ def test_profile_time_on_the_device_timeline(one_thread, host_timeline):
     df = rep.by_module()
     assert (df.loc[["blocks.0", "blocks.1", "head"], "time_s"] > 0).all()
     # module times are the spans of the outermost ops: they add up to the busy time
-    assert df["self_time_ns"].sum() == df.loc["", "time_ns"] == rep._raw["busy_ns"]
+    assert df["self_time_ns"].sum() == df.loc["", "time_ns"] == rep._raw.busy_ns
     assert rep.by_op()["time_s"].isna().all()  # per-op times need time_ops: NaN, not 0
     ops = detailed.by_op()
     assert ops.loc["aten::addmm", "time_s"] > 0
