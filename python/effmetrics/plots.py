@@ -7,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
+from effmetrics.report import intensity as flop_per_byte  # noqa: E402
+
 LABELS = {"params": "parameters", "flops": "FLOPs", "macs": "MACs", "latency_median":
           "latency (s)", "throughput": "throughput (items/s)", "peak_memory_bytes":
           "peak memory (B)", "activation_bytes": "activation memory (B)",
@@ -111,8 +113,8 @@ def roofline_chart(table, hw):
     table: em.roofline output with measured_s."""
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     t = table[table["measured_s"].notna() & (table["measured_s"] > 0)]
-    intensity = t["flops"] / (t["bytes_read"] + t["bytes_written"]).where(
-        (t["bytes_read"] + t["bytes_written"]) > 0)
+    intensity = flop_per_byte(t)
+    intensity = intensity.where(intensity > 0)  # log axes: rows that moved nothing are left out
     achieved = t["flops"] / t["measured_s"]
     ax.scatter(intensity, achieved, color="#1f5fa8", zorder=3)
     for name, xi, yi in zip(t.index, intensity, achieved):

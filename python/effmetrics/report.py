@@ -18,12 +18,19 @@ def _inside(name: str, module: str) -> bool:
     return not module or name == module or name.startswith(module + ".")
 
 
-def _add_rates(df, timed: bool = True) -> None:
-    """Derived columns of a table of counts (rows summed in pandas, so computed here, as
-    Counts::intensity does for C++ rows): intensity (FLOP/byte); with times, achieved FLOP/s and
-    bytes/s. timed=False: times were not measured for these rows (NaN, not 0)."""
+def intensity(df):
+    """FLOPs per byte moved for each row of a table of counts (0 where nothing moved): the
+    table's rows may be sums made in pandas, so it is computed here, as Counts::intensity does
+    for one C++ row."""
     moved = df["bytes_read"] + df["bytes_written"]
-    df["intensity"] = (df["flops"] / moved.where(moved > 0)).fillna(0.0)
+    return (df["flops"] / moved.where(moved > 0)).fillna(0.0)
+
+
+def _add_rates(df, timed: bool = True) -> None:
+    """Derived columns: intensity; with times, achieved FLOP/s and bytes/s. timed=False: times
+    were not measured for these rows (NaN, not 0)."""
+    moved = df["bytes_read"] + df["bytes_written"]
+    df["intensity"] = intensity(df)
     if not timed:
         df["time_ns"] = float("nan")
     seconds = df["time_ns"] / 1e9
