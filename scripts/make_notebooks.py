@@ -1,8 +1,11 @@
-"""Writes the two notebooks from the cells below (kept here so that they diff as code).
+"""Writes the two notebooks from the cells below (kept here so that they diff as code), and
+with --execute runs them at full size so that the committed notebooks carry real outputs.
 
-    python scripts/make_notebooks.py
+    python scripts/make_notebooks.py [--execute]
 """
 import os
+import sys
+import tempfile
 
 import nbformat as nbf
 
@@ -31,13 +34,22 @@ grid = {f"vit d{d} w{w}": ("vit-b/16", dict(depth=d, dim=w, heads=w // 64, mlp=4
 df = run_named("notebook-depth-width", STORE, timing=TIMING, progress=False, rows=grid)
 df = plots.depth_width_rows(df)  # depth and width (the config's dim) as columns
 df[["model", "depth", "width", "params", "flops", "latency_median", "throughput"]]"""),
-    ("code", """fig = plots.depth_width(df, ("params", "flops", "latency_median"))"""),
+    ("code", """plots.depth_width(df, ("params", "flops", "latency_median"));"""),
     ("md", "## Where the indicators disagree\n\nKendall's tau between the metrics, and every "
            "pair of models that two metrics order differently."),
     ("code", """cmp = em.compare(df[["model", "params", "flops", "latency_median", "throughput"]],
                  ["params", "flops", "latency_median", "throughput"])
-print(cmp.rank_correlation.round(2))
-cmp.flips"""),
+cmp  # Kendall's tau (shaded) and the flips"""),
+    ("md", "## One model, every indicator\n\nThe widest-deepest ViT of the grid, profiled with "
+           "time: the module tree with each module's share of FLOPs, bytes and time."),
+    ("code", """from effmetrics.models import build, example_input
+zoo, config, batch = grid[df["model"].iloc[-1]]
+model = build(zoo, **config).eval()
+x = example_input(zoo, batch=batch, **config)
+with torch.no_grad():
+    rep = em.profile(model, x, time=True)
+rep"""),
+    ("code", """em.benchmark(model, x, **TIMING)"""),
 ]
 
 INDICATORS = [
@@ -69,18 +81,39 @@ for name in ("efficientnet-b0", "resnet-50"):
     print(name, f"{rep.flops / 1e9:.2f} GFLOPs", f"intensity {rep.intensity:.1f} FLOP/B",
           f"achieved {rep.flops / rep.time_s / 1e9:.1f} GFLOP/s",
           f"predicted/measured {t.loc['', 'achieved_fraction']:.2f}")"""),
+    ("md", "A training loop under `em.Counter`: counts per step, busy and idle time (on a GPU, "
+           "the device's, from CUDA events), throughput."),
+    ("code", """model = build("vit-ti/16", depth=2, image=64 if SMALL else 128).train()
+x = example_input("vit-ti/16", batch=4, image=64 if SMALL else 128)
+opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+with em.Counter(model) as c:
+    for _ in range(4):
+        model(x).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        c.step(examples=len(x))
+c"""),
 ]
 
 
-def write(cells, path):
+def write(cells, path, execute=False):
     nb = nbf.v4.new_notebook()
     nb.cells = [nbf.v4.new_markdown_cell(src) if kind == "md" else nbf.v4.new_code_cell(src)
                 for kind, src in cells]
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i}"  # stable ids: regenerating changes only what changed
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
+    if execute:
+        from nbclient import NotebookClient
+
+        with tempfile.TemporaryDirectory() as tmp:  # the results store of the run stays here
+            NotebookClient(nb, timeout=1800, kernel_name="python3",
+                           resources={"metadata": {"path": tmp}}).execute()
     nbf.write(nb, path)
 
 
 if __name__ == "__main__":
-    write(DEPTH_WIDTH, os.path.join(ROOT, "notebooks", "vit_depth_width_sweep.ipynb"))
-    write(INDICATORS, os.path.join(ROOT, "notebooks", "cost_indicators_disagree.ipynb"))
+    execute = "--execute" in sys.argv[1:]
+    write(DEPTH_WIDTH, os.path.join(ROOT, "notebooks", "vit_depth_width_sweep.ipynb"), execute)
+    write(INDICATORS, os.path.join(ROOT, "notebooks", "cost_indicators_disagree.ipynb"), execute)

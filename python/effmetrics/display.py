@@ -232,7 +232,7 @@ def _tau_cell(value: float) -> str:
             f'color:{"#fff" if abs(v) > 0.6 else "#222"}">{value:+.2f}</td>')
 
 
-def comparison_html(cmp) -> str:
+def comparison_html(cmp, max_summary_lines: int = 12) -> str:
     """A Comparison: Kendall tau between metrics (cells shaded by value), the flips, and the
     summary in words."""
     corr = cmp.rank_correlation
@@ -257,8 +257,11 @@ def comparison_html(cmp) -> str:
     else:
         parts.append('<div class="em-note">no flips: every pair of metrics orders the models '
                      "alike</div>")
-    text = cmp.summary()
-    if text:
-        items = "".join(f"<li>{_esc(line)}</li>" for line in text.splitlines())
+    lines = cmp.summary().splitlines()
+    if lines:
+        items = "".join(f"<li>{_esc(line)}</li>" for line in lines[:max_summary_lines])
         parts.append(f'<div class="em-title">Summary</div><ul style="margin:.2em 0">{items}</ul>')
+        if len(lines) > max_summary_lines:
+            parts.append(f'<div class="em-note">{len(lines) - max_summary_lines} more lines: '
+                         "print(cmp.summary())</div>")
     return _wrap("".join(parts))

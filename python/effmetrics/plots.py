@@ -2,9 +2,12 @@
 side by side, a roofline chart, per-module breakdown bars. Each returns a Figure."""
 from __future__ import annotations
 
+import sys
+
 import matplotlib
 
-matplotlib.use("Agg")  # files only: no display needed
+if "ipykernel" not in sys.modules:  # Jupyter keeps its inline backend: figures show in cells
+    matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from effmetrics.report import intensity as flop_per_byte  # noqa: E402
