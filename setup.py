@@ -1,6 +1,10 @@
 """Builds effmetrics._C by driving CMakeLists.txt (the one list of C++ sources).
 
     pip install --no-build-isolation .        # needs torch >= 2.4 already installed
+
+setuptools works in build-pip/ (EFFMETRICS_BUILD_BASE), not build/, which is `make build`'s
+CMake tree; the CMake tree of this build is build-pip/cmake (EFFMETRICS_CMAKE_BUILD_DIR), kept
+between installs so a reinstall compiles only what changed. Nothing is written into python/.
 """
 import os
 import subprocess
@@ -23,7 +27,8 @@ class CMakeBuild(build_ext):
             sys.exit("effmetrics: install torch first (pip install torch), then "
                      "pip install --no-build-isolation .")
         out_dir = os.path.dirname(os.path.abspath(self.get_ext_fullpath(ext.name)))
-        build_dir = os.path.join(os.path.abspath(self.build_temp), "cmake")
+        build_dir = os.path.abspath(os.environ.get("EFFMETRICS_CMAKE_BUILD_DIR")
+                                    or os.path.join(BUILD_BASE, "cmake"))
         os.makedirs(build_dir, exist_ok=True)
         config = [
             "cmake", "-S", os.path.dirname(os.path.abspath(__file__)), "-B", build_dir,
@@ -37,7 +42,12 @@ class CMakeBuild(build_ext):
         subprocess.check_call(["cmake", "--build", build_dir, "--target", "_C", "-j", jobs])
 
 
+BUILD_BASE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                          os.environ.get("EFFMETRICS_BUILD_BASE", "build-pip"))
+os.makedirs(BUILD_BASE, exist_ok=True)  # egg_info wants its egg_base to exist
+
 setup(
     ext_modules=[CMakeExtension("effmetrics._C")],
     cmdclass={"build_ext": CMakeBuild},
+    options={"build": {"build_base": BUILD_BASE}, "egg_info": {"egg_base": BUILD_BASE}},
 )
