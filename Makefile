@@ -78,7 +78,7 @@ $(COMPAT_STAMP): pyproject.toml Makefile
 	test -x $(COMPAT_PY) || python3 -m venv $(COMPAT_VENV)
 	$(COMPAT_PIP) install -q --upgrade pip
 	$(COMPAT_PIP) install -q torch==$(COMPAT_TORCH)
-	$(COMPAT_PIP) install -q numpy pandas matplotlib pytest pybind11 setuptools wheel \
+	$(COMPAT_PIP) install -q numpy pandas matplotlib pytest "pybind11>=2.10" "setuptools>=77" wheel \
 	  transformers nvidia-nvtx
 	touch $(COMPAT_STAMP)
 
