@@ -1,7 +1,5 @@
 #include "op_names.h"
 
-#include <ATen/core/dispatch/Dispatcher.h>
-
 #include <deque>
 #include <mutex>
 #include <unordered_map>
@@ -22,7 +20,7 @@ OpNames& table() {
 
 }  // namespace
 
-std::pair<std::string_view, OpInfo> resolve_op(const char* name, const char* overload) {
+std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
   OpNames& t = table();
   std::lock_guard<std::mutex> lock(t.mu);
   auto it = t.infos.find(std::string_view(name));
@@ -33,9 +31,7 @@ std::pair<std::string_view, OpInfo> resolve_op(const char* name, const char* ove
   info.id = static_cast<uint32_t>(t.names.size() - 1);
   info.name = interned.c_str();
   info.rule = find_rule(interned);
-  info.is_op = c10::Dispatcher::singleton()
-                   .findOp(c10::OperatorName(interned, overload ? overload : ""))
-                   .has_value();
+  info.is_op = is_op;
   return *t.infos.emplace(std::string_view(interned), info).first;
 }
 

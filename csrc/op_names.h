@@ -19,9 +19,10 @@ struct OpInfo {
   bool is_op = false;  // a dispatcher operator (vs. a named region or an autograd node)
 };
 
-// The interned name (stable storage: thread caches key on it) and what we know of the op.
-// Thread-safe; takes a lock, so callers cache the result per thread.
-std::pair<std::string_view, OpInfo> resolve_op(const char* name, const char* overload);
+// The interned name (stable storage: thread caches key on it) and what we know of the op;
+// is_op: the name is a dispatcher operator's (the first call decides). Thread-safe; takes a
+// lock, so callers cache the result per thread.
+std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op);
 // Interned names by id, in the order given.
 std::vector<std::string> op_names(const std::vector<uint32_t>& ids);
 

@@ -175,6 +175,16 @@ void Profiler::set_phase(Phase phase) {
   session_->set_phase(phase);
 }
 
+void Profiler::pause() {
+  if (!running()) throw std::runtime_error("effmetrics: pause() needs a running Profiler");
+  session_->pause();
+}
+
+void Profiler::resume() {
+  if (!running()) throw std::runtime_error("effmetrics: resume() needs a running Profiler");
+  session_->resume();
+}
+
 void Profiler::watch(const void* tensor_impl, int64_t numel) {
   if (running()) {
     throw std::runtime_error("effmetrics: watch() parameters before start()");

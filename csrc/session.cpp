@@ -58,11 +58,13 @@ Frame& ThreadBuffer::push(uint64_t handle) {
   return f;
 }
 
-const OpInfo& ThreadBuffer::info(const char* name, const char* overload) {
+const OpInfo& ThreadBuffer::info(const at::RecordFunction& fn) {
+  const char* name = fn.name();
   auto it = op_cache.find(std::string_view(name));
   if (it != op_cache.end()) return it->second;
+  // A dispatcher op carries its schema's name (named regions and autograd nodes do not).
   // Keyed by the interned storage: the callback's string may be temporary.
-  return op_cache.insert(resolve_op(name, overload)).first->second;
+  return op_cache.insert(resolve_op(name, fn.operator_name().has_value())).first->second;
 }
 
 void ThreadBuffer::clear() {
@@ -105,6 +107,10 @@ ThreadBuffer* Session::register_thread() {
 
 void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   Frame& f = tb.push(fn.handle());
+  if (paused_.load(std::memory_order_relaxed) > 0) {
+    f.absorbed = true;  // e.g. a compiler's tracing: not the model's work
+    return;
+  }
   Frame* parent = tb.depth > 1 ? &tb.stack[tb.depth - 2] : nullptr;
   if (parent) {
     parent->has_child = true;
@@ -113,8 +119,9 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
       return;
     }
   }
-  f.info = &tb.info(fn.name(), fn.overload_name());
+  f.info = &tb.info(fn);
   f.under_rule = parent && (parent->under_rule || parent->info->rule != nullptr);
+  f.in_op = parent && (parent->in_op || parent->info->is_op);
   f.in_span = parent && (parent->in_span || parent->outer_span);
   if (nvtx_ops_ && f.info->is_op) {
     f.nvtx = true;
@@ -122,9 +129,10 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   }
   if (host_timing_) f.t0 = steady_now_ns();
   attribute(fn, parent, tb, f);
-  if (!needs_inputs(f, parent)) return;
-  // Parameter uses: direct inputs of top-level forward ops (linear's weight, not its t()).
-  capture(fn, f, !parent && f.phase == Phase::kForward && !watched_.empty(), tb);
+  if (!needs_inputs(f)) return;
+  // Parameter uses: direct inputs of top-level forward ops (linear's weight, not its t()); named
+  // regions around an op (record_function, a compiled region) do not make it a nested one.
+  capture(fn, f, !f.in_op && f.phase == Phase::kForward && !watched_.empty(), tb);
   open_span(f);
 }
 
@@ -155,9 +163,9 @@ void Session::attribute(const at::RecordFunction& fn, Frame* parent, ThreadBuffe
 
 // Named regions and autograd nodes have no inputs a rule reads; a view's cost is 0 whatever
 // its arguments (views are most of the ops), unless it is a top-level use of a watched parameter.
-bool Session::needs_inputs(const Frame& f, const Frame* parent) const {
+bool Session::needs_inputs(const Frame& f) const {
   if (!f.info->is_op) return false;
-  return !is_view(*f.info) || (!parent && !watched_.empty());
+  return !is_view(*f.info) || (!f.in_op && !watched_.empty());
 }
 
 void Session::capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, ThreadBuffer& tb) {

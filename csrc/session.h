@@ -37,8 +37,9 @@ struct FrameState {
   int64_t t0 = 0;  // steady_clock ns at start (host timing only)
   uint32_t scope = kRootScope;
   Phase phase = Phase::kForward;
-  bool absorbed = false;       // inside an op with a FLOP rule: counted by that op
+  bool absorbed = false;       // not counted here: inside an op with a FLOP rule, or started paused
   bool under_rule = false;     // some ancestor has a (memory or view) rule
+  bool in_op = false;          // some ancestor is a dispatcher op (not only named regions)
   bool has_child = false;      // an op ran inside this one
   bool child_counted = false;  // a descendant with a rule counted
   bool flops_below = false;    // a descendant with a FLOP rule counted
@@ -77,8 +78,8 @@ struct ThreadBuffer {
   Frame* top() { return depth ? &stack[depth - 1] : nullptr; }
   // Pushes a frame for a starting op; frames and their OpCall buffers are reused.
   Frame& push(uint64_t handle);
-  // What we know of an op name (cached per thread; resolve_op locks).
-  const OpInfo& info(const char* name, const char* overload);
+  // What we know of the op's name (cached per thread; resolve_op locks).
+  const OpInfo& info(const at::RecordFunction& fn);
   void clear();  // back to a fresh state, capacities kept (pooling)
 };
 
@@ -100,6 +101,8 @@ class Session {
   ThreadBuffer* register_thread();
   void watch(const void* tensor_impl, int64_t numel) { watched_.add(tensor_impl, numel); }
   void set_phase(Phase phase) { forced_phase_.store(static_cast<uint8_t>(phase)); }
+  void pause() { paused_.fetch_add(1); }
+  void resume() { paused_.fetch_sub(1); }
 
   void on_start(const at::RecordFunction& fn, ThreadBuffer& tb);
   void on_end(const at::RecordFunction& fn, ThreadBuffer& tb);
@@ -112,7 +115,7 @@ class Session {
  private:
   // on_start, in order:
   void attribute(const at::RecordFunction& fn, Frame* parent, ThreadBuffer& tb, Frame& f);
-  bool needs_inputs(const Frame& f, const Frame* parent) const;
+  bool needs_inputs(const Frame& f) const;
   void capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, ThreadBuffer& tb);
   void open_span(Frame& f);
   // on_end, in order:
@@ -136,6 +139,7 @@ class Session {
   const int8_t tl_type_;
   const int8_t tl_index_;  // -1: any device of the type
   std::atomic<uint8_t> forced_phase_{static_cast<uint8_t>(Phase::kForward)};
+  std::atomic<int> paused_{0};  // > 0: ops start unobserved (their frames are skipped)
   std::mutex mu_;  // buffers_ (registration, collect, backward lookups) and device_ reads
   std::vector<std::unique_ptr<ThreadBuffer>> buffers_;
   WatchedParams watched_;  // read-only while running

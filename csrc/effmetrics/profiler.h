@@ -88,6 +88,11 @@ class Profiler {
   // from step `first` on (a training loop asks for the new ones only).
   std::vector<DeviceStep> device_steps(bool wait, size_t first = 0);
 
+  // While paused (pause() calls outnumber resume() calls), ops are not observed: a compiler
+  // tracing the model inside a profiled call (torch.compile) is not the model's work.
+  void pause();
+  void resume();
+
   // Ops that run outside autograd nodes are forward unless told otherwise: profile(backward=True)
   // sets kBackward around loss.backward() so the gradient seed counts as backward too.
   void set_phase(Phase phase);

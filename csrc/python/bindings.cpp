@@ -143,6 +143,8 @@ PYBIND11_MODULE(_C, m) {
       .def("start", &Profiler::start)
       .def("stop", &Profiler::stop)
       .def("snapshot", &Profiler::snapshot)
+      .def("pause", &Profiler::pause)
+      .def("resume", &Profiler::resume)
       .def("set_phase", [](Profiler& p, const std::string& s) { p.set_phase(parse_phase(s)); })
       .def("watch",
            [](Profiler& p, const std::vector<std::pair<uintptr_t, int64_t>>& tensors) {

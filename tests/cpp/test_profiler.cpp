@@ -47,6 +47,21 @@ TEST(Profiler, MatmulOpsOnCpuAndMeta) {
   }
 }
 
+// A compiler tracing inside a profiled call (torch.compile) pauses the profiler: ops that start
+// while paused are not counted, nor is anything below them; counting resumes after.
+TEST(Profiler, OpsStartedWhilePausedAreNotCounted) {
+  auto a = torch::randn({4, 8}), b = torch::randn({8, 16});
+  em::Profiler prof;
+  prof.pause();
+  torch::mm(a, b);
+  torch::linear(a, b.t());  // addmm below linear: not counted either
+  prof.resume();
+  torch::mm(a, b);
+  em::Report r = prof.stop();
+  EXPECT_EQ(r.total.flops, 2 * 4 * 8 * 16);  // the one mm after resume()
+  EXPECT_EQ(r.total.calls, 1);
+}
+
 TEST(Profiler, LinearCountsOnceThroughAddmm) {
   auto x = torch::randn({8, 16}), w = torch::randn({32, 16}), b = torch::randn({32});
   em::Profiler prof;
