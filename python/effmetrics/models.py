@@ -47,7 +47,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        # unbind, as eager Python's unpacking does (Dynamo traces unpacking as indexing instead)
+        qkv = self.qkv(x).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
         o = F.scaled_dot_product_attention(q, k, v)
         return self.proj(o.transpose(1, 2).reshape(b, t, d))
 
@@ -245,8 +247,8 @@ class CrossAttention(nn.Module):
     def forward(self, queries: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         b, n, _ = queries.shape
         q = self.q(queries).reshape(b, n, self.heads, -1).transpose(1, 2)
-        k, v = self.kv(inputs).reshape(b, inputs.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1,
-                                                                                       4)
+        k, v = self.kv(inputs).reshape(b, inputs.shape[1], 2, self.heads, -1).permute(
+            2, 0, 3, 1, 4).unbind(0)
         o = F.scaled_dot_product_attention(q, k, v)
         return self.proj(o.transpose(1, 2).reshape(b, n, -1))
 

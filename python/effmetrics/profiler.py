@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -13,99 +12,42 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from effmetrics import _C
+from effmetrics.compiled import (
+    CompileWatch,
+    ScopedGraph,
+    counting_callable,
+    exported_graph,
+    on_meta,
+    preserved_state,
+    timed_call,
+    unwrap,
+)
 from effmetrics.inputs import device_of, parse_device
 from effmetrics.memory import measure_memory
 from effmetrics.params import ModelScan, scan
 from effmetrics.report import COUNT_FIELDS, Report
-
-
-class _ModuleScopes:
-    """Global module hooks that push each module's qualified name into the C++ scope stack.
-
-    One set of hooks serves every active profile/Counter (nested or on other threads); names
-    are the union of the registered models' qualified names (the first registration wins).
-    Modules of no registered model are transparent: their ops go to the enclosing module.
-    """
-
-    _lock = threading.Lock()
-    _users = 0
-    _handles: list = []
-    _names: dict[int, int] = {}  # id(module) -> interned scope name id
-    _interned: dict[str, int] = {}  # qualified name -> scope name id (interned once per process)
-
-    @classmethod
-    def acquire(cls, module_names: dict) -> dict:
-        """module_names: {id(module): qualified name}, as ModelScan.module_names. Returns the
-        entries this call added, for release()."""
-        with cls._lock:
-            # The root is the report's root row ("") already: no scope of its own.
-            interned = cls._interned
-            for name in module_names.values():
-                if name and name not in interned:
-                    interned[name] = _C.intern_scope_name(name)
-            if cls._users == 0:  # the common case: nothing registered, take every name
-                added = {key: interned[name] for key, name in module_names.items() if name}
-            else:
-                added = {key: interned[name] for key, name in module_names.items()
-                         if name and key not in cls._names}
-            cls._names.update(added)
-            if cls._users == 0:
-                pre, post = cls._make_hooks()
-                cls._handles = [
-                    nn.modules.module.register_module_forward_pre_hook(pre),
-                    nn.modules.module.register_module_forward_hook(post, always_call=True),
-                ]
-            cls._users += 1
-        return added
-
-    @classmethod
-    def release(cls, added: dict) -> None:
-        with cls._lock:
-            cls._users -= 1
-            if cls._users == 0:  # every user gone: every name goes
-                cls._names.clear()
-                for h in cls._handles:
-                    h.remove()
-                cls._handles = []
-            else:
-                for key in added:
-                    cls._names.pop(key, None)
-
-    @classmethod
-    def _make_hooks(cls):
-        # Closures over locals: these run twice per module call, keep them minimal.
-        names, push, pop = cls._names, _C.push_scope_id, _C.pop_scope
-
-        def pre(module, args):
-            name_id = names.get(id(module))
-            if name_id is not None:
-                push(name_id)
-
-        def post(module, args, output):
-            if id(module) in names:
-                pop()
-
-        return pre, post
+from effmetrics.scopes import ModuleScopes
 
 
 @contextlib.contextmanager
 def _observing(model_scan: ModelScan | None, profiler):
     """Module scopes + a running profiler; on any exit the scope stack is rebalanced and the
     profiler stopped (its callbacks removed) before the exception, if any, propagates."""
-    added = _ModuleScopes.acquire(model_scan.module_names if model_scan else {})
+    added = ModuleScopes.acquire(model_scan.module_names if model_scan else {})
     depth = _C.scope_depth()
     try:
         if model_scan:
             profiler.watch(model_scan.watch)
-        profiler.start()
-        yield
+        with CompileWatch.watching(profiler) as compiles:  # compiling is not the model's work
+            profiler.start()
+            yield compiles
     finally:
         try:
             if profiler.running:
                 profiler.stop()  # idempotent when the body already stopped it
         finally:
             _C.truncate_scopes(depth)
-            _ModuleScopes.release(added)
+            ModuleScopes.release(added)
 
 
 def _check_model(model) -> tuple[Callable, nn.Module | None]:
@@ -195,8 +137,25 @@ def profile(
     Returns:
         A Report: totals, ``by_module()``, ``by_op()``, ``params``, ``unsupported_ops``.
     """
-    fn, module = _check_model(model)
     _check_inputs(args, kwargs)
+    graph = exported_graph(model)
+    if graph is not None:
+        if time or time_ops or trace or memory or backward:
+            raise ValueError(
+                "an ExportedProgram (or fx.GraphModule) is counted on meta, without running "
+                "real kernels: time, trace, memory and backward do not apply. Time its module "
+                "with em.benchmark(ep.module(), *args).")
+        return _profile_graph(graph, args, kwargs, all_threads, nvtx, nvtx_ops)
+    compiled = unwrap(model)
+    if compiled is not None:
+        if trace or time_ops:
+            raise ValueError(
+                "trace and time_ops need per-op times, and a compiled model's fused kernels are "
+                "not ops: profile the model before torch.compile for those, or use time=True "
+                "for the compiled run's wall time.")
+        fn, module = counting_callable(compiled), compiled.module
+    else:
+        fn, module = _check_model(model)
     dev = parse_device(device)
     if dev is not None:
         if module is not None:
@@ -204,37 +163,116 @@ def profile(
         args, kwargs = pytree.tree_map(
             lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t, (args, kwargs))
     model_scan = scan(module) if module is not None else None
-    profiler = _C.Profiler(all_threads=all_threads, time=time, time_ops=time_ops, trace=trace,
-                           nvtx=nvtx, nvtx_ops=nvtx_ops,
-                           device=_timeline(device_of(args, kwargs, module)))
+    where = device_of(args, kwargs, module)
+    # A compiled model is counted through its graphs, and timed (or measured) in a second run
+    # of the compiled code itself; the first run leaves no trace in the model's state.
+    second_run = compiled is not None and (time or memory)
+    profiler = _C.Profiler(all_threads=all_threads, time=time and compiled is None,
+                           time_ops=time_ops, trace=trace, nvtx=nvtx, nvtx_ops=nvtx_ops,
+                           device=_timeline(where))
     mem: dict = {}
-    with _observing(model_scan, profiler):
-        memory_ctx = measure_memory(device_of(args, kwargs, module),
-                                    model_scan.parameters if model_scan else ())
-        with memory_ctx if memory else contextlib.nullcontext() as measured:
-            with torch.enable_grad() if backward else contextlib.nullcontext():
-                output = fn(*args, **kwargs)
-            if backward:
-                loss = loss_fn(output) if loss_fn is not None else _default_loss(output)
-                if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:
-                    raise RuntimeError(
-                        "backward=True, but the loss has no grad_fn: nothing in the forward "
-                        "requires grad (all parameters frozen, or the call ran under "
-                        "torch.no_grad()/inference_mode()). Use backward=False, or make "
-                        "parameters or inputs require grad."
-                    )
-                profiler.set_phase("backward")
-                loss.backward()
-        if memory:
-            mem = measured
+    params = model_scan.parameters if model_scan else ()
+    with _observing(model_scan, profiler) as compiles:
+        with preserved_state(module) if second_run else contextlib.nullcontext():
+            measuring = memory and compiled is None
+            with measure_memory(where, params) if measuring else contextlib.nullcontext() as m:
+                _run_pass(fn, args, kwargs, backward, loss_fn, profiler)
+            if measuring:
+                mem = m
         raw = profiler.stop()
-    return _report(raw, model_scan, mem)
+    timing = None
+    if second_run:
+        with CompileWatch.watching(None) as warmup:  # compiles here; not timed
+            with preserved_state(module):
+                _run_pass(compiled.run, args, kwargs, backward, loss_fn, None)
+        compiles["compile_s"] += warmup["compile_s"]
+        compiles["compiles"] += warmup["compiles"]
+
+        def call():
+            _run_pass(compiled.run, args, kwargs, backward, loss_fn, None)
+
+        with measure_memory(where, params) if memory else contextlib.nullcontext() as m:
+            wall_s, clock = timed_call(call, where)
+        if memory:
+            mem = m
+        timing = {"wall_s": wall_s, "clock": clock} if time else None
+    return _report(raw, model_scan, mem, compiles, timing)
 
 
-def _report(raw, model_scan: ModelScan | None, memory: dict | None = None) -> Report:
-    if model_scan is None:
-        return Report(raw, memory=memory)
-    return Report(raw, dataclasses.replace(model_scan.counts), model_scan.module_params, memory)
+_META_VALUE_HINT = (
+    "effmetrics: the model reads a tensor's value in Python (.item(), .all(), bool(t)), and "
+    "meta tensors have shapes only. Hugging Face models do this to drop an all-ones "
+    "attention_mask: leave attention_mask out on meta (an all-ones mask changes no count), or "
+    "profile on CPU at a small size.")
+
+
+def _run_pass(fn, args, kwargs, backward, loss_fn, profiler) -> None:
+    """One forward (and backward) of fn; profiler (if any) is told when backward starts."""
+    with torch.enable_grad() if backward else contextlib.nullcontext():
+        try:
+            output = fn(*args, **kwargs)
+        except RuntimeError as e:
+            if "cannot be called on meta tensors" in str(e) and hasattr(e, "add_note"):
+                e.add_note(_META_VALUE_HINT)
+            raise
+    if backward:
+        loss = loss_fn(output) if loss_fn is not None else _default_loss(output)
+        if not isinstance(loss, torch.Tensor) or loss.grad_fn is None:
+            raise RuntimeError(
+                "backward=True, but the loss has no grad_fn: nothing in the forward "
+                "requires grad (all parameters frozen, or the call ran under "
+                "torch.no_grad()/inference_mode()). Use backward=False, or make "
+                "parameters or inputs require grad."
+            )
+        if profiler is not None:
+            profiler.set_phase("backward")
+        loss.backward()
+
+
+def _profile_graph(gm: torch.fx.GraphModule, args: tuple, kwargs: dict, all_threads: bool,
+                   nvtx: bool, nvtx_ops: bool) -> Report:
+    """An exported program's graph, run op by op on meta (no real kernel) with the module
+    scopes its nodes recorded."""
+    args, kwargs = pytree.tree_map(
+        lambda t: torch.empty_like(t, device="meta") if isinstance(t, torch.Tensor) else t,
+        (args, kwargs))
+    model_scan = scan(gm)
+    graph = ScopedGraph(gm, by_module_id=False)
+    profiler = _C.Profiler(all_threads=all_threads, nvtx=nvtx, nvtx_ops=nvtx_ops)
+    with on_meta(gm) as meta:
+        # applied/touched: the uses of the meta stand-ins of the parameters
+        watch = [(meta[p]._cdata, p.numel()) for p in model_scan.parameters if p in meta]
+        with _observing(dataclasses.replace(model_scan, watch=watch), profiler) as compiles:
+            graph(*args, **kwargs)
+            raw = profiler.stop()
+    return _report(raw, model_scan, None, compiles)
+
+
+@contextlib.contextmanager
+def _counted_calls(compiled):
+    """For a `with` block, calls of the compiled module run through the counting trace."""
+    counting = counting_callable(compiled)
+    target = compiled.run
+    attr = "forward" if compiled.kind == "module" else "_compiled_call_impl"
+    saved = target.__dict__.get(attr, _MISSING)
+    setattr(target, attr, counting)
+    try:
+        yield
+    finally:
+        if saved is _MISSING:
+            delattr(target, attr)
+        else:
+            setattr(target, attr, saved)
+
+
+_MISSING = object()
+
+
+def _report(raw, model_scan: ModelScan | None, memory: dict | None = None,
+            compiles: dict | None = None, timing: dict | None = None) -> Report:
+    params = dataclasses.replace(model_scan.counts) if model_scan is not None else None
+    return Report(raw, params, model_scan.module_params if model_scan is not None else None,
+                  memory, compiles=compiles, timing=timing)
 
 
 class Counter:
@@ -270,6 +308,11 @@ class Counter:
                 f"Counter(model): model must be a torch.nn.Module or None; got "
                 f"{type(model).__name__}"
             )
+        # A compiled model is counted through its graphs: its calls are sent through them for
+        # the `with` block (their steps' times are those runs'), its names are the original's.
+        self._compiled = unwrap(model) if model is not None else None
+        if self._compiled is not None:
+            model = self._compiled.module
         self.model = model
         dev = parse_device(device) or device_of((), {}, model)
         self._profiler = _C.Profiler(all_threads=all_threads, time=True, nvtx=nvtx,
@@ -287,7 +330,10 @@ class Counter:
         self._last = dict.fromkeys(self._STEP_FIELDS, 0)
         self._scan = scan(self.model) if self.model is not None else None
         self._ctx = _observing(self._scan, self._profiler)
-        self._ctx.__enter__()
+        self._compiles = self._ctx.__enter__()
+        self._redirect = _counted_calls(self._compiled) if self._compiled else None
+        if self._redirect is not None:
+            self._redirect.__enter__()
         self._step_range_open = False
         self._open_step_range()
         self._t_last = time.perf_counter()
@@ -347,9 +393,12 @@ class Counter:
 
     def __exit__(self, *exc) -> None:
         self._close_step_range()
+        if self._redirect is not None:
+            self._redirect.__exit__(*exc)
         raw = self._profiler.stop()
+        compiles = dict(self._compiles)
         self._ctx.__exit__(*exc)
-        self.report = _report(raw, self._scan)
+        self.report = _report(raw, self._scan, compiles=compiles)
         if self._on_device:
             self._fill_device(raw.device_steps[self._filled:])
 

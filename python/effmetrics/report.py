@@ -48,8 +48,17 @@ class Report:
     """
 
     def __init__(self, raw, params: ParamCount | None = None,
-                 module_params: dict | None = None, memory: dict | None = None):
+                 module_params: dict | None = None, memory: dict | None = None,
+                 compiles: dict | None = None, timing: dict | None = None):
         self._raw = raw  # _C.Report: each part converted when read
+        # A compiled model: counts from its graphs (raw), times of the compiled run itself
+        # (whole-model only: its fused kernels are not ops, so rows have no times).
+        self._timing = timing
+        compiles = compiles or {}
+        #: seconds spent compiling (torch.compile) inside the profiled call, never counted
+        self.compile_s: float = compiles.get("compile_s", 0.0)
+        #: how many compilations (Dynamo frames, lazy backward graphs) happened in it
+        self.compiles: int = compiles.get("compiles", 0)
         self._module_params = module_params or {}
         memory = memory or {}
         #: peak allocated bytes of the pass (profile(memory=True)); how it was measured:
@@ -73,31 +82,41 @@ class Report:
     @property
     def timed(self) -> bool:
         """Whether the pass was profiled with time=True."""
+        return self._timing is not None or self._rows_timed
+
+    @property
+    def _rows_timed(self) -> bool:  # modules and ops have times
         return self._raw.wall_ns > 0
+
+    @property
+    def compiled(self) -> bool:
+        """A torch.compile'd model: counted through its graphs, timed as one compiled run."""
+        return self._timing is not None
 
     @property
     def clock(self) -> str | None:
         """How times were measured: "steady_clock" (host, per op), "cuda_event" (device
         timeline: events around the outermost ops), None when not timed."""
-        return self._raw.clock or None
+        return self._timing["clock"] if self._timing else (self._raw.clock or None)
 
     @property
     def time_s(self) -> float:
         """Seconds spent inside the ops (time=True; 0 otherwise). With CUDA events: the
-        device time covered by the ops."""
-        return self.time_ns / 1e9
+        device time covered by the ops. A compiled model: the compiled run's wall time."""
+        return self._timing["wall_s"] if self._timing else self.time_ns / 1e9
 
     @property
     def wall_s(self) -> float:
         """Wall time of the profiled region (time=True; 0 otherwise); with CUDA events, the
         device's time from the start mark to the end mark."""
-        return self._raw.wall_ns / 1e9
+        return self._timing["wall_s"] if self._timing else self._raw.wall_ns / 1e9
 
     @property
     def busy_s(self) -> float:
         """Time covered by ops (host threads inside top-level ops, or the device inside the
-        spans of the outermost ops); ``idle_s = wall_s - busy_s``."""
-        return self._raw.busy_ns / 1e9
+        spans of the outermost ops); ``idle_s = wall_s - busy_s``. NaN for a compiled run
+        (its kernels are not ops)."""
+        return float("nan") if self._timing else self._raw.busy_ns / 1e9
 
     @property
     def idle_s(self) -> float:
@@ -127,10 +146,10 @@ class Report:
         df["params"] = [self._module_params.get(n) for n in m["name"]]
         for f in _COUNT_FIELDS:
             df[f] = m["total"][f]
-        _add_rates(df, self.timed)
+        _add_rates(df, self._rows_timed)
         for f in ("flops", "macs", "bytes_read", "bytes_written", "time_ns"):
             df[f"self_{f}"] = m["self"][f]
-        if not self.timed:
+        if not self._rows_timed:
             df["self_time_ns"] = float("nan")
         if self.activation_bytes is not None:
             own = self._activation_by_module
@@ -159,7 +178,7 @@ class Report:
         o = self._raw.ops
         df = pd.DataFrame({c: o[c] for c in ("module", "op", "phase", "kind", "calls",
                                              *_COUNT_FIELDS)})
-        if self.timed and not self._op_times:
+        if self._rows_timed and not self._op_times:
             df["time_ns"] = float("nan")  # per-op times not measured (CUDA without time_ops)
         return df
 
@@ -172,7 +191,11 @@ class Report:
             "peak_memory_bytes": self.peak_memory_bytes,
             "peak_memory_method": self.peak_memory_method,
             "activation_bytes": self.activation_bytes,
+            "compile_s": self.compile_s,
+            "compiles": self.compiles,
         })
+        if self._timing:  # the compiled run's times replace the (absent) per-op ones
+            d.update(wall_ns=round(self.wall_s * 1e9), clock=self.clock)
         return d
 
     def to_json(self, path: str | None = None) -> str:

@@ -226,9 +226,6 @@ def test_attention_mask_on_meta_is_a_transformers_limit(kind):
     assert on_meta.params.total == on_cpu.params.total
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proposed, not in profiler.py yet: profile() adds a note naming the fix to torch's "
-    "'cannot be called on meta tensors' error (type and message unchanged)"))
 def test_meta_value_read_error_names_the_fix():
     with torch.device("meta"):
         model = _tiny("gpt2")

@@ -1,0 +1,399 @@
+"""torch.compile'd models and torch.export programs: counted through the graphs torch captures.
+
+A compiled model runs fused kernels that no op observer can see into. effmetrics counts it from
+the graphs Dynamo captures instead: it traces the original model with Dynamo once more, with a
+backend that runs each captured graph op by op (an FX interpreter) on the real tensors, under
+the same C++ observer and rule table as eager code. The graph's nodes carry the module they came
+from (``nn_module_stack``), so the interpreter pushes module scopes as the module hooks would;
+the hooks, traced by Dynamo, leave a marker op at each module call so that calls are counted as
+in eager mode. Code between graphs (graph breaks) runs eagerly and is counted as usual, once.
+
+Compilation inside a profiled call (Dynamo's tracing, the backend's compile, a lazily compiled
+backward) pauses every active profiler through Dynamo's compile callbacks: it is never counted
+as the model's work; the report says how long it took (``compile_s``).
+
+An ExportedProgram (or an fx.GraphModule) is counted on meta through the same interpreter.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import re
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from effmetrics import _C, scopes
+from effmetrics.scopes import MODULE_CALL, ModuleScopes
+
+# ---------------------------------------------------------------- what is compiled
+
+
+@dataclasses.dataclass
+class Compiled:
+    """A compiled callable as given, and what effmetrics counts it through."""
+
+    run: Callable  # the user's compiled callable (timed runs call it)
+    original: Callable  # the callable torch.compile wrapped
+    module: nn.Module | None  # the model whose names and parameters the report uses
+    kind: str  # "module" (torch.compile(module)), "inplace" (module.compile()), "function"
+
+
+def unwrap(model: Any) -> Compiled | None:
+    """The parts of a torch.compile'd model or function; None for anything else."""
+    if "torch._dynamo" not in sys.modules:  # nothing can be compiled before Dynamo is loaded
+        return None
+    from torch._dynamo.eval_frame import OptimizedModule
+
+    if isinstance(model, OptimizedModule):
+        return Compiled(model, model._orig_mod, model._orig_mod, "module")
+    if isinstance(model, nn.Module):
+        if getattr(model, "_compiled_call_impl", None) is not None:
+            return Compiled(model, model._call_impl, model, "inplace")
+        return None
+    original = getattr(model, "_torchdynamo_orig_callable", None)
+    if original is None:
+        return None
+    owner = getattr(original, "__self__", None)
+    return Compiled(model, original, owner if isinstance(owner, nn.Module) else None,
+                    "function")
+
+
+# ---------------------------------------------------------------- counting traces
+
+_COUNTING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # compiled -> counting fn
+_MARK_LOCK = threading.Lock()
+
+
+def counting_callable(compiled: Compiled) -> Callable:
+    """A callable that runs compiled.original through Dynamo with the counting backend (traced
+    once per input signature, like the compiled model itself; cached per compiled object)."""
+    fn = _COUNTING.get(compiled.run)
+    if fn is None:
+        target = compiled.original
+        traced = torch.compile(target, backend=_count_graph)
+        if compiled.kind == "module":
+            # OptimizedModule.forward runs the module's __call__ under Dynamo; calling it, not
+            # the OptimizedModule, keeps torch from firing global hooks an extra time.
+            traced = traced.forward
+        fn = _marking(traced)
+        _COUNTING[compiled.run] = fn
+    return fn
+
+
+def _marking(fn: Callable) -> Callable:
+    """fn with the module hooks marking module calls (scopes.MARK_MODULE_CALLS) while it runs:
+    they must see the same value when Dynamo traces and when it checks its guards."""
+
+    def run(*args, **kwargs):
+        with _MARK_LOCK:
+            before, scopes.MARK_MODULE_CALLS = scopes.MARK_MODULE_CALLS, True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            scopes.MARK_MODULE_CALLS = before
+
+    return run
+
+
+def _count_graph(gm: torch.fx.GraphModule, example_inputs) -> Callable:
+    """The counting backend: the captured graph, run op by op with module scopes."""
+    return ScopedGraph(gm, by_module_id=True, frame_module=_frame_module(gm))
+
+
+_FRAME_LOCAL = re.compile(r"^L\['(\w+)'\]$")  # a stack entry that is a local of the frame
+
+
+def _frame_module(gm: torch.fx.GraphModule) -> nn.Module | None:
+    """The module the frame Dynamo compiled runs in: the outermost module of the graph's stacks
+    that is a local of the frame (`L['self']` in a forward, `L['fn']` in torch.compile's
+    wrapper), else the frame's `self`. Dynamo reuses a frame's graph for every module of the
+    same class (an expert of an MoE, the same model built again: parameters are graph inputs),
+    so the graph's modules are resolved by their path below it, at run time, against the module
+    running it."""
+    try:
+        from torch._dynamo.symbolic_convert import InstructionTranslator
+
+        tx = InstructionTranslator.current_tx()
+    except Exception:  # noqa: BLE001 - internal API: without it, modules resolve by identity
+        return None
+    if tx is None:
+        return None
+    names = []
+    for node in gm.graph.nodes:
+        for value in (node.meta.get("nn_module_stack") or {}).values():
+            match = _FRAME_LOCAL.match(value[0]) if isinstance(value, tuple) else None
+            # ___stackN in a resumed frame holds the module about to be called, not the frame's
+            if match and not match.group(1).startswith("___") and match.group(1) not in names:
+                names.append(match.group(1))
+    for name in [*names, "self"]:
+        module = tx.f_locals.get(name)
+        if isinstance(module, nn.Module):
+            return module
+    return None
+
+
+class ScopedGraph:
+    """Runs a graph node by node (torch.fx.Interpreter), entering the module scope each node came
+    from (its ``nn_module_stack``), so its ops are charged to the modules eager code charges them
+    to. Dynamo names the stack's modules by id: those below the frame's module (frame_module)
+    are kept as paths below it, the others by the qualified name they have while traced (a
+    resumed frame: the same names in another instance of the model), or by id when they have
+    none. torch.export names them by qualified name.
+
+    A stack entry becomes a ref: ("path", p) below the module running the graph, ("name",
+    qualified name) or ("id", i)."""
+
+    def __init__(self, gm: torch.fx.GraphModule, by_module_id: bool,
+                 frame_module: nn.Module | None = None):
+        self.gm = gm
+        below = ({id(m): path for path, m in frame_module.named_modules(remove_duplicate=False)}
+                 if frame_module is not None else {})
+        self.chains: dict = {}  # node -> ((key, ref), ...) outer first
+        self.markers: set = set()  # nodes that mark a module call (hooks under Dynamo)
+        for node in gm.graph.nodes:
+            stack = node.meta.get("nn_module_stack") or {}
+            self.chains[node] = tuple((key, self._ref(key, value, by_module_id, below))
+                                      for key, value in stack.items())
+            if node.op == "call_function" and node.target is MODULE_CALL:
+                self.markers.add(node)
+
+    @staticmethod
+    def _ref(key: str, value, by_module_id: bool, below: dict) -> tuple | None:
+        if not by_module_id:
+            return ("name", value[0]) if isinstance(value, tuple) and value else None
+        head = key.split("@")[0]
+        if not head.isdigit():
+            return None
+        module_id = int(head)
+        if module_id in below:
+            return ("path", below[module_id])
+        name_id = ModuleScopes.name_id_of_module(module_id)
+        return ("name", ModuleScopes.name_of(name_id)) if name_id is not None else ("id", module_id)
+
+    def __call__(self, *args, **kwargs):
+        if kwargs:  # an exported program's inputs, flattened as its graph takes them
+            args = self.gm.graph.process_inputs(*args, **kwargs)
+            return _ScopedInterpreter(self).run(*args, enable_io_processing=False)
+        return _ScopedInterpreter(self).run(*args)
+
+
+class _ScopedInterpreter(torch.fx.Interpreter):
+    def __init__(self, graph: ScopedGraph):
+        super().__init__(graph.gm)
+        self.graph_info = graph
+        self.pushed: list = []  # (key, name id) pushed by this run, outer first
+        # The module running the graph: the root of the profiled model, or the module whose
+        # call the eager hooks entered before Dynamo ran its forward as a frame of its own.
+        # Scopes entered outside the graph are not entered again.
+        current = _C.current_scope_name()
+        self.current = current
+        self.outside = {current} | {current[:i] for i, ch in enumerate(current) if ch == "."}
+        self.resolved: dict = {}  # ref -> name id (None: transparent or entered outside)
+
+    def _resolve(self, ref) -> int | None:
+        if ref not in self.resolved:
+            self.resolved[ref] = self._runtime_name_id(ref)
+        return self.resolved[ref]
+
+    def _runtime_name_id(self, ref) -> int | None:
+        if ref is None:
+            return None
+        kind, value = ref
+        if kind == "path":  # below the module running the graph ("" is that module itself)
+            if not value:
+                return None
+            name_id = ModuleScopes.registered(f"{self.current}.{value}" if self.current
+                                              else value)
+        elif kind == "id":
+            name_id = ModuleScopes.name_id_of_module(value)
+        else:
+            name_id = ModuleScopes.intern(value) if value else None  # export: every name counts
+        if name_id is None or ModuleScopes.name_of(name_id) in self.outside:
+            return None
+        return name_id
+
+    def run(self, *args, **kwargs):
+        depth = _C.scope_depth()
+        try:
+            return super().run(*args, **kwargs)
+        finally:
+            _C.truncate_scopes(depth)
+
+    def run_node(self, n):
+        if n.op not in ("call_function", "call_method", "call_module"):
+            return super().run_node(n)  # inputs and outputs run in no module
+        chain = self.graph_info.chains[n]
+        desired = [(key, nid) for key, ref in chain if (nid := self._resolve(ref)) is not None]
+        common = 0
+        while (common < len(desired) and common < len(self.pushed)
+               and desired[common] == self.pushed[common]):
+            common += 1
+        if n in self.graph_info.markers:
+            # A module call starts: a named module called again starts a new scope entry.
+            if chain and desired and self._resolve(chain[-1][1]) == desired[-1][1]:
+                common = min(common, len(desired) - 1)
+            self._enter(desired, common)
+            return None  # the marker itself does nothing
+        self._enter(desired, common)
+        return super().run_node(n)
+
+    def _enter(self, desired: list, common: int) -> None:
+        while len(self.pushed) > common:
+            _C.pop_scope()
+            self.pushed.pop()
+        for key, nid in desired[common:]:
+            _C.push_scope_id(nid)
+            self.pushed.append((key, nid))
+
+
+# ---------------------------------------------------------------- compilation is not work
+
+
+class CompileWatch:
+    """Pauses every active profiler while torch compiles (Dynamo's compile callbacks) and adds
+    up the time it took, per profiler."""
+
+    _lock = threading.Lock()
+    _active: dict = {}  # id(entry) -> entry
+    _registered = False
+    _t0: list = []
+
+    @classmethod
+    @contextlib.contextmanager
+    def watching(cls, profiler):
+        """Yields {"compile_s", "compiles"} of the compilations in the block; profiler (or
+        None: only the time is wanted) is paused while they run."""
+        cls._register()
+        entry = {"profiler": profiler, "compile_s": 0.0, "compiles": 0, "in_compile": False,
+                 "paused": False}
+        with cls._lock:
+            cls._active[id(entry)] = entry
+        try:
+            yield entry
+        finally:
+            with cls._lock:
+                cls._active.pop(id(entry), None)
+                if entry["paused"] and profiler.running:
+                    profiler.resume()
+                entry["paused"] = False
+
+    @classmethod
+    def _register(cls) -> None:
+        if cls._registered or "torch._dynamo" not in sys.modules:
+            return
+        ModuleScopes.hide_from_dynamo()
+        handler = getattr(sys.modules["torch._dynamo"], "callback_handler", None)
+        if handler is None:  # a torch without compile callbacks: nothing to pause
+            return
+        with cls._lock:
+            if not cls._registered:
+                handler.register_start_callback(cls._start)
+                handler.register_end_callback(cls._end)
+                cls._registered = True
+
+    @classmethod
+    def _start(cls, *args) -> None:
+        with cls._lock:
+            cls._t0.append(time.perf_counter())
+            for entry in cls._active.values():
+                entry["in_compile"] = True
+                profiler = entry["profiler"]
+                if profiler is not None and not entry["paused"] and profiler.running:
+                    profiler.pause()
+                    entry["paused"] = True
+
+    @classmethod
+    def _end(cls, *args) -> None:
+        with cls._lock:
+            elapsed = time.perf_counter() - cls._t0.pop() if cls._t0 else 0.0
+            for entry in cls._active.values():
+                if not entry["in_compile"]:
+                    continue
+                entry["in_compile"] = False
+                entry["compile_s"] += elapsed
+                entry["compiles"] += 1
+                if entry["paused"]:
+                    entry["paused"] = False
+                    if entry["profiler"].running:
+                        entry["profiler"].resume()
+
+
+# ---------------------------------------------------------------- one real run, not two
+
+
+@contextlib.contextmanager
+def preserved_state(module: nn.Module | None):
+    """Runs the body without leaving a trace in the model's state: buffers (batch-norm running
+    statistics), parameter gradients and the random generators are as they were after it. A
+    compiled model is counted in one run and timed in another; the user sees one."""
+    cpu_rng = torch.get_rng_state()
+    cuda_rng = (torch.cuda.get_rng_state_all()
+                if torch.cuda.is_available() and torch.cuda.is_initialized() else None)
+    buffers = [(b, b.detach().clone()) for b in module.buffers()] if module is not None else []
+    grads = ([(p, None if p.grad is None else p.grad.detach().clone())
+              for p in module.parameters()] if module is not None else [])
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, saved in buffers:
+                b.copy_(saved)
+        for p, saved in grads:
+            p.grad = saved
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+
+
+def timed_call(call: Callable[[], Any], device: torch.device | None) -> tuple[float, str]:
+    """Wall time of one call, in seconds, and the clock: CUDA events on the current stream when
+    the model is on CUDA (the device's time), the steady clock otherwise."""
+    if device is not None and device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        call()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3, "cuda_event"
+    t0 = time.perf_counter()
+    call()
+    return time.perf_counter() - t0, "steady_clock"
+
+
+# ---------------------------------------------------------------- torch.export
+
+
+def exported_graph(model: Any) -> torch.fx.GraphModule | None:
+    """The graph module of a torch.export.ExportedProgram, an fx.GraphModule as it is, or None."""
+    export = getattr(torch, "export", None)
+    if export is not None and isinstance(model, export.ExportedProgram):
+        return model.module()
+    if isinstance(model, torch.fx.GraphModule):
+        return model
+    return None
+
+
+@contextlib.contextmanager
+def on_meta(gm: torch.fx.GraphModule):
+    """gm's parameters and buffers replaced by meta tensors of the same shapes for the body (the
+    program itself is left as it was). Yields {original tensor: meta tensor}."""
+    from torch.nn.utils.stateless import _reparametrize_module
+
+    tensors = {**dict(gm.named_parameters(remove_duplicate=False)),
+               **dict(gm.named_buffers(remove_duplicate=False))}
+    made: dict = {}
+    meta = {}
+    for name, t in tensors.items():
+        if t not in made:  # tied tensors stay tied
+            m = torch.empty_like(t, device="meta")
+            made[t] = m.requires_grad_(t.requires_grad) if t.is_floating_point() else m
+        meta[name] = made[t]
+    with _reparametrize_module(gm, meta):
+        yield made
