@@ -62,6 +62,33 @@ def measure(name, model, x, rounds):
     return med["effmetrics"] / med["bare"], added_fc / added_em
 
 
+def measure_compiled(model, x, rounds):
+    """The compiled row: torch.compile(model) bare, em.profile of it (counted through its
+    graphs, op by op), and eager counting, interleaved as above."""
+    compiled = torch.compile(model)
+    modes = {"eager bare": lambda: model(x), "compiled bare": lambda: compiled(x),
+             "effmetrics eager": lambda: em.profile(model, x),
+             "effmetrics compiled": lambda: em.profile(compiled, x)}
+    times = {m: [] for m in modes}
+    order = list(modes)
+    with torch.no_grad():
+        for fn in modes.values():  # warm-up: compiles the model and the counting trace
+            fn()
+        for r in range(rounds):
+            for mode in order[r % 4:] + order[: r % 4]:
+                t0 = time.perf_counter()
+                modes[mode]()
+                times[mode].append(time.perf_counter() - t0)
+    med = {m: statistics.median(v) for m, v in times.items()}
+    print(f"\nViT-Ti/16, batch 1, 1 thread, torch.compile ({rounds} interleaved rounds, medians)")
+    for m in modes:
+        print(f"  {m:<20} {med[m] * 1e3:9.2f} ms")
+    added_compiled = med["effmetrics compiled"] - med["eager bare"]
+    added_eager = med["effmetrics eager"] - med["eager bare"]
+    return (med["effmetrics compiled"] / med["compiled bare"],
+            med["effmetrics compiled"] / med["effmetrics eager"], added_compiled / added_eager)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=0, help="default: 41 (Ti), 7 (B)")
@@ -75,6 +102,7 @@ def main():
     ti = vit("vit-ti/16").eval()
     r_ti, a_ti = measure("ViT-Ti/16, batch 1, 1 thread", ti, torch.randn(1, 3, 224, 224),
                          args.rounds or 41)
+    compiled_rows = measure_compiled(ti, torch.randn(1, 3, 224, 224), args.rounds or 41)
     torch.set_num_threads(threads)
     def more(ratio):
         return "within noise" if ratio is None else f"{ratio:.1f}x more time"
@@ -83,6 +111,9 @@ def main():
     print(f"  ViT-Ti/16 b1: effmetrics/bare = {r_ti:.3f} (target <= 1.10), "
           f"FlopCounterMode adds {more(a_ti)} (target >= 5x)")
     print(f"  ViT-B/16  b8: effmetrics/bare = {r_b:.3f}, FlopCounterMode adds {more(a_b)}")
+    print("  ViT-Ti/16 b1 compiled: em.profile(compiled) = {:.3f}x the compiled forward, "
+          "{:.3f}x em.profile(eager); its added time {:.3f}x eager counting's".format(
+              *compiled_rows))
 
 
 if __name__ == "__main__":

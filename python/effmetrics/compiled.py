@@ -17,6 +17,7 @@ An ExportedProgram (or an fx.GraphModule) is counted on meta through the same in
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import re
 import sys
@@ -140,29 +141,42 @@ def _frame_module(gm: torch.fx.GraphModule) -> nn.Module | None:
 
 
 class ScopedGraph:
-    """Runs a graph node by node (torch.fx.Interpreter), entering the module scope each node came
-    from (its ``nn_module_stack``), so its ops are charged to the modules eager code charges them
-    to. Dynamo names the stack's modules by id: those below the frame's module (frame_module)
-    are kept as paths below it, the others by the qualified name they have while traced (a
-    resumed frame: the same names in another instance of the model), or by id when they have
-    none. torch.export names them by qualified name.
+    """A graph that enters the module scope each node came from (its ``nn_module_stack``) as it
+    runs, so its ops are charged to the modules eager code charges them to. The graph is
+    rewritten once: a call to enter the next module goes in where the module changes (and where
+    the hooks marked a module call), and FX's generated code runs it at the speed of the code
+    Dynamo would have run.
 
-    A stack entry becomes a ref: ("path", p) below the module running the graph, ("name",
-    qualified name) or ("id", i)."""
+    Dynamo names the stack's modules by id: those below the frame's module (frame_module) are
+    kept as paths below it, the others by the qualified name they have while traced (a resumed
+    frame: the same names in another instance of the model), or by id when they have none.
+    torch.export names them by qualified name. A stack entry becomes a ref: ("path", p) below
+    the module running the graph, ("name", qualified name) or ("id", i)."""
 
     def __init__(self, gm: torch.fx.GraphModule, by_module_id: bool,
                  frame_module: nn.Module | None = None):
-        self.gm = gm
         below = ({id(m): path for path, m in frame_module.named_modules(remove_duplicate=False)}
                  if frame_module is not None else {})
-        self.chains: dict = {}  # node -> ((key, ref), ...) outer first
-        self.markers: set = set()  # nodes that mark a module call (hooks under Dynamo)
-        for node in gm.graph.nodes:
+        self.transitions: list = []  # (chain of (key, ref) outer first, marks a module call)
+        graph = gm.graph
+        last = None
+        for node in list(graph.nodes):
+            if node.op not in ("call_function", "call_method", "call_module"):
+                continue  # inputs and outputs run in no module
             stack = node.meta.get("nn_module_stack") or {}
-            self.chains[node] = tuple((key, self._ref(key, value, by_module_id, below))
-                                      for key, value in stack.items())
-            if node.op == "call_function" and node.target is MODULE_CALL:
-                self.markers.add(node)
+            chain = tuple((key, self._ref(key, value, by_module_id, below))
+                          for key, value in stack.items())
+            marker = node.op == "call_function" and node.target is MODULE_CALL
+            if marker or chain != last:
+                with graph.inserting_before(node):
+                    graph.call_function(self._enter, (len(self.transitions),))
+                self.transitions.append((chain, marker))
+                last = chain
+            if marker:
+                graph.erase_node(node)
+        gm.recompile()
+        self.forward = gm.forward  # not gm(): no module hooks for the graph module itself
+        self._plans: dict = {}  # (scope outside, names generation) -> resolved transitions
 
     @staticmethod
     def _ref(key: str, value, by_module_id: bool, below: dict) -> tuple | None:
@@ -178,79 +192,89 @@ class ScopedGraph:
         return ("name", ModuleScopes.name_of(name_id)) if name_id is not None else ("id", module_id)
 
     def __call__(self, *args, **kwargs):
-        if kwargs:  # an exported program's inputs, flattened as its graph takes them
-            args = self.gm.graph.process_inputs(*args, **kwargs)
-            return _ScopedInterpreter(self).run(*args, enable_io_processing=False)
-        return _ScopedInterpreter(self).run(*args)
-
-
-class _ScopedInterpreter(torch.fx.Interpreter):
-    def __init__(self, graph: ScopedGraph):
-        super().__init__(graph.gm)
-        self.graph_info = graph
-        self.pushed: list = []  # (key, name id) pushed by this run, outer first
         # The module running the graph: the root of the profiled model, or the module whose
         # call the eager hooks entered before Dynamo ran its forward as a frame of its own.
-        # Scopes entered outside the graph are not entered again.
         current = _C.current_scope_name()
-        self.current = current
-        self.outside = {current} | {current[:i] for i, ch in enumerate(current) if ch == "."}
-        self.resolved: dict = {}  # ref -> name id (None: transparent or entered outside)
-
-    def _resolve(self, ref) -> int | None:
-        if ref not in self.resolved:
-            self.resolved[ref] = self._runtime_name_id(ref)
-        return self.resolved[ref]
-
-    def _runtime_name_id(self, ref) -> int | None:
-        if ref is None:
-            return None
-        kind, value = ref
-        if kind == "path":  # below the module running the graph ("" is that module itself)
-            if not value:
-                return None
-            name_id = ModuleScopes.registered(f"{self.current}.{value}" if self.current
-                                              else value)
-        elif kind == "id":
-            name_id = ModuleScopes.name_id_of_module(value)
-        else:
-            name_id = ModuleScopes.intern(value) if value else None  # export: every name counts
-        if name_id is None or ModuleScopes.name_of(name_id) in self.outside:
-            return None
-        return name_id
-
-    def run(self, *args, **kwargs):
+        key = (current, ModuleScopes.generation)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(current)
+        run = _Run(plan)
+        runs = _RUNS.__dict__.setdefault("stack", [])
+        runs.append(run)
         depth = _C.scope_depth()
         try:
-            return super().run(*args, **kwargs)
+            return self.forward(*args, **kwargs)
         finally:
+            runs.pop()
             _C.truncate_scopes(depth)
 
-    def run_node(self, n):
-        if n.op not in ("call_function", "call_method", "call_module"):
-            return super().run_node(n)  # inputs and outputs run in no module
-        chain = self.graph_info.chains[n]
-        desired = [(key, nid) for key, ref in chain if (nid := self._resolve(ref)) is not None]
-        common = 0
-        while (common < len(desired) and common < len(self.pushed)
-               and desired[common] == self.pushed[common]):
-            common += 1
-        if n in self.graph_info.markers:
-            # A module call starts: a named module called again starts a new scope entry.
-            if chain and desired and self._resolve(chain[-1][1]) == desired[-1][1]:
-                common = min(common, len(desired) - 1)
-            self._enter(desired, common)
-            return None  # the marker itself does nothing
-        self._enter(desired, common)
-        return super().run_node(n)
+    def _enter(self, k: int) -> None:
+        _RUNS.stack[-1].enter(k)
 
-    def _enter(self, desired: list, common: int) -> None:
-        while len(self.pushed) > common:
+    def _plan(self, current: str) -> list:
+        """Per transition: the scope name ids to be in, and how many of them the transition
+        keeps at most (a module call starts: a module called again is entered anew)."""
+        # Scopes entered outside the graph are not entered again.
+        outside = {current} | {current[:i] for i, ch in enumerate(current) if ch == "."}
+        resolved: dict = {}
+
+        def name_id(ref):
+            if ref not in resolved:
+                resolved[ref] = _resolve(ref, current, outside)
+            return resolved[ref]
+
+        plan = []
+        for chain, marker in self.transitions:
+            desired = tuple((key, nid) for key, ref in chain if (nid := name_id(ref)) is not None)
+            keep = len(desired)
+            if marker and chain and desired and name_id(chain[-1][1]) == desired[-1][1]:
+                keep -= 1
+            plan.append((desired, keep))
+        return plan
+
+
+_RUNS = threading.local()  # the graphs running on this thread, innermost last
+
+
+def _resolve(ref, current: str, outside: set) -> int | None:
+    if ref is None:
+        return None
+    kind, value = ref
+    if kind == "path":  # below the module running the graph ("" is that module itself)
+        if not value:
+            return None
+        name_id = ModuleScopes.registered(f"{current}.{value}" if current else value)
+    elif kind == "id":
+        name_id = ModuleScopes.name_id_of_module(value)
+    else:
+        name_id = ModuleScopes.intern(value) if value else None  # export: every name counts
+    if name_id is None or ModuleScopes.name_of(name_id) in outside:
+        return None
+    return name_id
+
+
+class _Run:
+    """One run of a ScopedGraph: the scopes it entered, left when it ends."""
+
+    __slots__ = ("plan", "pushed")
+
+    def __init__(self, plan: list):
+        self.plan = plan
+        self.pushed: tuple = ()
+
+    def enter(self, k: int) -> None:
+        desired, keep = self.plan[k]
+        pushed = self.pushed
+        common = 0
+        limit = min(keep, len(pushed))
+        while common < limit and desired[common] == pushed[common]:
+            common += 1
+        for _ in range(len(pushed) - common):
             _C.pop_scope()
-            self.pushed.pop()
-        for key, nid in desired[common:]:
+        for _, nid in desired[common:]:
             _C.push_scope_id(nid)
-            self.pushed.append((key, nid))
+        self.pushed = desired
 
 
 # ---------------------------------------------------------------- compilation is not work
@@ -371,12 +395,13 @@ def timed_call(call: Callable[[], Any], device: torch.device | None) -> tuple[fl
 
 
 def exported_graph(model: Any) -> torch.fx.GraphModule | None:
-    """The graph module of a torch.export.ExportedProgram, an fx.GraphModule as it is, or None."""
+    """The graph module of a torch.export.ExportedProgram, or of an fx.GraphModule (a copy of
+    its graph over the same submodules: counting rewrites the graph), or None."""
     export = getattr(torch, "export", None)
     if export is not None and isinstance(model, export.ExportedProgram):
-        return model.module()
+        return model.module()  # a new module on each call
     if isinstance(model, torch.fx.GraphModule):
-        return model
+        return torch.fx.GraphModule(model, copy.deepcopy(model.graph), type(model).__name__)
     return None
 
 

@@ -54,6 +54,7 @@ class ModuleScopes:
     _by_id: dict[int, str] = {}  # scope name id -> qualified name
     _hidden = False  # the hooks' code is hidden from Dynamo's frame compilation
     _hooks: tuple | None = None  # (pre, post), made once
+    generation = 0  # changes whenever the registered names do
     _hook_ids: tuple | None = None  # their keys in torch's global hook dicts
 
     @classmethod
@@ -95,6 +96,7 @@ class ModuleScopes:
             else:
                 added = {key: i for key, i in ids.items() if key not in cls._names}
             cls._names.update(added)
+            cls.generation += 1
             if cls._users == 0:
                 cls._install()
                 warnings.filterwarnings("ignore", message=_OPTIMIZED_MODULE_WARNING)
@@ -105,6 +107,7 @@ class ModuleScopes:
     def release(cls, added: dict) -> None:
         with cls._lock:
             cls._users -= 1
+            cls.generation += 1
             if cls._users == 0:  # every user gone: every name goes
                 cls._names.clear()
                 cls._uninstall()
