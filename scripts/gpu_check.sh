@@ -3,7 +3,8 @@
 # runs the test suite there. The CUDA tests (tests/python/test_cuda.py): counts on CUDA equal
 # counts on CPU; em.benchmark's event latency within 3% of torch.cuda.Event and triton's
 # do_bench; L2 flush and graph replay; peak memory == max_memory_allocated; module times and
-# step busy/idle from CUDA events (a host sleep is found as idle, a GPU-bound loop has none).
+# step busy/idle from CUDA events (a host sleep is found as idle, a GPU-bound loop has none);
+# compiled models counted on CUDA as on CPU, a reduce-overhead (CUDA graphs) model timed.
 # Then bench/timing.py --cuda prints the figures for the notes. Budget: under 5 minutes.
 #
 #   bash scripts/gpu_check.sh            # through the device tool: run(command="bash scripts/gpu_check.sh")
@@ -28,7 +29,7 @@ if [ "$tests" = ON ]; then (cd build-gpu && ctest --output-on-failure); fi
 PYTHONPATH=python "$PY" -m pytest -q -rs -s tests/python/test_cuda.py tests/python/test_api.py \
   tests/python/test_flop_counter.py tests/python/test_vit_oracle.py tests/python/test_params.py \
   tests/python/test_memory.py tests/python/test_time.py tests/python/test_timing.py \
-  tests/python/test_nvtx.py tests/python/test_zoo.py
+  tests/python/test_nvtx.py tests/python/test_zoo.py tests/python/test_compile.py
 # Figures for the notes: profile(time=True) overhead on the GPU and event busy time vs torch.
 if "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
   PYTHONPATH=python "$PY" bench/timing.py --cuda --rounds 10

@@ -234,3 +234,34 @@ def test_cuda_profile_module_times_from_events():
     # backward is charged to the modules of its forward ops, timed with events too
     with_bwd = em.profile(model, x, backward=True, time=True).by_module()
     assert with_bwd.loc["0", "time_s"] > 1.5 * df.loc["0", "time_s"]
+
+
+def test_cuda_compiled_counts_equal_cpu_compiled_counts():
+    """torch.compile on CUDA: counted through the same graphs, the same counts as on CPU."""
+    build, shape = MODELS["vit"]
+    cpu = build()
+    gpu = copy.deepcopy(cpu).cuda()
+    x = torch.randn(*shape)
+    for backward in (False, True):
+        cpu.zero_grad(set_to_none=True)
+        gpu.zero_grad(set_to_none=True)
+        rc = em.profile(torch.compile(cpu), x, backward=backward)
+        rg = em.profile(torch.compile(gpu), x.cuda(), backward=backward)
+        eager = em.profile(gpu, x.cuda(), backward=backward)
+        assert rg.flops_matmul == rc.flops_matmul == eager.flops_matmul
+        assert rg.flops == eager.flops and rg.bytes_read == eager.bytes_read
+        assert list(rg.by_module().index) == list(eager.by_module().index)
+
+
+def test_cuda_reduce_overhead_model_is_counted_and_timed():
+    """mode="reduce-overhead" (CUDA graphs): counted through the graphs, timed as the compiled
+    (graph-replay) run on CUDA events, after warm-ups that record the graphs."""
+    build, shape = MODELS["mlp"]
+    model = build().cuda()
+    x = torch.randn(*shape, device="cuda")
+    eager = em.profile(model, x)
+    with torch.no_grad():
+        rep = em.profile(torch.compile(model, mode="reduce-overhead"), x, time=True)
+    assert rep.flops == eager.flops and rep.bytes_read == eager.bytes_read
+    assert rep.compiled and rep.clock == "cuda_event" and rep.wall_s > 0
+    print(f"\nreduce-overhead MLP: {rep.wall_s * 1e6:.1f} us per compiled run")
