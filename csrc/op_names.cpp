@@ -32,6 +32,7 @@ std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
   info.name = interned.c_str();
   info.rule = find_rule(interned);
   info.is_op = is_op;
+  info.compiled_region = interned.rfind("Torch-Compiled Region", 0) == 0;
   return *t.infos.emplace(std::string_view(interned), info).first;
 }
 

@@ -17,6 +17,9 @@ struct OpInfo {
   const char* name = nullptr;  // interned, stable
   const OpRule* rule = nullptr;
   bool is_op = false;  // a dispatcher operator (vs. a named region or an autograd node)
+  // A region of code torch.compile generated ("Torch-Compiled Region: 0/0"): its fused
+  // kernels are not ops.
+  bool compiled_region = false;
 };
 
 // The interned name (stable storage: thread caches key on it) and what we know of the op;

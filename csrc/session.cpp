@@ -14,6 +14,7 @@ namespace effmetrics {
 namespace {
 
 std::atomic<uint64_t> g_generation{1};
+thread_local uint64_t t_counted_graphs = 0;  // note_counted_graph() calls on this thread
 
 // Thread buffers outlive their session in a pool, so a new profiler on a thread reuses frames,
 // op-name cache and cell table (and allocates nothing while the model runs).
@@ -48,6 +49,8 @@ void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
 bool is_view(const OpInfo& info) { return info.rule && info.rule->kind == OpKind::kView; }
 
 }  // namespace
+
+void note_counted_graph() { ++t_counted_graphs; }
 
 // ---------------------------------------------------------------- ThreadBuffer
 
@@ -128,6 +131,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
     nvtx_range_push(nvtx_op_message(f.info->name, fn.inputs()).c_str());
   }
   if (host_timing_) f.t0 = steady_now_ns();
+  if (f.info->compiled_region) f.counted_graphs = t_counted_graphs;
   attribute(fn, parent, tb, f);
   if (!needs_inputs(f)) return;
   // Parameter uses: direct inputs of top-level forward ops (linear's weight, not its t()); named
@@ -213,6 +217,9 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   if (tb.depth == 0) tb.busy_ns += dur_ns;  // top-level frames: the thread is busy in ops
   // The op is ending by an exception (its RecordFunction is being unwound): it did no work.
   if (std::uncaught_exceptions() > 0) return;
+  if (f.info->compiled_region && t_counted_graphs == f.counted_graphs) {
+    add_cell(tb, f, OpKind::kUnsupported, OpCost::none(), dur_ns, span);  // fused, unseen
+  }
   const bool counted = count(fn, f, tb, dur_ns, span);
   if (Frame* parent = tb.top()) {
     // Views and allocations below a memory op (clone -> empty_like) do not take its count.

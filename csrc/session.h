@@ -51,6 +51,7 @@ struct FrameState {
   bool op_span = false;     // time_ops: marked for its own time
   uint32_t mark0 = 0;
   uint32_t step = 0;
+  uint64_t counted_graphs = 0;  // compiled region: graphs counted on the thread at its start
 };
 
 struct Frame : FrameState {

@@ -62,6 +62,12 @@ struct ProfilerOptions {
 
 class Session;
 
+// A counting trace ran one of torch.compile's captured graphs op by op on this thread (the
+// Python side's compiled.py): the compiled region around it was counted. A compiled region in
+// which no graph was counted this way ran fused kernels that no observer sees; it is listed in
+// unsupported_ops under its name ("Torch-Compiled Region: 0/0"), never a silent zero.
+void note_counted_graph();
+
 class Profiler {
  public:
   // Up to kMaxProfilers may be active at once (nested or on other threads); each counts alone.

@@ -244,5 +244,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("pop_scope", &pop_scope);
   m.def("scope_depth", &scope_depth);
   m.def("truncate_scopes", &truncate_scopes);
+  m.def("note_counted_graph", &note_counted_graph);
   m.def("max_profilers", [] { return Profiler::kMaxProfilers; });
 }

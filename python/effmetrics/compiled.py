@@ -199,6 +199,7 @@ class ScopedGraph:
         plan = self._plans.get(key)
         if plan is None:
             plan = self._plans[key] = self._plan(current)
+        _C.note_counted_graph()  # the compiled region around this call is counted
         run = _Run(plan)
         runs = _RUNS.__dict__.setdefault("stack", [])
         runs.append(run)

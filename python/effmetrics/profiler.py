@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -273,8 +274,18 @@ _MISSING = object()
 def _report(raw, model_scan: ModelScan | None, memory: dict | None = None,
             compiles: dict | None = None, timing: dict | None = None) -> Report:
     params = dataclasses.replace(model_scan.counts) if model_scan is not None else None
-    return Report(raw, params, model_scan.module_params if model_scan is not None else None,
-                  memory, compiles=compiles, timing=timing)
+    report = Report(raw, params, model_scan.module_params if model_scan is not None else None,
+                    memory, compiles=compiles, timing=timing)
+    regions = sum(n for op, n in report.unsupported_ops.items()
+                  if op.startswith("Torch-Compiled Region"))
+    if regions:
+        warnings.warn(
+            f"effmetrics: torch.compile'd code ran {regions} time(s) inside the profiled call and "
+            "was not counted: its fused kernels are not ops (listed in unsupported_ops as "
+            "'Torch-Compiled Region'). Give effmetrics the compiled model itself, "
+            "em.profile(compiled_model, x) or em.Counter(compiled_model), to count it through "
+            "its graphs.", stacklevel=3)
+    return report
 
 
 class Counter:

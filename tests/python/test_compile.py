@@ -132,6 +132,24 @@ def test_module_compile_in_place_and_compiled_functions():
     pd.testing.assert_frame_equal(compiled_fn.ops(), eager_fn.ops())
 
 
+def test_compiled_code_inside_a_profiled_function_is_never_a_silent_undercount():
+    model, x = _mlp_gelu()
+    eager = em.profile(model, x)
+    compiled = torch.compile(model)
+    compiled(x)
+
+    def step(t):
+        return compiled(t).sum()
+
+    with pytest.warns(UserWarning, match=r"em\.profile\(compiled_model"):
+        rep = em.profile(step, x)
+    regions = {op: n for op, n in rep.unsupported_ops.items()
+               if op.startswith("Torch-Compiled Region")}
+    assert sum(regions.values()) == 1  # one call of the compiled model, listed, not counted
+    assert rep.flops_matmul == eager.flops_matmul  # the extern matmuls are still seen
+    assert rep.flops_vector < eager.flops_vector  # the fused GELUs are not
+
+
 def test_no_torch_warning_caused_by_effmetrics():
     model, x = _mlp_gelu()
     cm = torch.compile(model)
