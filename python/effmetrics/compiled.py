@@ -2,17 +2,18 @@
 
 A compiled model runs fused kernels that no op observer can see into. effmetrics counts it from
 the graphs Dynamo captures instead: it traces the original model with Dynamo once more, with a
-backend that runs each captured graph op by op (an FX interpreter) on the real tensors, under
-the same C++ observer and rule table as eager code. The graph's nodes carry the module they came
-from (``nn_module_stack``), so the interpreter pushes module scopes as the module hooks would;
-the hooks, traced by Dynamo, leave a marker op at each module call so that calls are counted as
-in eager mode. Code between graphs (graph breaks) runs eagerly and is counted as usual, once.
+backend that runs each captured graph as FX's generated code on the real tensors (the same
+torch-level calls eager code makes), under the same C++ observer and rule table. The graph's
+nodes carry the module they came from (``nn_module_stack``): the graph is rewritten once to
+enter those module scopes as the module hooks would, and the hooks, traced by Dynamo, leave a
+marker op at each module call so that calls are counted as in eager mode. Code between graphs
+(graph breaks) runs eagerly and is counted as usual, once.
 
 Compilation inside a profiled call (Dynamo's tracing, the backend's compile, a lazily compiled
 backward) pauses every active profiler through Dynamo's compile callbacks: it is never counted
 as the model's work; the report says how long it took (``compile_s``).
 
-An ExportedProgram (or an fx.GraphModule) is counted on meta through the same interpreter.
+An ExportedProgram (or an fx.GraphModule) is counted on meta through the same rewritten graph.
 """
 from __future__ import annotations
 
@@ -69,7 +70,6 @@ def unwrap(model: Any) -> Compiled | None:
 # ---------------------------------------------------------------- counting traces
 
 _COUNTING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # compiled -> counting fn
-_MARK_LOCK = threading.Lock()
 
 
 def counting_callable(compiled: Compiled) -> Callable:
@@ -93,8 +93,7 @@ def _marking(fn: Callable) -> Callable:
     they must see the same value when Dynamo traces and when it checks its guards."""
 
     def run(*args, **kwargs):
-        with _MARK_LOCK:
-            before, scopes.MARK_MODULE_CALLS = scopes.MARK_MODULE_CALLS, True
+        before, scopes.MARK_MODULE_CALLS = scopes.MARK_MODULE_CALLS, True
         try:
             return fn(*args, **kwargs)
         finally:
@@ -104,7 +103,7 @@ def _marking(fn: Callable) -> Callable:
 
 
 def _count_graph(gm: torch.fx.GraphModule, example_inputs) -> Callable:
-    """The counting backend: the captured graph, run op by op with module scopes."""
+    """The counting backend: the captured graph, run with the module scopes of its nodes."""
     return ScopedGraph(gm, by_module_id=True, frame_module=_frame_module(gm))
 
 
@@ -176,7 +175,9 @@ class ScopedGraph:
                 graph.erase_node(node)
         gm.recompile()
         self.forward = gm.forward  # not gm(): no module hooks for the graph module itself
-        self._plans: dict = {}  # (scope outside, names generation) -> resolved transitions
+        # The transitions resolved for the scope running the graph and the registered names
+        # (they change with each profile): (key, plan) of the last run.
+        self._plan_for: tuple = (None, None)
 
     @staticmethod
     def _ref(key: str, value, by_module_id: bool, below: dict) -> tuple | None:
@@ -196,9 +197,9 @@ class ScopedGraph:
         # call the eager hooks entered before Dynamo ran its forward as a frame of its own.
         current = _C.current_scope_name()
         key = (current, ModuleScopes.generation)
-        plan = self._plans.get(key)
-        if plan is None:
-            plan = self._plans[key] = self._plan(current)
+        if self._plan_for[0] != key:
+            self._plan_for = (key, self._plan(current))
+        plan = self._plan_for[1]
         _C.note_counted_graph()  # the compiled region around this call is counted
         run = _Run(plan)
         runs = _RUNS.__dict__.setdefault("stack", [])
