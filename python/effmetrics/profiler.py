@@ -112,7 +112,10 @@ def profile(
     """Run ``model(*args, **kwargs)`` once and count every op it executes.
 
     Args:
-        model: an nn.Module (module scopes, parameter counts) or any callable.
+        model: an nn.Module (module scopes, parameter counts) or any callable; a
+            torch.compile'd module or function is counted through its captured graphs, a
+            torch.export ExportedProgram (or fx.GraphModule) on meta (README: "Compiled,
+            exported and Hugging Face models").
         *args, **kwargs: passed to the model exactly as given (a dict stays a dict).
         backward: also run ``loss_fn(output).backward()`` and count it as the backward pass.
         loss_fn: reduces the output to a scalar; default: the sum of its floating tensors.
