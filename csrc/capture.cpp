@@ -23,10 +23,11 @@ void capture_tensor(const at::Tensor& t, OpCall& call, bool in_list) {
   auto sizes = t.sizes();
   int itemsize = static_cast<int>(t.dtype().itemsize());
   int ndim = static_cast<int>(sizes.size());
+  int scalar_type = static_cast<int>(t.scalar_type());
   if (in_list) {
-    call.add_list_tensor(id, sizes.data(), ndim, itemsize);
+    call.add_list_tensor(id, sizes.data(), ndim, itemsize, true, scalar_type);
   } else {
-    call.add_tensor(id, sizes.data(), ndim, itemsize);
+    call.add_tensor(id, sizes.data(), ndim, itemsize, true, scalar_type);
   }
 }
 
@@ -39,7 +40,7 @@ void add_output(const at::Tensor& t, OpCall& call) {
   }
   auto sizes = t.sizes();
   call.add_output(t.unsafeGetTensorImpl(), sizes.data(), static_cast<int>(sizes.size()),
-                  static_cast<int>(t.dtype().itemsize()));
+                  static_cast<int>(t.dtype().itemsize()), static_cast<int>(t.scalar_type()));
 }
 }  // namespace
 

@@ -5,8 +5,9 @@
 namespace effmetrics {
 
 TensorMeta OpCall::make_meta(const void* id, const int64_t* sizes, int ndim, int itemsize,
-                             bool defined) {
+                             bool defined, int scalar_type) {
   TensorMeta t;
+  t.scalar_type = static_cast<int8_t>(scalar_type);
   t.id = id;
   t.defined = defined;
   t.itemsize = static_cast<uint8_t>(itemsize);
@@ -22,7 +23,7 @@ TensorMeta OpCall::make_meta(const void* id, const int64_t* sizes, int ndim, int
 }
 
 Shape OpCall::shape_of(const TensorMeta& t) const {
-  return Shape{dims_.data() + t.dims_offset, t.ndim, t.numel, t.itemsize, t.defined};
+  return Shape{dims_.data() + t.dims_offset, t.ndim, t.numel, t.itemsize, t.defined, t.scalar_type};
 }
 
 void OpCall::add_int_list(const int64_t* v, size_t n, ArgType t) {
@@ -38,10 +39,10 @@ void OpCall::add_bool_list(std::initializer_list<bool> v) {
   args_.push_back(a);
 }
 
-void OpCall::add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
-                        bool defined) {
+void OpCall::add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined,
+                        int scalar_type) {
   args_.push_back(Arg{ArgType::kTensor, 0, 0.0, static_cast<uint32_t>(tensors_.size())});
-  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined));
+  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined, scalar_type));
 }
 
 void OpCall::add_tensor(std::initializer_list<int64_t> sizes, int itemsize) {
@@ -55,13 +56,14 @@ void OpCall::begin_tensor_list() {
 }
 
 void OpCall::add_list_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
-                             bool defined) {
-  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined));
+                             bool defined, int scalar_type) {
+  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined, scalar_type));
   args_.back().i += 1;
 }
 
-void OpCall::add_output(const void* id, const int64_t* sizes, int ndim, int itemsize) {
-  outputs_.push_back(make_meta(id, sizes, ndim, itemsize, true));
+void OpCall::add_output(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                        int scalar_type) {
+  outputs_.push_back(make_meta(id, sizes, ndim, itemsize, true, scalar_type));
 }
 
 void OpCall::add_output(std::initializer_list<int64_t> sizes, int itemsize) {
@@ -84,6 +86,24 @@ int64_t OpCall::list_int(int i, int k, int64_t fallback) const {
   // A one-element list broadcasts over every spatial dim (kernel_size=[3] means 3x3).
   if (k >= args_[i].i) k = static_cast<int>(args_[i].i) - 1;
   return ints_[args_[i].offset + k];
+}
+
+double OpCall::double_arg(int i, double fallback) const {
+  ArgType t = type(i);
+  if (t == ArgType::kDouble) return args_[i].d;
+  if (t == ArgType::kInt || t == ArgType::kBool) return static_cast<double>(args_[i].i);
+  return fallback;
+}
+
+int OpCall::list_size(int i) const {
+  ArgType t = type(i);
+  bool list = t == ArgType::kTensorList || t == ArgType::kIntList || t == ArgType::kBoolList;
+  return list ? static_cast<int>(args_[i].i) : 0;
+}
+
+Shape OpCall::list_tensor(int i, int k) const {
+  if (type(i) != ArgType::kTensorList || k < 0 || k >= args_[i].i) return Shape{};
+  return shape_of(tensors_[args_[i].offset + k]);
 }
 
 Shape OpCall::output(int k) const {

@@ -11,6 +11,7 @@ struct OpNames {
   std::mutex mu;
   std::deque<std::string> names;  // stable storage: views into it stay valid
   std::unordered_map<std::string_view, OpInfo> infos;
+  uint64_t rules_version = 0;  // of the rules in infos
 };
 
 OpNames& table() {
@@ -23,6 +24,11 @@ OpNames& table() {
 std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
   OpNames& t = table();
   std::lock_guard<std::mutex> lock(t.mu);
+  const uint64_t version = rules_version();
+  if (version != t.rules_version) {  // a rule was registered or removed: look every name up again
+    for (auto& [op, info] : t.infos) info.rule = find_rule(op);
+    t.rules_version = version;
+  }
   auto it = t.infos.find(std::string_view(name));
   if (it != t.infos.end()) return *it;
   t.names.emplace_back(name);
@@ -31,6 +37,7 @@ std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
   info.id = static_cast<uint32_t>(t.names.size() - 1);
   info.name = interned.c_str();
   info.rule = find_rule(interned);
+  info.attention = find_attention(interned);
   info.is_op = is_op;
   info.compiled_region = interned.rfind("Torch-Compiled Region", 0) == 0;
   return *t.infos.emplace(std::string_view(interned), info).first;

@@ -16,6 +16,7 @@ struct OpInfo {
   uint32_t id = 0;
   const char* name = nullptr;  // interned, stable
   const OpRule* rule = nullptr;
+  const AttentionArgs* attention = nullptr;  // an attention op (flops_effective's masks)
   bool is_op = false;  // a dispatcher operator (vs. a named region or an autograd node)
   // A region of code torch.compile generated ("Torch-Compiled Region: 0/0"): its fused
   // kernels are not ops.
@@ -24,7 +25,9 @@ struct OpInfo {
 
 // The interned name (stable storage: thread caches key on it) and what we know of the op;
 // is_op: the name is a dispatcher operator's (the first call decides). Thread-safe; takes a
-// lock, so callers cache the result per thread.
+// lock, so callers cache the result per thread. The rule is the one registered now: after a
+// register_rule/unregister_rule (rules_version() changed) every name's rule is looked up again,
+// and callers drop their caches at the next profiler start.
 std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op);
 // Interned names by id, in the order given.
 std::vector<std::string> op_names(const std::vector<uint32_t>& ids);

@@ -20,6 +20,7 @@ TensorFacts tensor_facts(const std::vector<const c10::TensorImpl*>& tensors) {
   f.first.resize(n);
   f.numel.resize(n);
   f.requires_grad.resize(n);
+  f.scalar_type.resize(n);
   // Storage (or, without one, the tensor itself) -> the group leaders seen on it.
   std::unordered_map<const void*, std::vector<size_t>> leaders;
   leaders.reserve(n);
@@ -27,6 +28,7 @@ TensorFacts tensor_facts(const std::vector<const c10::TensorImpl*>& tensors) {
     const c10::TensorImpl* t = tensors[i];
     f.numel[i] = t->numel();
     f.requires_grad[i] = t->requires_grad();
+    f.scalar_type[i] = static_cast<int>(t->dtype().toScalarType());
     f.first[i] = static_cast<int64_t>(i);
     const void* key = t->has_storage()
                           ? static_cast<const void*>(t->storage().unsafeGetStorageImpl())

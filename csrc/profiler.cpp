@@ -114,7 +114,7 @@ void Profiler::start() {
         " profilers are already active; stop one (or reuse its report) before starting another");
   }
   auto session = std::make_unique<Session>(slot, options_, timeline_);
-  for (const auto& [impl, numel] : pending_watch_) session->watch(impl, numel);
+  for (const Watched& w : pending_watch_) session->watch(w.impl, w.numel, w.nonzero);
   pending_watch_.clear();
   at::RecordFunctionCallback cb(kCallbacks[slot].first, kCallbacks[slot].second);
   cb.needsInputs(true).needsOutputs(true).scopes(
@@ -185,11 +185,11 @@ void Profiler::resume() {
   session_->resume();
 }
 
-void Profiler::watch(const void* tensor_impl, int64_t numel) {
+void Profiler::watch(const void* tensor_impl, int64_t numel, int64_t nonzero) {
   if (running()) {
     throw std::runtime_error("effmetrics: watch() parameters before start()");
   }
-  pending_watch_.emplace_back(tensor_impl, numel);
+  pending_watch_.push_back(Watched{tensor_impl, numel, nonzero});
 }
 
 }  // namespace effmetrics

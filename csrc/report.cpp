@@ -29,6 +29,7 @@ void Counts::add_op(OpKind kind, Phase phase, const OpCost& cost) {
     flops_vector += cost.flops;
   }
   (phase == Phase::kBackward ? flops_backward : flops_forward) += cost.flops;
+  flops_effective += cost.flops_effective >= 0 ? cost.flops_effective : cost.flops;
   bytes_read += cost.bytes_read > 0 ? cost.bytes_read : 0;
   bytes_written += cost.bytes_written > 0 ? cost.bytes_written : 0;
 }
@@ -195,7 +196,21 @@ std::string Report::to_json() const {
   os += "},\"params_applied\":" + num(params_applied) +
         ",\"params_touched\":" + num(params_touched) + ",\"wall_ns\":" + num(wall_ns) +
         ",\"busy_ns\":" + num(busy_ns) + ",\"clock\":" + quote(clock) +
-        ",\"op_times\":" + (op_times ? "true" : "false") + ",\"device_steps\":[";
+        ",\"op_times\":" + (op_times ? "true" : "false") +
+        ",\"coverage_ns\":{\"flop_rule\":" + num(coverage_ns[0]) +
+        ",\"memory_only\":" + num(coverage_ns[1]) + ",\"unsupported\":" + num(coverage_ns[2]) +
+        "},\"effective_basis\":[";
+  for (size_t k = 0; k < effective_basis.size(); ++k) {
+    if (k) os += ",";
+    os += quote(effective_basis[k]);
+  }
+  os += "],\"rule_errors\":{";
+  i = 0;
+  for (const auto& [op, e] : rule_errors) {
+    if (i++) os += ",";
+    os += quote(op) + ":" + quote(e);
+  }
+  os += "},\"device_steps\":[";
   for (size_t k = 0; k < device_steps.size(); ++k) {
     const DeviceStep& d = device_steps[k];
     os += (k ? ",{\"wall_ns\":" : "{\"wall_ns\":") + num(d.wall_ns) +

@@ -3,7 +3,10 @@
 #include "effmetrics/rules.h"
 
 #include <algorithm>
+#include <atomic>
 #include <deque>
+#include <mutex>
+#include <stdexcept>
 #include <string>
 #include <unordered_map>
 
@@ -128,7 +131,8 @@ OpCost convolution_backward(const OpCall& c) {
 // SDPA: q [b, hq, sq, dq], k [b, hkv, sk, dq], v [b, hkv, sk, dv] (Layout::kBHSD) or
 // [b, s, h, d] (Layout::kBSHD). Forward: QK^T and AV, b*hq*sq*sk*(dq+dv) MACs.
 // Backward: recompute QK^T, dP = dO V^T, dV, dQ, dK: b*hq*sq*sk*(3dq+2dv) MACs (2.5x forward
-// when dq == dv). Causal masking is not discounted (as FlopCounterMode).
+// when dq == dv). Causal masking is not discounted in flops (as FlopCounterMode); the observer
+// discounts it in flops_effective (find_attention, causal_kept_pairs).
 struct AttnDims {
   int64_t b = 0, hq = 0, sq = 0, sk = 0, dq = 0, dv = 0;
 };
@@ -320,6 +324,7 @@ OpCost scatter(const OpCall& c) {
 struct Family {
   OpKind kind;
   CostFn cost;
+  const char* formula;  // one line: what the rule counts (rules(), the README's table)
   std::vector<const char*> names;  // without the "aten::" prefix (a vector: an initializer_list
                                   // member would dangle once the table is built)
 };
@@ -328,33 +333,47 @@ struct Family {
 const std::vector<Family>& families() {
   static const std::vector<Family> table = {
       // ---- matmul class
-      {OpKind::kMatmul, mm_family<args::Mm>, {"mm", "_int_mm", "_scaled_mm"}},
-      {OpKind::kMatmul, mm_family<args::Addmm>, {"addmm", "_addmm_activation"}},
-      {OpKind::kMatmul, bmm_family<args::Mm>, {"bmm"}},
-      {OpKind::kMatmul, bmm_family<args::Addmm>, {"baddbmm", "addbmm"}},
-      {OpKind::kMatmul, mv_family<args::Mm>, {"mv", "dot", "vdot"}},
-      {OpKind::kMatmul, mv_family<args::Addmm>, {"addmv"}},
+      {OpKind::kMatmul, mm_family<args::Mm>, "A[m,k] @ B[k,n]: macs = m*k*n, flops = 2*macs",
+       {"mm", "_int_mm", "_scaled_mm"}},
+      {OpKind::kMatmul, mm_family<args::Addmm>, "bias + A[m,k] @ B[k,n]: macs = m*k*n (bias not counted), flops = 2*macs",
+       {"addmm", "_addmm_activation"}},
+      {OpKind::kMatmul, bmm_family<args::Mm>, "A[b,m,k] @ B[b,k,n]: macs = b*m*k*n, flops = 2*macs",
+       {"bmm"}},
+      {OpKind::kMatmul, bmm_family<args::Addmm>, "C + A[b,m,k] @ B[b,k,n]: macs = b*m*k*n, flops = 2*macs",
+       {"baddbmm", "addbmm"}},
+      {OpKind::kMatmul, mv_family<args::Mm>, "A[m,n] @ v[n] (dot: n): macs = numel(A), flops = 2*macs",
+       {"mv", "dot", "vdot"}},
+      {OpKind::kMatmul, mv_family<args::Addmm>, "y + A[m,n] @ v[n]: macs = m*n, flops = 2*macs",
+       {"addmv"}},
       {OpKind::kMatmul, convolution,
+       "macs = N * numel(weight) * prod(output spatial) (input spatial if transposed); flops = 2*macs",
        {"convolution", "_convolution", "convolution_overrideable"}},
-      {OpKind::kMatmul, convolution_backward<args::ConvolutionBackward>, {"convolution_backward"}},
+      {OpKind::kMatmul, convolution_backward<args::ConvolutionBackward>, "one forward convolution per gradient in output_mask (input, weight); bias gradient not counted",
+       {"convolution_backward"}},
       {OpKind::kMatmul, convolution_backward<args::ConvolutionBackwardOverrideable>,
+       "one forward convolution per gradient in output_mask (input, weight); bias gradient not counted",
        {"convolution_backward_overrideable"}},
       {OpKind::kMatmul, sdpa_forward<Layout::kBHSD>,
+       "q[b,h,sq,dq], k[b,h,sk,dq], v[b,h,sk,dv]: macs = b*h*sq*sk*(dq+dv); effective: kept (i,j) pairs only",
        {"_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
         "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
         "_scaled_dot_product_fused_attention_overrideable"}},
       {OpKind::kMatmul, sdpa_forward<Layout::kBSHD>,
+       "q[b,sq,h,dq] (BSHD): macs = b*h*sq*sk*(dq+dv); effective: kept (i,j) pairs only",
        {"_flash_attention_forward", "_efficient_attention_forward"}},
       {OpKind::kMatmul, sdpa_backward<Layout::kBHSD>,
+       "macs = b*h*sq*sk*(3*dq+2*dv) (2.5x forward when dq == dv); effective: kept pairs",
        {"_scaled_dot_product_flash_attention_for_cpu_backward",
         "_scaled_dot_product_flash_attention_backward",
         "_scaled_dot_product_efficient_attention_backward",
         "_scaled_dot_product_cudnn_attention_backward",
         "_scaled_dot_product_fused_attention_overrideable_backward"}},
       {OpKind::kMatmul, sdpa_backward<Layout::kBSHD>,
+       "BSHD: macs = b*h*sq*sk*(3*dq+2*dv) (2.5x forward); effective: kept pairs",
        {"_flash_attention_backward", "_efficient_attention_backward"}},
       // ---- vector class: elementwise, 1 FLOP per output element
       {OpKind::kVector, per_output<1>,
+       "flops = numel(output)",
        {"abs", "neg", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
         "reciprocal", "square", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
         "asinh", "acosh", "atanh", "erf", "erfc", "erfinv", "sign", "sgn", "signbit", "floor",
@@ -370,9 +389,11 @@ const std::vector<Family>& families() {
         "softshrink", "hardshrink", "threshold", "log_sigmoid_forward", "_prelu_kernel",
         "glu", "_conj_physical", "conj_physical", "_masked_scale"}},
       // fused multiply-add forms: 2 FLOPs per output element
-      {OpKind::kVector, per_output<2>, {"addcmul", "addcdiv", "lerp"}},
+      {OpKind::kVector, per_output<2>, "flops = 2 * numel(output)",
+       {"addcmul", "addcdiv", "lerp"}},
       // activation backward: local derivative times the incoming gradient, 2 per element
       {OpKind::kVector, per_output<2>,
+       "flops = 2 * numel(output)",
        {"threshold_backward", "gelu_backward", "silu_backward", "sigmoid_backward",
         "tanh_backward", "elu_backward", "leaky_relu_backward", "hardtanh_backward",
         "hardsigmoid_backward", "hardswish_backward", "softplus_backward", "mish_backward",
@@ -380,88 +401,131 @@ const std::vector<Family>& families() {
         "native_dropout_backward"}},
       // softmax: max, subtract, exp, sum, divide = 5 per element; backward 4
       {OpKind::kVector, per_output<5>,
+       "flops = 5 * numel(output) (max, subtract, exp, sum, divide)",
        {"_softmax", "_log_softmax", "_masked_softmax", "_safe_softmax"}},
       {OpKind::kVector, per_output<4>,
+       "flops = 4 * numel(output)",
        {"_softmax_backward_data", "_log_softmax_backward_data", "_masked_softmax_backward"}},
       // norms
-      {OpKind::kVector, layer_norm, {"native_layer_norm"}},
-      {OpKind::kVector, layer_norm_backward, {"native_layer_norm_backward"}},
-      {OpKind::kVector, group_norm, {"native_group_norm"}},
-      {OpKind::kVector, group_norm_backward, {"native_group_norm_backward"}},
-      {OpKind::kVector, rms_norm, {"_fused_rms_norm", "rms_norm"}},
-      {OpKind::kVector, rms_norm_backward, {"_fused_rms_norm_backward"}},
+      {OpKind::kVector, layer_norm, "flops = numel(x) * (5 + [weight] + [bias])",
+       {"native_layer_norm"}},
+      {OpKind::kVector, layer_norm_backward, "flops = 2 * numel(x) * (5 + [weight] + [bias])",
+       {"native_layer_norm_backward"}},
+      {OpKind::kVector, group_norm, "flops = numel(x) * (5 + [weight] + [bias])",
+       {"native_group_norm"}},
+      {OpKind::kVector, group_norm_backward, "flops = 2 * numel(x) * (5 + 2*[weight])",
+       {"native_group_norm_backward"}},
+      {OpKind::kVector, rms_norm, "flops = numel(x) * (3 + [weight])",
+       {"_fused_rms_norm", "rms_norm"}},
+      {OpKind::kVector, rms_norm_backward, "flops = 2 * numel(x) * (3 + [weight])",
+       {"_fused_rms_norm_backward"}},
       {OpKind::kVector, batch_norm,
+       "flops = numel(x) * (5 if training else 2, + [weight] + [bias])",
        {"native_batch_norm", "_native_batch_norm_legit", "cudnn_batch_norm",
         "miopen_batch_norm"}},
-      {OpKind::kVector, batch_norm_eval, {"_native_batch_norm_legit_no_training"}},
+      {OpKind::kVector, batch_norm_eval, "flops = numel(x) * (2 + [weight] + [bias])",
+       {"_native_batch_norm_legit_no_training"}},
       {OpKind::kVector, batch_norm_backward,
+       "flops = 2 * numel(x) * (5 + 2*[weight])",
        {"native_batch_norm_backward", "cudnn_batch_norm_backward", "miopen_batch_norm_backward",
         "batch_norm_backward"}},
       // reductions: 1 FLOP per input element (2 for norms: square + add, 3 for var/std)
       {OpKind::kVector, per_input<1>,
+       "flops = numel(input)",
        {"sum", "nansum", "mean", "nanmean", "prod", "amax", "amin", "max", "min", "aminmax",
         "equal", "argmax", "argmin", "all", "any", "count_nonzero", "cumsum", "cumprod",
         "cummax", "cummin", "logcumsumexp", "_adaptive_avg_pool2d", "_adaptive_avg_pool3d",
         "adaptive_avg_pool1d", "adaptive_max_pool1d", "adaptive_max_pool2d",
         "adaptive_max_pool3d", "embedding_dense_backward", "_embedding_bag_dense_backward"}},
-      {OpKind::kVector, per_input<2>, {"norm", "linalg_vector_norm", "logsumexp"}},
-      {OpKind::kVector, per_input<3>, {"var", "std", "var_mean", "std_mean"}},
+      {OpKind::kVector, per_input<2>, "flops = 2 * numel(input)",
+       {"norm", "linalg_vector_norm", "logsumexp"}},
+      {OpKind::kVector, per_input<3>, "flops = 3 * numel(input)",
+       {"var", "std", "var_mean", "std_mean"}},
       // pooling windows
-      {OpKind::kVector, window_pool<1>, {"max_pool1d", "avg_pool1d",
+      {OpKind::kVector, window_pool<1>, "flops = numel(output) * kernel",
+       {"max_pool1d", "avg_pool1d",
                                                     "max_pool1d_with_indices"}},
       {OpKind::kVector, window_pool<2>,
+       "flops = numel(output) * kh*kw",
        {"max_pool2d", "max_pool2d_with_indices", "avg_pool2d", "mkldnn_max_pool2d",
         "quantized_max_pool2d"}},
       {OpKind::kVector, window_pool<3>,
+       "flops = numel(output) * kd*kh*kw",
        {"max_pool3d", "max_pool3d_with_indices", "avg_pool3d"}},
-      {OpKind::kVector, window_pool_backward<2>, {"avg_pool2d_backward"}},
-      {OpKind::kVector, window_pool_backward<3>, {"avg_pool3d_backward"}},
+      {OpKind::kVector, window_pool_backward<2>, "flops = numel(grad) * kh*kw",
+       {"avg_pool2d_backward"}},
+      {OpKind::kVector, window_pool_backward<3>, "flops = numel(grad) * kd*kh*kw",
+       {"avg_pool3d_backward"}},
       // max-pool backward scatters each gradient once; adaptive-avg backward spreads it
       {OpKind::kVector, per_input<1>,
+       "flops = numel(input)",
        {"max_pool2d_with_indices_backward", "max_pool3d_with_indices_backward",
         "adaptive_max_pool2d_backward", "adaptive_max_pool3d_backward",
         "max_pool2d_backward"}},
       {OpKind::kVector, per_input<1, args::kBackwardSelf>,
+       "flops = numel(forward input)",
        {"_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward"}},
       // interpolation
       {OpKind::kMemory, moves_bytes,
+       "no FLOPs; bytes = distinct inputs read, outputs written",
        {"upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d",
         "_upsample_nearest_exact1d", "_upsample_nearest_exact2d", "_upsample_nearest_exact3d"}},
       {OpKind::kVector, per_input<1>,
+       "flops = numel(input)",
        {"upsample_nearest1d_backward", "upsample_nearest2d_backward",
         "upsample_nearest3d_backward", "_upsample_nearest_exact1d_backward",
         "_upsample_nearest_exact2d_backward", "_upsample_nearest_exact3d_backward"}},
-      {OpKind::kVector, interpolate<2>, {"upsample_linear1d"}},
+      {OpKind::kVector, interpolate<2>, "flops = 3 * numel(output) (2 taps)",
+       {"upsample_linear1d"}},
       {OpKind::kVector, interpolate<4>,
+       "flops = 7 * numel(output) (4 taps)",
        {"upsample_bilinear2d", "_upsample_bilinear2d_aa"}},
-      {OpKind::kVector, interpolate<8>, {"upsample_trilinear3d"}},
-      {OpKind::kVector, interpolate<16>, {"upsample_bicubic2d", "_upsample_bicubic2d_aa"}},
-      {OpKind::kVector, interpolate_backward<2>, {"upsample_linear1d_backward"}},
+      {OpKind::kVector, interpolate<8>, "flops = 15 * numel(output) (8 taps)",
+       {"upsample_trilinear3d"}},
+      {OpKind::kVector, interpolate<16>, "flops = 31 * numel(output) (16 taps)",
+       {"upsample_bicubic2d", "_upsample_bicubic2d_aa"}},
+      {OpKind::kVector, interpolate_backward<2>, "flops = 3 * numel(grad)",
+       {"upsample_linear1d_backward"}},
       {OpKind::kVector, interpolate_backward<4>,
+       "flops = 7 * numel(grad)",
        {"upsample_bilinear2d_backward", "_upsample_bilinear2d_aa_backward"}},
-      {OpKind::kVector, interpolate_backward<8>, {"upsample_trilinear3d_backward"}},
+      {OpKind::kVector, interpolate_backward<8>, "flops = 15 * numel(grad)",
+       {"upsample_trilinear3d_backward"}},
       {OpKind::kVector, interpolate_backward<16>,
+       "flops = 31 * numel(grad)",
        {"upsample_bicubic2d_backward", "_upsample_bicubic2d_aa_backward"}},
       // losses and misc
       {OpKind::kVector, per_target,
+       "flops = numel(target)",
        {"nll_loss_forward", "nll_loss2d_forward", "nll_loss_backward", "nll_loss2d_backward"}},
       {OpKind::kVector, per_input<3>,
+       "flops = 3 * numel(input)",
        {"mse_loss", "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy",
         "soft_margin_loss"}},
       {OpKind::kVector, per_input<2, args::kBackwardSelf>,
+       "flops = 2 * numel(forward input)",
        {"mse_loss_backward", "smooth_l1_loss_backward", "huber_loss_backward",
         "binary_cross_entropy_backward"}},
-      {OpKind::kVector, topk, {"topk"}},
-      {OpKind::kVector, sort, {"sort"}},
-      {OpKind::kVector, embedding_bag, {"_embedding_bag", "_embedding_bag_forward_only"}},
-      {OpKind::kVector, transform_bias_rescale_qkv, {"_transform_bias_rescale_qkv"}},
-      {OpKind::kVector, native_dropout, {"native_dropout"}},
-      {OpKind::kVector, scatter<args::IndexPut>, {"index_put", "_index_put_impl"}},
+      {OpKind::kVector, topk, "flops = numel(input) * ceil(log2(k+1))",
+       {"topk"}},
+      {OpKind::kVector, sort, "flops = numel(input) * ceil(log2(n)), n = size along dim",
+       {"sort"}},
+      {OpKind::kVector, embedding_bag, "flops = numel(indices) * dim; bytes read = indices + gathered rows",
+       {"_embedding_bag", "_embedding_bag_forward_only"}},
+      {OpKind::kVector, transform_bias_rescale_qkv, "flops = numel(qkv) * 4/3 (bias add, scale q)",
+       {"_transform_bias_rescale_qkv"}},
+      {OpKind::kVector, native_dropout, "flops = 2 * numel(input) when training, else 0",
+       {"native_dropout"}},
+      {OpKind::kVector, scatter<args::IndexPut>, "flops = numel(values) if accumulate else 0; bytes: indices + values",
+       {"index_put", "_index_put_impl"}},
       {OpKind::kVector, scatter<args::ScatterAdd>,
+       "flops = numel(source); bytes: indices + source",
        {"index_add", "scatter_add", "scatter_reduce", "index_reduce"}},
       // ---- memory: no FLOPs, bytes counted
-      {OpKind::kMemory, copy, {"copy_", "_copy_from", "_copy_from_and_resize"}},
+      {OpKind::kMemory, copy, "no FLOPs; bytes read = src, written = self",
+       {"copy_", "_copy_from", "_copy_from_and_resize"}},
       {OpKind::kMemory, moves_bytes,
+       "no FLOPs; bytes = distinct inputs read, outputs written",
        {"clone", "_to_copy", "cat", "_cat", "stack", "repeat", "flip", "roll",
         "constant_pad_nd", "reflection_pad1d", "reflection_pad2d", "reflection_pad3d",
         "replication_pad1d", "replication_pad2d", "replication_pad3d", "_unsafe_index",
@@ -476,17 +540,21 @@ const std::vector<Family>& families() {
         "as_strided_backward", "permute_backward",
         "_fused_sdp_choice"}},
       {OpKind::kMemory, writes_only,
+       "no FLOPs; bytes written = outputs",
        {"fill_", "zero_", "fill", "zeros", "ones", "full", "arange", "linspace", "logspace",
         "scalar_tensor", "uniform_", "normal_", "bernoulli_", "bernoulli", "random_",
         "exponential_", "geometric_", "log_normal_", "cauchy_", "randperm", "multinomial",
         "eye", "_efficientzerotensor", "zeros_like", "ones_like", "full_like", "new_zeros",
         "new_ones", "new_full", "rand_like", "randn_like", "randint_like", "rand", "randn",
         "randint", "empty_permuted", "new_tensor", "one_hot"}},
-      {OpKind::kMemory, gather, {"embedding", "index_select", "gather", "take",
+      {OpKind::kMemory, gather, "no FLOPs; bytes read = indices + gathered elements",
+       {"embedding", "index_select", "gather", "take",
                                                "index"}},
-      {OpKind::kMemory, scatter<args::Scatter>, {"scatter"}},
+      {OpKind::kMemory, scatter<args::Scatter>, "no FLOPs; bytes: indices + values written",
+       {"scatter"}},
       // ---- views, allocation and metadata: no FLOPs, no bytes
       {OpKind::kView, no_cost,
+       "no FLOPs, no bytes (view, allocation, metadata)",
        {"view", "_unsafe_view", "reshape", "_reshape_alias", "as_strided", "t", "transpose",
         "permute", "expand", "expand_as", "squeeze", "unsqueeze", "slice", "select", "narrow",
         "split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "chunk",
@@ -524,13 +592,47 @@ const Table& table() {
     for (const Family& f : families()) {
       for (const char* n : f.names) {
         t.names.push_back(std::string("aten::") + n);
-        t.rules.push_back(OpRule{t.names.back().c_str(), f.kind, f.cost});
+        t.rules.push_back(OpRule{t.names.back().c_str(), f.kind, f.cost, f.formula});
       }
     }
     for (size_t i = 0; i < t.rules.size(); ++i) t.index.emplace(t.rules[i].name, i);
     return t;
   }();
   return t;
+}
+
+const OpRule* find_builtin(std::string_view op_name) {
+  const Table& t = table();
+  auto it = t.index.find(op_name);
+  // In-place variant: "aten::relu_" shares "aten::relu" (copy_, fill_, zero_ have their own).
+  if (it == t.index.end() && op_name.size() > 1 && op_name.back() == '_') {
+    it = t.index.find(op_name.substr(0, op_name.size() - 1));
+  }
+  return it == t.index.end() ? nullptr : &t.rules[it->second];
+}
+
+// Registered rules. Entries are never freed: a running profiler may hold a pointer to a rule
+// (and its callable) that was replaced or removed since; registration is for a handful of ops.
+struct UserRules {
+  std::mutex mu;
+  std::deque<std::string> strings;  // names and formulas
+  std::deque<RuleFn> fns;
+  std::deque<OpRule> rules;
+  std::unordered_map<std::string_view, const OpRule*> active;
+  std::atomic<uint64_t> version{0};
+  std::atomic<bool> any{false};  // skip the lock while nothing was ever registered
+};
+UserRules& user_rules() {
+  static UserRules* u = new UserRules();  // never destroyed: callbacks may run during exit
+  return *u;
+}
+
+const OpRule* find_user(std::string_view op_name) {
+  UserRules& u = user_rules();
+  if (!u.any.load(std::memory_order_acquire)) return nullptr;
+  std::lock_guard<std::mutex> lock(u.mu);
+  auto it = u.active.find(op_name);
+  return it == u.active.end() ? nullptr : it->second;
 }
 
 }  // namespace
@@ -552,19 +654,94 @@ const char* kind_name(OpKind kind) {
 }
 
 const OpRule* find_rule(std::string_view op_name) {
-  const Table& t = table();
-  auto it = t.index.find(op_name);
-  // In-place variant: "aten::relu_" shares "aten::relu" (copy_, fill_, zero_ have their own).
-  if (it == t.index.end() && op_name.size() > 1 && op_name.back() == '_') {
-    it = t.index.find(op_name.substr(0, op_name.size() - 1));
+  const OpRule* user = find_user(op_name);
+  return user ? user : find_builtin(op_name);
+}
+
+void register_rule(const std::string& op_name, OpKind kind, RuleFn cost,
+                   const std::string& formula) {
+  if (op_name.empty()) {
+    throw std::invalid_argument("register_rule: empty op name; give it as 'namespace::op'");
   }
-  return it == t.index.end() ? nullptr : &t.rules[it->second];
+  if (kind == OpKind::kUnsupported) {
+    throw std::invalid_argument("register_rule(" + op_name +
+                                "): kind must be matmul, vector, memory or view");
+  }
+  if (!cost) throw std::invalid_argument("register_rule(" + op_name + "): no cost function");
+  UserRules& u = user_rules();
+  std::lock_guard<std::mutex> lock(u.mu);
+  u.strings.push_back(op_name);
+  const char* name = u.strings.back().c_str();
+  u.strings.push_back(formula);
+  const char* text = u.strings.back().c_str();
+  u.fns.push_back(std::move(cost));
+  u.rules.push_back(OpRule{name, kind, nullptr, text, &u.fns.back(), true});
+  u.active[std::string_view(u.strings[u.strings.size() - 2])] = &u.rules.back();
+  u.any.store(true, std::memory_order_release);
+  u.version.fetch_add(1);
+}
+
+bool unregister_rule(const std::string& op_name) {
+  UserRules& u = user_rules();
+  std::lock_guard<std::mutex> lock(u.mu);
+  auto it = u.active.find(op_name);
+  if (it == u.active.end()) return false;
+  u.active.erase(it);
+  u.version.fetch_add(1);
+  return true;
+}
+
+uint64_t rules_version() { return user_rules().version.load(std::memory_order_acquire); }
+
+std::vector<RuleRow> rule_rows() {
+  std::vector<RuleRow> rows;
+  UserRules& u = user_rules();
+  std::lock_guard<std::mutex> lock(u.mu);
+  for (const OpRule& r : table().rules) {
+    rows.push_back(RuleRow{r.name, r.kind, r.formula, false, u.active.count(r.name) > 0});
+  }
+  std::vector<const OpRule*> user;
+  for (const auto& entry : u.active) user.push_back(entry.second);
+  std::sort(user.begin(), user.end(),
+            [](const OpRule* a, const OpRule* b) { return std::string_view(a->name) < b->name; });
+  for (const OpRule* r : user) rows.push_back(RuleRow{r->name, r->kind, r->formula, true, false});
+  return rows;
+}
+
+int64_t causal_kept_pairs(int64_t sq, int64_t sk) {
+  if (sq <= 0 || sk <= 0) return 0;
+  // Rows i < sk keep i + 1 keys (a triangle); rows from sk on keep all sk.
+  const int64_t tri = std::min(sq, sk);
+  return tri * (tri + 1) / 2 + (sq - tri) * sk;
+}
+
+const AttentionArgs* find_attention(std::string_view op_name) {
+  // (query, key, attn_mask, is_causal) positions in each schema.
+  static const std::unordered_map<std::string_view, AttentionArgs> ops = {
+      // scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, ...)
+      {"aten::scaled_dot_product_attention", {0, 1, 3, 5, false}},
+      {"aten::_scaled_dot_product_attention_math", {0, 1, 3, 5, false}},
+      // _scaled_dot_product_flash_attention_for_cpu(query, key, value, dropout_p, is_causal, *,
+      //                                             attn_mask, scale)
+      {"aten::_scaled_dot_product_flash_attention_for_cpu", {0, 1, 5, 4, false}},
+      // ..._backward(grad_out, query, key, value, out, logsumexp, dropout_p, is_causal, *,
+      //              attn_mask, scale)
+      {"aten::_scaled_dot_product_flash_attention_for_cpu_backward", {1, 2, 8, 7, false}},
+      // _scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, ...)
+      {"aten::_scaled_dot_product_flash_attention", {0, 1, -1, 4, false}},
+      // _scaled_dot_product_efficient_attention(query, key, value, attn_bias,
+      //                                         compute_log_sumexp, dropout_p, is_causal, ...)
+      {"aten::_scaled_dot_product_efficient_attention", {0, 1, 3, 6, false}},
+      {"aten::_scaled_dot_product_cudnn_attention", {0, 1, 3, 6, false}},
+  };
+  auto it = ops.find(op_name);
+  return it == ops.end() ? nullptr : &it->second;
 }
 
 const std::vector<OpRule>& all_rules() { return table().rules; }
 
 OpCost evaluate(const OpRule& rule, const OpCall& call) {
-  OpCost cost = rule.cost(call);
+  OpCost cost = rule.fn ? (*rule.fn)(call) : rule.cost(call);
   if (rule.kind == OpKind::kView) return OpCost{cost.macs, cost.flops, 0, 0};
   if (cost.bytes_read == OpCost::kGenericBytes) cost.bytes_read = call.input_bytes();
   if (cost.bytes_written == OpCost::kGenericBytes) cost.bytes_written = call.output_bytes();

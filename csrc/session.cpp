@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <ATen/ops/count_nonzero.h>
 #include <ATen/record_function.h>
 #include <torch/csrc/autograd/graph_task.h>
 
@@ -48,6 +49,46 @@ void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
 
 bool is_view(const OpInfo& info) { return info.rule && info.rule->kind == OpKind::kView; }
 
+// Report::effective_basis, as bits while running.
+constexpr uint32_t kBasisCausal = 1, kBasisMask = 2, kBasisMaskNoData = 4,
+                   kBasisMaskNotRequested = 8, kBasisZeros = 16;
+
+// n * num / den without overflow (num <= den).
+int64_t scaled(int64_t n, int64_t num, int64_t den) {
+  return static_cast<int64_t>(static_cast<__int128>(n) * num / den);
+}
+
+// Report::coverage_ns index of a cell's kind.
+int8_t coverage_class(OpKind kind) {
+  switch (kind) {
+    case OpKind::kMatmul:
+    case OpKind::kVector:
+      return 0;
+    case OpKind::kMemory:
+    case OpKind::kView:
+      return 1;
+    case OpKind::kUnsupported:
+      return 2;
+  }
+  return 2;
+}
+
+// True elements of a boolean mask, or -1 where its values cannot be read (meta, fake or
+// functional tensors). Runs an ATen op inside the observer: callbacks off while it runs.
+int64_t count_true(const at::Tensor& mask) {
+  if (!mask.defined() || mask.is_meta() || !mask.has_storage() ||
+      mask.key_set().has(c10::DispatchKey::Python) ||
+      mask.key_set().has(c10::DispatchKey::Functionalize) || mask.layout() != c10::kStrided) {
+    return -1;
+  }
+  try {
+    at::RecordFunctionGuard off(/*is_enabled=*/false);
+    return at::count_nonzero(mask).item<int64_t>();
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
 }  // namespace
 
 void note_counted_graph() { ++t_counted_graphs; }
@@ -76,6 +117,8 @@ void ThreadBuffer::clear() {
   seq_scopes.clear();
   last_node_scope = kRootScope;
   busy_ns = 0;
+  seq_attention.clear();
+  coverage_ns = {};
   events.clear();
   spans.clear();
 }
@@ -89,6 +132,7 @@ Session::Session(int slot, const ProfilerOptions& options, std::shared_ptr<Devic
       tracing_(options.trace),
       nvtx_ops_(options.nvtx_ops),
       time_ops_(timeline && options.time_ops),
+      effective_(options.effective),
       start_ns_(steady_now_ns()),
       device_(timeline ? std::make_unique<DeviceSteps>(timeline, options.trace, start_ns_)
                        : nullptr),
@@ -102,6 +146,12 @@ Session::~Session() {
 ThreadBuffer* Session::register_thread() {
   auto buf = acquire_buffer();
   buf->rf_thread_id = at::RecordFunction::currentThreadId();
+  // Rules registered or removed since this buffer cached them: look every name up again.
+  const uint64_t version = rules_version();
+  if (buf->rules_version != version) {
+    buf->op_cache.clear();
+    buf->rules_version = version;
+  }
   buf->watched_uses.assign(watched_.size(), 0);
   std::lock_guard<std::mutex> lock(mu_);
   buffers_.push_back(std::move(buf));
@@ -123,6 +173,12 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
     }
   }
   f.info = &tb.info(fn);
+  if (parent) {
+    f.attn_kept = parent->attn_kept;
+    f.attn_pairs = parent->attn_pairs;
+    f.w_nonzero = parent->w_nonzero;
+    f.w_numel = parent->w_numel;
+  }
   f.under_rule = parent && (parent->under_rule || parent->info->rule != nullptr);
   f.in_op = parent && (parent->in_op || parent->info->is_op);
   f.in_span = parent && (parent->in_span || parent->outer_span);
@@ -137,6 +193,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   // Parameter uses: direct inputs of top-level forward ops (linear's weight, not its t()); named
   // regions around an op (record_function, a compiled region) do not make it a nested one.
   capture(fn, f, !f.in_op && f.phase == Phase::kForward && !watched_.empty(), tb);
+  if (f.info->attention && f.attn_pairs == 0) attention_scores(fn, f);
   open_span(f);
 }
 
@@ -147,6 +204,10 @@ void Session::attribute(const at::RecordFunction& fn, Frame* parent, ThreadBuffe
     f.phase = Phase::kBackward;
     f.scope = backward_scope(fn.forwardThreadId(), fn.seqNr());
     tb.last_node_scope = f.scope;
+    // The node's forward op had masked attention scores: its gradients need the same share.
+    if (any_seq_attention_.load(std::memory_order_relaxed)) {
+      std::tie(f.attn_kept, f.attn_pairs) = backward_attention(fn.forwardThreadId(), fn.seqNr());
+    }
     // The engine wraps each node in "autograd::engine::evaluate_function: <node>" and reduces
     // the node's gradients (sum_to) inside that wrapper after the node: charge them to it too.
     if (parent && !parent->info->is_op) parent->scope = f.scope;
@@ -181,7 +242,15 @@ void Session::capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, 
     }
   };
   auto on_tensor = [&](const at::Tensor& t) {
-    if (counts_uses) watched_.count_use(t.unsafeGetTensorImpl(), tb.watched_uses);
+    if (counts_uses) {
+      const int64_t i = watched_.count_use(t.unsafeGetTensorImpl(), tb.watched_uses);
+      if (i >= 0 && watched_.nonzero(i) >= 0) {
+        // A weight with known zeros: its matmul below does nonzero/numel of its products. Two
+        // such weights in one op (a fused block): which product uses which is unknown, none.
+        f.w_numel = f.w_numel == 0 ? watched_.numel(i) : -1;
+        f.w_nonzero = watched_.nonzero(i);
+      }
+    }
     if (device_) on_device(t.device());
   };
   try {
@@ -189,6 +258,40 @@ void Session::capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, 
   } catch (const std::exception&) {
     f.call.clear();  // an exotic tensor whose sizes cannot be read: count it as 0, never throw
   }
+}
+
+// Which attention scores the op needs: causal (from shapes) or a boolean mask's True elements
+// (from its values, with ProfilerOptions::effective). Its matmul-class ops (the kernel, or the
+// math path's bmm) then count that share in flops_effective.
+void Session::attention_scores(const at::RecordFunction& fn, Frame& f) {
+  const AttentionArgs& a = *f.info->attention;
+  Shape q = f.call.input(a.query), k = f.call.input(a.key);
+  if (q.ndim < 2 || k.ndim < 2) return;
+  const int64_t sq = a.bshd ? q[1] : q[-2], sk = a.bshd ? k[1] : k[-2];
+  if (a.causal >= 0 && f.call.int_arg(a.causal, 0) != 0) {
+    f.attn_kept = causal_kept_pairs(sq, sk);
+    f.attn_pairs = sq * sk;
+    basis_.fetch_or(kBasisCausal, std::memory_order_relaxed);
+    return;
+  }
+  if (a.mask < 0 || !f.call.is_tensor(a.mask)) return;
+  const auto inputs = fn.inputs();  // valid: the start callback
+  if (static_cast<size_t>(a.mask) >= inputs.size() || !inputs[a.mask].isTensor()) return;
+  const at::Tensor& mask = inputs[a.mask].toTensor();
+  if (mask.scalar_type() != at::kBool) return;  // an additive float mask: every score computed
+  if (!effective_) {
+    basis_.fetch_or(kBasisMaskNotRequested, std::memory_order_relaxed);
+    return;
+  }
+  const int64_t kept = count_true(mask);
+  if (kept < 0 || mask.numel() == 0) {
+    basis_.fetch_or(kBasisMaskNoData, std::memory_order_relaxed);
+    return;
+  }
+  // A mask broadcasts over [b, h, sq, sk]: its True share is the share of the pairs kept.
+  f.attn_kept = kept;
+  f.attn_pairs = mask.numel();
+  basis_.fetch_or(kBasisMask, std::memory_order_relaxed);
 }
 
 void Session::open_span(Frame& f) {
@@ -221,6 +324,16 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     add_cell(tb, f, OpKind::kUnsupported, OpCost::none(), dur_ns, span);  // fused, unseen
   }
   const bool counted = count(fn, f, tb, dur_ns, span);
+  if (host_timing_) {
+    // Coverage: each nanosecond once, to the innermost counted op it was spent in.
+    Frame* parent = tb.top();
+    if (f.covered >= 0) {
+      tb.coverage_ns[f.covered] += dur_ns - f.counted_below_ns;
+      if (parent) parent->counted_below_ns += dur_ns;
+    } else if (parent) {
+      parent->counted_below_ns += f.counted_below_ns;
+    }
+  }
   if (Frame* parent = tb.top()) {
     // Views and allocations below a memory op (clone -> empty_like) do not take its count.
     parent->child_counted |= (counted && !is_view(*f.info)) || f.child_counted;
@@ -246,9 +359,21 @@ bool Session::count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, in
       if (f.call.unknown_shape() && rule->kind != OpKind::kView) {
         // A rule for dense tensors would guess here: listed as unsupported, never a guess.
         add_cell(tb, f, OpKind::kUnsupported, OpCost::none(), dur_ns, span);
-      } else {
-        add_cell(tb, f, rule->kind, evaluate(*rule, f.call), dur_ns, span);
+        return true;
       }
+      OpCost cost;
+      try {
+        cost = evaluate(*rule, f.call);
+      } catch (const std::exception& e) {
+        if (!rule->fn) throw;
+        // A registered rule failed: the op is unsupported (its bytes counted), the error kept.
+        rule_error(f, e.what());
+        add_cell(tb, f, OpKind::kUnsupported,
+                 OpCost::bytes(f.call.input_bytes(), f.call.output_bytes()), dur_ns, span);
+        return false;
+      }
+      if (rule->kind == OpKind::kMatmul) apply_effective(fn, f, tb, cost);
+      add_cell(tb, f, rule->kind, cost, dur_ns, span);
       return true;
     }
     if (!rule && f.info->is_op && !f.under_rule && !f.flops_below) {
@@ -267,9 +392,34 @@ bool Session::count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, in
   return false;
 }
 
+// flops_effective of a matmul-class op: the share of attention scores kept, the share of its
+// weight's products that are nonzero (forward only: the weight gradient is dense).
+void Session::apply_effective(const at::RecordFunction& fn, const Frame& f, ThreadBuffer& tb,
+                              OpCost& cost) {
+  int64_t eff = cost.flops_effective >= 0 ? cost.flops_effective : cost.flops;
+  if (f.attn_pairs > 0) {
+    eff = scaled(eff, f.attn_kept, f.attn_pairs);
+    if (f.phase == Phase::kForward && fn.seqNr() >= 0) {
+      tb.seq_attention[fn.seqNr()] = {f.attn_kept, f.attn_pairs};
+      any_seq_attention_.store(true, std::memory_order_relaxed);
+    }
+  }
+  if (f.w_numel > 0 && f.phase == Phase::kForward) {
+    eff = scaled(eff, f.w_nonzero, f.w_numel);
+    if (f.w_nonzero < f.w_numel) basis_.fetch_or(kBasisZeros, std::memory_order_relaxed);
+  }
+  cost.flops_effective = eff;
+}
+
+void Session::rule_error(const Frame& f, const char* what) {
+  std::lock_guard<std::mutex> lock(errors_mu_);
+  rule_errors_.emplace(f.info->name, what);  // the first error per op
+}
+
 // span: the op's entry in tb.spans (-1: none), whose device time goes to this cell later.
-void Session::add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost,
-                       int64_t dur_ns, int64_t span) {
+void Session::add_cell(ThreadBuffer& tb, Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns,
+                       int64_t span) {
+  f.covered = coverage_class(kind);
   const uint64_t key = CellKey{f.scope, f.info->id, f.phase, kind == OpKind::kUnsupported}.pack();
   Cell& cell = tb.cells.at(key);
   cell.kind = kind;
@@ -299,6 +449,17 @@ uint32_t Session::backward_scope(uint64_t fwd_thread, int64_t seq) {
   return kRootScope;
 }
 
+std::pair<int64_t, int64_t> Session::backward_attention(uint64_t fwd_thread, int64_t seq) {
+  if (seq < 0) return {0, 0};
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& buf : buffers_) {
+    if (buf->rf_thread_id != fwd_thread) continue;
+    auto it = buf->seq_attention.find(seq);
+    if (it != buf->seq_attention.end()) return it->second;
+  }
+  return {0, 0};
+}
+
 void Session::resolve_locked(bool wait) {
   std::vector<DeviceSteps::ThreadSpans> threads;
   threads.reserve(buffers_.size());
@@ -318,6 +479,7 @@ Report Session::collect(const std::vector<int64_t>& calls,
   std::vector<int64_t> uses(watched_.size(), 0);
   std::vector<std::pair<uint64_t, RawEvent>> events;
   int64_t busy_ns = 0;
+  std::array<int64_t, 3> coverage_ns{};
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (device_) resolve_locked(/*wait=*/final);
@@ -326,6 +488,7 @@ Report Session::collect(const std::vector<int64_t>& calls,
     keyed.reserve(n);
     for (auto& buf : buffers_) {
       busy_ns += buf->busy_ns;
+      for (size_t k = 0; k < coverage_ns.size(); ++k) coverage_ns[k] += buf->coverage_ns[k];
       for (const RawEvent& e : buf->events) events.emplace_back(buf->rf_thread_id, e);
       buf->cells.for_each([&](uint64_t key, const Cell& cell) { keyed.emplace_back(key, cell); });
       for (size_t i = 0; i < uses.size(); ++i) uses[i] += buf->watched_uses[i];
@@ -348,6 +511,20 @@ Report Session::collect(const std::vector<int64_t>& calls,
     r.op_times = true;
     r.wall_ns = steady_now_ns() - start_ns_;
     r.busy_ns = busy_ns;
+    r.coverage_ns = coverage_ns;
+  }
+  const uint32_t basis = basis_.load();
+  const std::pair<uint32_t, const char*> names[] = {{kBasisCausal, "causal"},
+                                                    {kBasisMask, "mask"},
+                                                    {kBasisMaskNoData, "mask:no-data"},
+                                                    {kBasisMaskNotRequested, "mask:not-requested"},
+                                                    {kBasisZeros, "zeros"}};
+  for (const auto& [bit, name] : names) {
+    if (basis & bit) r.effective_basis.push_back(name);
+  }
+  {
+    std::lock_guard<std::mutex> lock(errors_mu_);
+    r.rule_errors = rule_errors_;
   }
   if (tracing_) {
     r.events = assemble_trace(events, scope_events, nodes, start_ns_,

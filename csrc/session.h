@@ -7,10 +7,13 @@
 // and the clocks (host, or the device timeline's steps: device_steps.h).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -52,6 +55,15 @@ struct FrameState {
   uint32_t mark0 = 0;
   uint32_t step = 0;
   uint64_t counted_graphs = 0;  // compiled region: graphs counted on the thread at its start
+  // flops_effective of the matmul-class ops in this frame's subtree: attention score pairs kept
+  // of all (causal or boolean mask; 0 pairs: no mask known) and the weight's nonzero elements
+  // of all (0: none known). Inherited by child frames.
+  int64_t attn_kept = 0, attn_pairs = 0;
+  int64_t w_nonzero = 0, w_numel = 0;
+  // Coverage: time of the counted ops below (each counted once), and the class of this op's
+  // cell (Report::coverage_ns index; -1: no cell).
+  int64_t counted_below_ns = 0;
+  int8_t covered = -1;
 };
 
 struct Frame : FrameState {
@@ -75,6 +87,11 @@ struct ThreadBuffer {
   int64_t busy_ns = 0;                    // time inside top-level ops (host timing only)
   std::vector<RawEvent> events;           // timed ops (trace only)
   std::vector<DeviceSpan> spans;          // device timeline: spans not yet read, in step order
+  uint64_t rules_version = ~uint64_t{0};  // of the rules in op_cache (rules_version())
+  // Forward ops whose attention scores were partly masked: seqNr -> (kept, pairs), for their
+  // backward nodes (few: attention ops only).
+  std::unordered_map<int64_t, std::pair<int64_t, int64_t>> seq_attention;
+  std::array<int64_t, 3> coverage_ns{};  // Report::coverage_ns, this thread's share
 
   Frame* top() { return depth ? &stack[depth - 1] : nullptr; }
   // Pushes a frame for a starting op; frames and their OpCall buffers are reused.
@@ -100,7 +117,9 @@ class Session {
   std::vector<DeviceStep> device_steps(bool wait, size_t first);
 
   ThreadBuffer* register_thread();
-  void watch(const void* tensor_impl, int64_t numel) { watched_.add(tensor_impl, numel); }
+  void watch(const void* tensor_impl, int64_t numel, int64_t nonzero) {
+    watched_.add(tensor_impl, numel, nonzero);
+  }
   void set_phase(Phase phase) { forced_phase_.store(static_cast<uint8_t>(phase)); }
   void pause() { paused_.fetch_add(1); }
   void resume() { paused_.fetch_sub(1); }
@@ -118,15 +137,20 @@ class Session {
   void attribute(const at::RecordFunction& fn, Frame* parent, ThreadBuffer& tb, Frame& f);
   bool needs_inputs(const Frame& f) const;
   void capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, ThreadBuffer& tb);
+  void attention_scores(const at::RecordFunction& fn, Frame& f);
   void open_span(Frame& f);
   // on_end, in order:
   int64_t close_span(const Frame& f, ThreadBuffer& tb);  // the span's index, or -1
   bool count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, int64_t dur_ns,
              int64_t span);
-  void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns,
+  void add_cell(ThreadBuffer& tb, Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns,
                 int64_t span);
+  void apply_effective(const at::RecordFunction& fn, const Frame& f, ThreadBuffer& tb,
+                       OpCost& cost);
+  void rule_error(const Frame& f, const char* what);
 
   uint32_t backward_scope(uint64_t fwd_thread, int64_t seq);
+  std::pair<int64_t, int64_t> backward_attention(uint64_t fwd_thread, int64_t seq);
   void resolve_locked(bool wait);  // mu_ held
 
   const int slot_;
@@ -134,7 +158,8 @@ class Session {
   const bool host_timing_;  // host clocks per op (time without a device timeline, or trace)
   const bool tracing_;
   const bool nvtx_ops_;
-  const bool time_ops_;  // device timeline: mark every counted op too
+  const bool time_ops_;   // device timeline: mark every counted op too
+  const bool effective_;  // read mask values (ProfilerOptions::effective)
   const int64_t start_ns_;
   const std::unique_ptr<DeviceSteps> device_;  // null: host clocks
   const int8_t tl_type_;
@@ -144,6 +169,11 @@ class Session {
   std::mutex mu_;  // buffers_ (registration, collect, backward lookups) and device_ reads
   std::vector<std::unique_ptr<ThreadBuffer>> buffers_;
   WatchedParams watched_;  // read-only while running
+  // What flops_effective used (Report::effective_basis), bits of kBasis* in session.cpp.
+  std::atomic<uint32_t> basis_{0};
+  std::atomic<bool> any_seq_attention_{false};  // some thread recorded a seq_attention entry
+  std::mutex errors_mu_;                        // rule_errors_ (the error path only)
+  std::map<std::string, std::string> rule_errors_;
 };
 
 }  // namespace effmetrics

@@ -18,6 +18,7 @@ struct TensorMeta {
   uint32_t dims_offset = 0;
   uint8_t ndim = 0;
   uint8_t itemsize = 0;
+  int8_t scalar_type = -1;  // c10::ScalarType's value; -1: unknown
   bool defined = false;
   int64_t nbytes() const { return numel * itemsize; }
 };
@@ -50,6 +51,7 @@ struct Shape {
   int64_t numel = 0;
   int itemsize = 0;
   bool defined = false;
+  int scalar_type = -1;  // c10::ScalarType's value; -1: unknown
   int64_t operator[](int i) const { return data[i < 0 ? i + ndim : i]; }
   int64_t nbytes() const { return numel * itemsize; }
   int64_t prod(int begin, int end) const {
@@ -70,6 +72,9 @@ class OpCall {
   Shape input(int i) const;  // positional arg i; undefined Shape if not a tensor
   int64_t int_arg(int i, int64_t fallback) const;          // int or bool arg
   int64_t list_int(int i, int k, int64_t fallback) const;  // element k of an int/bool list
+  double double_arg(int i, double fallback) const;         // float arg (int args convert)
+  int list_size(int i) const;             // elements of a list argument (0 if not a list)
+  Shape list_tensor(int i, int k) const;  // element k of a tensor list argument
   int num_outputs() const { return static_cast<int>(outputs_.size()); }
   Shape output(int k) const;
   // Bytes of the distinct defined tensors among the inputs (a tensor passed twice is read once).
@@ -107,19 +112,21 @@ class OpCall {
     args_.back().i += 1;
   }
   // A tensor argument; sizes may be null for an undefined tensor.
-  void add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
-                  bool defined = true);
+  void add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined = true,
+                  int scalar_type = -1);
   void add_tensor(std::initializer_list<int64_t> sizes, int itemsize = 4);  // tests
   void begin_tensor_list();
   void add_list_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
-                       bool defined = true);
-  void add_output(const void* id, const int64_t* sizes, int ndim, int itemsize);
+                       bool defined = true, int scalar_type = -1);
+  void add_output(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                  int scalar_type = -1);
   void add_output(std::initializer_list<int64_t> sizes, int itemsize = 4);  // tests
 
   const std::vector<TensorMeta>& tensors() const { return tensors_; }
 
  private:
-  TensorMeta make_meta(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined);
+  TensorMeta make_meta(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined,
+                       int scalar_type);
   Shape shape_of(const TensorMeta& t) const;
 
   std::vector<Arg> args_;

@@ -20,6 +20,7 @@ struct TensorFacts {
   std::vector<int64_t> first;
   std::vector<int64_t> numel;
   std::vector<char> requires_grad;
+  std::vector<int> scalar_type;  // c10::ScalarType's value (OpCall's TensorMeta::scalar_type)
 };
 
 // The tensors must stay alive during the call; the list may repeat a tensor.

@@ -49,6 +49,9 @@ struct ProfilerOptions {
   std::string device;
   // With `device`: also mark every counted op, for per-op device times (OpRow time_ns).
   bool time_ops = false;
+  // flops_effective from values: count the True elements of boolean attention masks, and use
+  // the nonzero counts given to watch(). Causal masks (shapes only) are always discounted.
+  bool effective = false;
   // A timeline to use instead of make_device_timeline(device) (tests: make_host_timeline()).
   std::shared_ptr<DeviceTimeline> timeline;
 
@@ -105,8 +108,10 @@ class Profiler {
 
   // Watch a parameter by its TensorImpl address: the report then gives params_applied (numel
   // times each use as a direct input of a top-level forward op) and params_touched (numel of
-  // the distinct watched tensors used). Call before start().
-  void watch(const void* tensor_impl, int64_t numel);
+  // the distinct watched tensors used). Call before start(). nonzero: its nonzero elements,
+  // for a weight (2-D or more) whose zeros flops_effective discounts (options().effective); -1:
+  // unknown (not discounted).
+  void watch(const void* tensor_impl, int64_t numel, int64_t nonzero = -1);
 
  private:
   std::unique_ptr<Session> session_;
@@ -114,7 +119,11 @@ class Profiler {
   uint64_t callback_handle_ = 0;
   std::thread::id owner_;
   std::vector<int64_t> calls_at_start_;  // module calls on the owner thread at start()
-  std::vector<std::pair<const void*, int64_t>> pending_watch_;
+  struct Watched {
+    const void* impl;
+    int64_t numel, nonzero;
+  };
+  std::vector<Watched> pending_watch_;
   std::vector<ScopeEvent> scope_events_;      // module enter/exit on the owner thread (trace)
   std::shared_ptr<DeviceTimeline> timeline_;  // options_.timeline, or made from options_.device
 };

@@ -2,6 +2,7 @@
 // Plain data; aggregation and JSON live here so C++ and Python users get the same numbers.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -24,6 +25,9 @@ struct Counts {
   int64_t flops_vector = 0;
   int64_t flops_forward = 0;
   int64_t flops_backward = 0;
+  // The work left once known-unnecessary work is removed: masked attention scores, products
+  // with zero weights (README "flops_effective"); == flops where nothing is known.
+  int64_t flops_effective = 0;
   int64_t bytes_read = 0;
   int64_t bytes_written = 0;
   int64_t time_ns = 0;  // measured time inside the ops (profile(time=True)); 0 otherwise
@@ -39,11 +43,12 @@ struct Counts {
     f("flops_vector", c.flops_vector);
     f("flops_forward", c.flops_forward);
     f("flops_backward", c.flops_backward);
+    f("flops_effective", c.flops_effective);
     f("bytes_read", c.bytes_read);
     f("bytes_written", c.bytes_written);
     f("time_ns", c.time_ns);
   }
-  static constexpr int kNumFields = 11;
+  static constexpr int kNumFields = 12;
 
   void add(const Counts& o);
   void add_op(OpKind kind, Phase phase, const OpCost& cost);  // one call
@@ -119,6 +124,16 @@ struct Report {
   std::string clock;
   bool op_times = false;                 // OpRow/Counts time_ns were measured per op
   std::vector<DeviceStep> device_steps;  // every step (Profiler::stop(); empty in snapshots)
+  // Coverage (host clocks only): measured time of the counted ops, each nanosecond once (an op's
+  // own time less that of the counted ops below it), split by how the op was counted: a FLOP
+  // rule (matmul or vector), memory only (memory and view rules), unsupported.
+  std::array<int64_t, 3> coverage_ns{};
+  // What flops_effective could use: "causal", "mask", "zeros", and what it could not:
+  // "mask:no-data" (a boolean mask without values, e.g. on meta), "mask:not-requested"
+  // (boolean masks are read only with ProfilerOptions::effective).
+  std::vector<std::string> effective_basis;
+  // Registered rules that threw: op -> the first error (the op is listed as unsupported).
+  std::map<std::string, std::string> rule_errors;
 
   // Builds rows from raw cells; `calls[node]` = times each scope node was entered.
   // scope_time_ns (optional, per node): measured self time of each scope, replacing the sum of

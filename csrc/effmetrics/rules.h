@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,10 +26,15 @@ const char* kind_name(OpKind kind);
 // output tensors written), filled in by evaluate().
 struct OpCost {
   static constexpr int64_t kGenericBytes = -1;
+  static constexpr int64_t kSameAsFlops = -1;
   int64_t macs = 0;
   int64_t flops = 0;
   int64_t bytes_read = kGenericBytes;
   int64_t bytes_written = kGenericBytes;
+  // The work left once known-unnecessary work is removed (README: "flops_effective"); the
+  // observer scales matmul-class ops by causal masks, boolean masks and zero weights. A rule
+  // leaves it kSameAsFlops unless it knows better.
+  int64_t flops_effective = kSameAsFlops;
 
   // FLOPs = 2 x MACs; the generic bytes.
   static OpCost matmul(int64_t macs) { return OpCost{macs, 2 * macs}; }
@@ -43,11 +49,17 @@ struct OpCost {
 };
 
 using CostFn = OpCost (*)(const OpCall&);
+// A registered rule (register_rule): any callable; it may throw (the op is then listed as
+// unsupported and the error kept in Report::rule_errors).
+using RuleFn = std::function<OpCost(const OpCall&)>;
 
 struct OpRule {
   const char* name;  // "aten::addmm"
   OpKind kind;
-  CostFn cost;
+  CostFn cost;                 // built-in rules
+  const char* formula = "";    // what the rule counts, in one line (rules(), the README)
+  const RuleFn* fn = nullptr;  // registered rules: called instead of cost
+  bool user = false;           // registered by register_rule
 };
 
 // An op with a FLOP rule (matmul or vector class) accounts for its whole subtree: whatever its
@@ -58,8 +70,46 @@ inline bool owns_children(const OpRule& rule) {
   return rule.kind == OpKind::kMatmul || rule.kind == OpKind::kVector;
 }
 
-// The rule for an op name (without overload), or nullptr.
+// The rule for an op name (without overload), or nullptr. A registered rule wins over the
+// built-in one of the same name.
 const OpRule* find_rule(std::string_view op_name);
+
+// Registers (or replaces) the rule of op_name ("mylib::my_op", no overload): for custom ops,
+// ops the table lacks, or to override a built-in rule. kind: matmul, vector, memory or view
+// (throws std::invalid_argument otherwise, or for an empty name or callable). Thread-safe.
+// Takes effect for profilers started after the call; a profiler already running applies it
+// only to op names its threads meet for the first time (never half an op). The callable is kept
+// alive for the life of the process (a running profiler may still hold it).
+void register_rule(const std::string& op_name, OpKind kind, RuleFn cost,
+                   const std::string& formula = "user rule");
+// Removes a registered rule (the built-in one, if any, applies again); false if none was
+// registered. Same timing as register_rule.
+bool unregister_rule(const std::string& op_name);
+// Bumped by every register_rule/unregister_rule: caches of resolved rules compare it.
+uint64_t rules_version();
+
+// One row of rules(): every built-in rule and every registered one.
+struct RuleRow {
+  std::string op;
+  OpKind kind = OpKind::kUnsupported;
+  std::string formula;
+  bool user = false;        // registered by register_rule
+  bool overridden = false;  // a built-in rule a registered one replaces
+};
+std::vector<RuleRow> rule_rows();
+
+// SDPA's causal mask (is_causal=True) as torch's CPU kernels and the math path apply it:
+// top-left aligned, query i attends keys j <= i. The (query, key) pairs kept for sq queries
+// and sk keys: sum over i < sq of min(i + 1, sk).
+int64_t causal_kept_pairs(int64_t sq, int64_t sk);
+
+// Attention ops whose arguments say which scores are needed: where to read them (schema
+// positions; -1: absent). Looked up once per op name.
+struct AttentionArgs {
+  int query, key, mask, causal;
+  bool bshd;  // [b, s, h, d] layout (else [b, h, s, d])
+};
+const AttentionArgs* find_attention(std::string_view op_name);
 // Every rule, in table order (tests iterate it; the README documents it).
 const std::vector<OpRule>& all_rules();
 // Evaluate a rule, filling the generic byte counts where the rule asks for them.

@@ -88,6 +88,108 @@ py::dict op_columns(const Report& r) {
   return ops;
 }
 
+OpKind parse_kind(const std::string& kind) {
+  if (kind == "matmul") return OpKind::kMatmul;
+  if (kind == "vector") return OpKind::kVector;
+  if (kind == "memory") return OpKind::kMemory;
+  if (kind == "view") return OpKind::kView;
+  throw std::invalid_argument("kind must be 'matmul', 'vector', 'memory' or 'view'; got '" + kind +
+                              "'");
+}
+
+// A rule written in Python: fn(args, outputs) -> (macs, flops, bytes_read, bytes_written), -1
+// for the generic bytes; tensors reach it as tensor_arg(shape tuple, scalar type code). The
+// GIL is taken for the call only (the observer runs without it); a Python exception becomes a
+// C++ one with its message, so nothing Python leaves the GIL. The callables are never released:
+// the core keeps every rule alive for the life of the process (rules.h).
+struct PyRule {
+  py::object fn, tensor_arg;
+};
+
+py::object tensor_value(const PyRule& r, const Shape& s) {
+  if (!s.defined) return py::none();
+  py::tuple shape(s.ndim);
+  for (int d = 0; d < s.ndim; ++d) shape[d] = s[d];
+  return r.tensor_arg(shape, s.scalar_type);
+}
+
+OpCost call_python_rule(const PyRule& r, const OpCall& c) {
+  py::gil_scoped_acquire gil;
+  try {
+    py::list args;
+    for (int i = 0; i < c.num_args(); ++i) {
+      switch (c.type(i)) {
+        case ArgType::kTensor:
+          args.append(tensor_value(r, c.input(i)));
+          break;
+        case ArgType::kTensorList: {
+          py::list l;
+          for (int k = 0; k < c.list_size(i); ++k) l.append(tensor_value(r, c.list_tensor(i, k)));
+          args.append(l);
+          break;
+        }
+        case ArgType::kInt:
+          args.append(c.int_arg(i, 0));
+          break;
+        case ArgType::kBool:
+          args.append(c.int_arg(i, 0) != 0);
+          break;
+        case ArgType::kDouble:
+          args.append(c.double_arg(i, 0.0));
+          break;
+        case ArgType::kIntList:
+        case ArgType::kBoolList: {
+          py::list l;
+          for (int k = 0; k < c.list_size(i); ++k) {
+            int64_t v = c.list_int(i, k, 0);
+            if (c.type(i) == ArgType::kBoolList) {
+              l.append(v != 0);
+            } else {
+              l.append(v);
+            }
+          }
+          args.append(l);
+          break;
+        }
+        default:  // None, strings, devices, other values
+          args.append(py::none());
+      }
+    }
+    py::list outputs;
+    for (int k = 0; k < c.num_outputs(); ++k) outputs.append(tensor_value(r, c.output(k)));
+    py::tuple cost = r.fn(args, outputs);
+    OpCost out;
+    out.macs = cost[0].cast<int64_t>();
+    out.flops = cost[1].cast<int64_t>();
+    out.bytes_read = cost[2].cast<int64_t>();
+    out.bytes_written = cost[3].cast<int64_t>();
+    return out;
+  } catch (py::error_already_set& e) {
+    throw std::runtime_error(e.what());
+  } catch (const py::cast_error& e) {
+    throw std::runtime_error(std::string("the rule's result is not a tuple of ints: ") + e.what());
+  }
+}
+
+py::dict rule_columns() {
+  std::vector<std::string> op, kind, formula;
+  std::vector<bool> user, overridden;
+  for (const RuleRow& r : rule_rows()) {
+    op.push_back(r.op);
+    kind.push_back(kind_name(r.kind));
+    formula.push_back(r.formula);
+    user.push_back(r.user);
+    overridden.push_back(r.overridden);
+  }
+  py::dict d;
+  d["op"] = op;
+  d["kind"] = kind;
+  d["formula"] = formula;
+  d["user"] = user;
+  d["overridden"] = overridden;
+  return d;
+}
+
 Phase parse_phase(const std::string& phase) {
   if (phase == "forward") return Phase::kForward;
   if (phase == "backward") return Phase::kBackward;
@@ -118,6 +220,13 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("busy_ns", &Report::busy_ns)
       .def_readonly("clock", &Report::clock)
       .def_readonly("op_times", &Report::op_times)
+      .def_property_readonly("coverage_ns",
+                             [](const Report& r) {
+                               return py::make_tuple(r.coverage_ns[0], r.coverage_ns[1],
+                                                     r.coverage_ns[2]);
+                             })
+      .def_readonly("effective_basis", &Report::effective_basis)
+      .def_readonly("rule_errors", &Report::rule_errors)
       .def_property_readonly("device_steps",
                              [](const Report& r) { return device_steps_to_list(r.device_steps); })
       .def_property_readonly("has_trace", [](const Report& r) { return !r.events.empty(); })
@@ -126,7 +235,7 @@ PYBIND11_MODULE(_C, m) {
 
   py::class_<Profiler>(m, "Profiler")
       .def(py::init([](bool all_threads, bool time, bool time_ops, bool trace, bool nvtx,
-                       bool nvtx_ops, const std::string& device) {
+                       bool nvtx_ops, const std::string& device, bool effective) {
              ProfilerOptions o;
              o.all_threads = all_threads;
              o.time = time;
@@ -135,23 +244,31 @@ PYBIND11_MODULE(_C, m) {
              o.nvtx = nvtx;
              o.nvtx_ops = nvtx_ops;
              o.device = device;
+             o.effective = effective;
              return std::make_unique<Profiler>(o, /*start_now=*/false);
            }),
            py::kw_only(), py::arg("all_threads") = false, py::arg("time") = false,
            py::arg("time_ops") = false, py::arg("trace") = false, py::arg("nvtx") = false,
-           py::arg("nvtx_ops") = false, py::arg("device") = "")
+           py::arg("nvtx_ops") = false, py::arg("device") = "", py::arg("effective") = false)
       .def("start", &Profiler::start)
       .def("stop", &Profiler::stop)
       .def("snapshot", &Profiler::snapshot)
       .def("pause", &Profiler::pause)
       .def("resume", &Profiler::resume)
       .def("set_phase", [](Profiler& p, const std::string& s) { p.set_phase(parse_phase(s)); })
-      .def("watch",
-           [](Profiler& p, const std::vector<std::pair<uintptr_t, int64_t>>& tensors) {
-             for (const auto& [impl, numel] : tensors) {
-               p.watch(reinterpret_cast<const void*>(impl), numel);
-             }
-           })
+      .def(
+          "watch",
+          [](Profiler& p, const std::vector<std::pair<uintptr_t, int64_t>>& tensors,
+             const std::vector<int64_t>& nonzero) {
+            if (!nonzero.empty() && nonzero.size() != tensors.size()) {
+              throw std::invalid_argument("watch: nonzero needs one count per tensor");
+            }
+            for (size_t i = 0; i < tensors.size(); ++i) {
+              p.watch(reinterpret_cast<const void*>(tensors[i].first), tensors[i].second,
+                      nonzero.empty() ? -1 : nonzero[i]);
+            }
+          },
+          py::arg("tensors"), py::arg("nonzero") = std::vector<int64_t>{})
       .def(
           "device_steps",
           [](Profiler& p, bool wait, size_t first) {
@@ -238,6 +355,36 @@ PYBIND11_MODULE(_C, m) {
     TensorFacts f = tensor_facts(tensors);
     std::vector<bool> grad(f.requires_grad.begin(), f.requires_grad.end());
     return py::make_tuple(f.first, f.numel, grad);
+  });
+  m.def("scalar_type_codes", [](const std::vector<uintptr_t>& impls) {
+    std::vector<const c10::TensorImpl*> tensors;
+    for (uintptr_t a : impls) tensors.push_back(reinterpret_cast<const c10::TensorImpl*>(a));
+    return tensor_facts(tensors).scalar_type;
+  });
+
+  // The rule table (rules.h). fn: see call_python_rule; python/effmetrics/rules.py wraps it.
+  m.def(
+      "register_rule",
+      [](const std::string& op, const std::string& kind, py::object fn, py::object tensor_arg,
+         const std::string& formula) {
+        const OpKind k = parse_kind(kind);
+        const PyRule* rule = new PyRule{std::move(fn), std::move(tensor_arg)};  // never freed
+        register_rule(
+            op, k, [rule](const OpCall& c) { return call_python_rule(*rule, c); }, formula);
+      },
+      py::arg("op"), py::arg("kind"), py::arg("fn"), py::arg("tensor_arg"), py::arg("formula"));
+  m.def("unregister_rule", &unregister_rule, py::arg("op"));
+  m.def("rules", &rule_columns);
+  // Test hook: a rule written in C++ (A[m,k] @ B[k,n]: m*k*n MACs), registered for `op`.
+  m.def("_register_cpp_test_rule", [](const std::string& op) {
+    register_rule(
+        op, OpKind::kMatmul,
+        [](const OpCall& c) {
+          Shape a = c.input(0), b = c.input(1);
+          if (a.ndim != 2 || b.ndim != 2) throw std::invalid_argument("expects two 2-D tensors");
+          return OpCost::matmul(a[0] * a[1] * b[1]);
+        },
+        "test hook (C++): A[m,k] @ B[k,n], macs = m*k*n");
   });
   m.def("current_scope_name", [] { return scope_name(current_scope()); });
   m.def("push_scope_id", &push_scope_id);

@@ -15,10 +15,11 @@ from effmetrics.params import ParamCount, count_params
 from effmetrics.profiler import Counter, profile
 from effmetrics.report import Report
 from effmetrics.roofline import HARDWARE, Hardware, calibrate_cpu, roofline
+from effmetrics.rules import TensorArg, register_rule, rules, unregister_rule
 from effmetrics.sweep import load, sweep
 from effmetrics.timing import Timing, benchmark, throughput
 
 __version__ = "0.1.0"
-__all__ = ["HARDWARE", "Comparison", "Counter", "Hardware", "ParamCount", "Report", "Timing",
-           "benchmark", "calibrate_cpu", "compare", "count_params", "load", "profile",
-           "roofline", "sweep", "throughput"]
+__all__ = ["HARDWARE", "Comparison", "Counter", "Hardware", "ParamCount", "Report", "TensorArg",
+           "Timing", "benchmark", "calibrate_cpu", "compare", "count_params", "load", "profile",
+           "register_rule", "roofline", "rules", "sweep", "throughput", "unregister_rule"]

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
+import torch
 from torch import nn
 
 from effmetrics import _C
@@ -23,6 +25,9 @@ class ParamCount:
         experts); None until a pass was profiled.
     trainable / frozen: by requires_grad. buffers: registered buffers (running stats...), apart.
     embedding: parameters of nn.Embedding / nn.EmbeddingBag modules; non_embedding: the rest.
+    nonzero: nonzero elements of the unique parameters (a 2:4 semi-structured sparse weight counts
+        half its elements); computed by profile(effective=True) and count_params(nonzero=True),
+        None otherwise and on meta (no values).
     """
 
     total: int
@@ -33,6 +38,7 @@ class ParamCount:
     embedding: int
     applied: int | None = None
     touched: int | None = None
+    nonzero: int | None = None
 
     @property
     def unique(self) -> int:
@@ -140,11 +146,58 @@ def _inclusive(paths: list, first: list, numel: list, has_shared: bool) -> dict:
     return totals
 
 
-def count_params(model: nn.Module) -> ParamCount:
-    """Count a module's parameters; see ParamCount for each field."""
+# parameter -> (its _version, nonzero count): a weight is read again only after it changed.
+_NONZERO_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def is_semi_structured(p: torch.Tensor) -> bool:
+    """A 2:4 semi-structured sparse tensor (torch.sparse.to_sparse_semi_structured): half of
+    each group of four is zero, and the kernels skip them."""
+    try:
+        from torch.sparse import SparseSemiStructuredTensor
+    except ImportError:  # pragma: no cover - older torch
+        return False
+    return isinstance(p, SparseSemiStructuredTensor)
+
+
+def nonzero_counts(parameters: list) -> list | None:
+    """Nonzero elements of each parameter, None on meta (no values). Cached per parameter
+    version, so a training loop that profiles every step reads each weight once per update."""
+    out = []
+    for p in parameters:
+        if is_semi_structured(p):
+            out.append(p.numel() // 2)
+            continue
+        if p.device.type == "meta":
+            return None
+        key = p._version
+        try:
+            hit = _NONZERO_CACHE.get(p)
+        except TypeError:  # not weak-referenceable
+            hit = None
+        if hit is not None and hit[0] == key:
+            out.append(hit[1])
+            continue
+        with torch.no_grad():
+            n = int(torch.count_nonzero(p.detach()))
+        try:
+            _NONZERO_CACHE[p] = (key, n)
+        except TypeError:
+            pass
+        out.append(n)
+    return out
+
+
+def count_params(model: nn.Module, nonzero: bool = False) -> ParamCount:
+    """Count a module's parameters; see ParamCount for each field. nonzero=True also counts the
+    nonzero elements (reads every weight; None on meta)."""
     if not isinstance(model, nn.Module):
         raise TypeError(
             f"count_params needs a torch.nn.Module; got {type(model).__name__}. "
             "For a plain function there are no parameters to count."
         )
-    return scan(model).counts
+    model_scan = scan(model)
+    if nonzero:
+        counts = nonzero_counts(model_scan.parameters)
+        model_scan.counts.nonzero = sum(counts) if counts is not None else None
+    return model_scan.counts

@@ -25,20 +25,20 @@ from effmetrics.compiled import (
 )
 from effmetrics.inputs import device_of, parse_device
 from effmetrics.memory import measure_memory
-from effmetrics.params import ModelScan, scan
+from effmetrics.params import ModelScan, is_semi_structured, nonzero_counts, scan
 from effmetrics.report import COUNT_FIELDS, Report
 from effmetrics.scopes import ModuleScopes
 
 
 @contextlib.contextmanager
-def _observing(model_scan: ModelScan | None, profiler):
+def _observing(model_scan: ModelScan | None, profiler, nonzero: list | None = None):
     """Module scopes + a running profiler; on any exit the scope stack is rebalanced and the
     profiler stopped (its callbacks removed) before the exception, if any, propagates."""
     added = ModuleScopes.acquire(model_scan.module_names if model_scan else {})
     depth = _C.scope_depth()
     try:
         if model_scan:
-            profiler.watch(model_scan.watch)
+            profiler.watch(model_scan.watch, nonzero or [])
         with CompileWatch.watching(profiler) as compiles:  # compiling is not the model's work
             profiler.start()
             yield compiles
@@ -107,6 +107,7 @@ def profile(
     nvtx: bool = False,
     nvtx_ops: bool = False,
     memory: bool = False,
+    effective: bool = False,
     **kwargs: Any,
 ) -> Report:
     """Run ``model(*args, **kwargs)`` once and count every op it executes.
@@ -137,6 +138,11 @@ def profile(
         memory: measure ``peak_memory_bytes`` (how: ``peak_memory_method``) and
             ``activation_bytes``, the tensors saved for backward (exact on every device,
             ``meta`` included; ``by_module()`` gains the column).
+        effective: make ``flops_effective`` use values, not only shapes: zero weights (each
+            weight's nonzero elements are counted, once per parameter version) and the True
+            elements of boolean attention masks; also fills ``params.nonzero``. Causal masks
+            are always discounted (shapes suffice). ``report.effective_basis`` says what was
+            applied. README: "flops_effective".
 
     Returns:
         A Report: totals, ``by_module()``, ``by_op()``, ``params``, ``unsupported_ops``.
@@ -173,10 +179,11 @@ def profile(
     second_run = compiled is not None and (time or memory)
     profiler = _C.Profiler(all_threads=all_threads, time=time and compiled is None,
                            time_ops=time_ops, trace=trace, nvtx=nvtx, nvtx_ops=nvtx_ops,
-                           device=_timeline(where))
+                           device=_timeline(where), effective=effective)
     mem: dict = {}
     params = model_scan.parameters if model_scan else ()
-    with _observing(model_scan, profiler) as compiles:
+    nonzero, basis = _effective_inputs(model_scan, effective)
+    with _observing(model_scan, profiler, nonzero) as compiles:
         with preserved_state(module) if second_run else contextlib.nullcontext():
             measuring = memory and compiled is None
             with measure_memory(where, params) if measuring else contextlib.nullcontext() as m:
@@ -202,7 +209,31 @@ def profile(
         if memory:
             mem = m
         timing = {"wall_s": wall_s, "clock": clock} if time else None
-    return _report(raw, model_scan, mem, compiles, timing)
+    return _report(raw, model_scan, mem, compiles, timing, basis)
+
+
+def _effective_inputs(model_scan: ModelScan | None, effective: bool) -> tuple:
+    """The nonzero count to watch per parameter (-1: not discounted; weights only, 2-D and up)
+    and what Python knows of flops_effective's basis (zeros, 2:4)."""
+    params = model_scan.parameters if model_scan is not None else []
+    semi = any(is_semi_structured(p) for p in params)
+    basis = {"zeros": "not requested: pass effective=True to read the weights' zeros",
+             "2:4": "applied" if semi and effective else "none in this pass"}
+    if not effective:
+        if semi:
+            basis["2:4"] = "not requested: pass effective=True"
+        return None, basis
+    if model_scan is None:
+        basis["zeros"] = "no parameters: the profiled callable is not an nn.Module"
+        return None, basis
+    counts = nonzero_counts(params)
+    if counts is None:
+        basis["zeros"] = "not applied: meta parameters have no values"
+        model_scan.counts.nonzero = None
+        return None, basis
+    model_scan.counts.nonzero = sum(counts)
+    basis["zeros"] = "no zero weights"
+    return [n if p.dim() >= 2 else -1 for p, n in zip(params, counts)], basis
 
 
 _META_VALUE_HINT = (
@@ -275,10 +306,17 @@ _MISSING = object()
 
 
 def _report(raw, model_scan: ModelScan | None, memory: dict | None = None,
-            compiles: dict | None = None, timing: dict | None = None) -> Report:
+            compiles: dict | None = None, timing: dict | None = None,
+            basis: dict | None = None) -> Report:
     params = dataclasses.replace(model_scan.counts) if model_scan is not None else None
     report = Report(raw, params, model_scan.module_params if model_scan is not None else None,
-                    memory, compiles=compiles, timing=timing)
+                    memory, compiles=compiles, timing=timing, basis=basis)
+    if report.rule_errors:
+        errors = "; ".join(f"{op}: {e.splitlines()[0]}" for op, e in report.rule_errors.items())
+        warnings.warn(
+            f"effmetrics: a registered rule raised, and its op is listed in unsupported_ops "
+            f"(bytes counted, no FLOPs): {errors}. Fix the rule (report.rule_errors has the "
+            "full error) or em.unregister_rule(op).", RuntimeWarning, stacklevel=3)
     regions = sum(n for op, n in report.unsupported_ops.items()
                   if op.startswith("Torch-Compiled Region"))
     if regions:

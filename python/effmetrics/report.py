@@ -49,8 +49,10 @@ class Report:
 
     def __init__(self, raw, params: ParamCount | None = None,
                  module_params: dict | None = None, memory: dict | None = None,
-                 compiles: dict | None = None, timing: dict | None = None):
+                 compiles: dict | None = None, timing: dict | None = None,
+                 basis: dict | None = None):
         self._raw = raw  # _C.Report: each part converted when read
+        self._basis = basis or {}  # what Python knows of flops_effective (zeros, 2:4)
         # A compiled model: counts from its graphs (raw), times of the compiled run itself
         # (whole-model only: its fused kernels are not ops, so rows have no times).
         self._timing = timing
@@ -78,6 +80,48 @@ class Report:
         #: FLOPs per byte moved (no-cache lower bound of memory traffic)
         self.intensity: float = total["intensity"]
         self.unsupported_ops: dict[str, int] = raw.unsupported_ops
+        #: registered rules that raised: op -> the first error (the op is listed unsupported)
+        self.rule_errors: dict[str, str] = raw.rule_errors
+
+    @property
+    def effective_basis(self) -> dict:
+        """What ``flops_effective`` could remove in this pass, per kind of information:
+        "causal" (SDPA is_causal), "mask" (boolean attention masks' True elements), "zeros"
+        (zero weights of linear/matmul/conv), "2:4" (semi-structured sparse weights). Each
+        value says "applied", "none in this pass", or why it was not applied (not requested:
+        ``effective=True``; no values on meta)."""
+        got = set(self._raw.effective_basis)
+        mask = "none in this pass"
+        if "mask" in got:
+            mask = "applied"
+            if "mask:no-data" in got:
+                mask += " (some masks had no values: meta, not discounted)"
+        elif "mask:no-data" in got:
+            mask = "not applied: boolean masks without values (meta tensors)"
+        elif "mask:not-requested" in got:
+            mask = "not requested: boolean masks are read with effective=True"
+        zeros = self._basis.get("zeros", "not requested: pass effective=True")
+        if "zeros" in got:
+            zeros = "applied"
+        return {"causal": "applied" if "causal" in got else "none in this pass",
+                "mask": mask, "zeros": zeros,
+                "2:4": self._basis.get("2:4", "none in this pass")}
+
+    @property
+    def coverage(self) -> dict | None:
+        """Where the measured time went (profile(time=True), host clocks): the share of the
+        time of the counted ops spent in ops with a FLOP rule (``flop_rule``), in ops counted
+        as memory only (memory and view rules: ``memory_only``) and in ops without a rule
+        (``unsupported``); the three sum to 1. The denominator (``time_s``) is the time of the
+        counted ops, each nanosecond once: an op's own time less that of the counted ops below
+        it (time between ops, in Python, is not in it). None when not timed on host clocks
+        (CUDA events time modules, not every op)."""
+        ns = self._raw.coverage_ns
+        total = sum(ns)
+        if self._timing is not None or self.clock != "steady_clock" or total <= 0:
+            return None
+        return {"flop_rule": ns[0] / total, "memory_only": ns[1] / total,
+                "unsupported": ns[2] / total, "time_s": total / 1e9}
 
     @property
     def timed(self) -> bool:
@@ -159,7 +203,9 @@ class Report:
         return df.set_index("module")
 
     def by_op(self, module: str | None = None):
-        """One row per op name (summed over modules and phases), most FLOPs first.
+        """One row per op name (summed over modules and phases), most FLOPs first; then, when
+        timed, the unsupported ops by time (the first is the rule most worth writing), then
+        the rest by bytes read.
 
         module: only the ops attributed directly to this module (its self ops).
         """
@@ -169,7 +215,11 @@ class Report:
         cols = ["calls", *_COUNT_FIELDS]
         out = df.groupby("op").agg({"kind": "first", **{c: "sum" for c in cols}})
         _add_rates(out, self._op_times)
-        return out.sort_values(["flops", "bytes_read"], ascending=False)
+        # Unsupported ops have no FLOPs: among the FLOP-less rows, the slowest unsupported first.
+        unsupported_time = out["time_ns"].where(out["kind"] == "unsupported", 0).fillna(0)
+        order = out.assign(_unsupported_time=unsupported_time).sort_values(
+            ["flops", "_unsupported_time", "bytes_read"], ascending=False, kind="stable")
+        return out.loc[order.index]
 
     def ops(self):
         """The raw cells: one row per (module, op, phase)."""
@@ -187,6 +237,8 @@ class Report:
         per op, unsupported ops, times), plus what Python measured (params, memory)."""
         d = json.loads(self._raw.to_json())
         d.update({
+            "effective_basis": self.effective_basis,
+            "coverage": self.coverage,
             "params": self.params.to_dict() if self.params is not None else None,
             "peak_memory_bytes": self.peak_memory_bytes,
             "peak_memory_method": self.peak_memory_method,
