@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <atomic>
+#include <string>
 #include <thread>
 
 #include "effmetrics/effmetrics.h"
@@ -493,4 +496,68 @@ TEST(TensorFacts, GroupsViewsOfOneMemoryAndReadsNumelAndRequiresGrad) {
   EXPECT_EQ(f.first, (std::vector<int64_t>{0, 1, 0, 0, 4, 5, 6}));
   EXPECT_EQ(f.numel, (std::vector<int64_t>{12, 12, 12, 12, 6, 5, 5}));
   EXPECT_EQ(f.requires_grad, (std::vector<char>{1, 0, 1, 0, 0, 0, 0}));
+}
+
+// Registering and removing rules from another thread while a profile runs: no crash, no torn
+// rule; the registration is in effect for the next profile (rules.h: register_rule).
+TEST(Profiler, RegistrationWhileProfilingIsSafe) {
+  auto a = torch::randn({6, 4}), b = torch::randn({4, 5});
+  const int64_t dense = 6 * 4 * 5;
+  std::atomic<bool> stop{false};
+  std::thread churn([&] {
+    int k = 0;
+    while (!stop.load()) {
+      em::register_rule(
+          "aten::mm", em::OpKind::kMatmul, [](const em::OpCall&) { return em::OpCost::matmul(1); },
+          "one MAC");
+      em::register_rule("emtest::churn" + std::to_string(k++ % 4), em::OpKind::kVector,
+                        [](const em::OpCall&) { return em::OpCost::vector(1); });
+      em::unregister_rule("aten::mm");
+    }
+  });
+  for (int round = 0; round < 20; ++round) {
+    em::Profiler prof;
+    for (int i = 0; i < 50; ++i) torch::mm(a, b);
+    em::Report r = prof.stop();
+    // A thread resolves an op name once per profile: every call by the same rule, the
+    // built-in one or the override, never a mix.
+    const int64_t macs = r.total.macs_matmul;
+    EXPECT_EQ(r.total.calls, 50);
+    EXPECT_TRUE(macs == 50 * dense || macs == 50) << macs;
+    EXPECT_TRUE(r.unsupported_ops.empty());
+  }
+  stop = true;
+  churn.join();
+  em::unregister_rule("aten::mm");
+  {
+    em::Profiler prof;
+    torch::mm(a, b);
+    EXPECT_EQ(prof.stop().total.macs, dense);  // the built-in rule again
+  }
+  em::register_rule(
+      "aten::mm", em::OpKind::kMatmul, [](const em::OpCall&) { return em::OpCost::matmul(1); },
+      "one MAC");
+  {
+    em::Profiler prof;
+    torch::mm(a, b);
+    EXPECT_EQ(prof.stop().total.macs, 1);  // in effect for the next profile
+  }
+  em::unregister_rule("aten::mm");
+}
+
+// flops_effective end to end: a causal SDPA's matmul work counts the kept (i, j) pairs only;
+// the dense flops stay as they were.
+TEST(Profiler, CausalAttentionEffectiveFlops) {
+  const int64_t b = 2, h = 3, sq = 5, sk = 9, d = 8;
+  auto q = torch::randn({b, h, sq, d}), k = torch::randn({b, h, sk, d}),
+       v = torch::randn({b, h, sk, d});
+  em::Profiler prof;
+  at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+  em::Report r = prof.stop();
+  int64_t kept = 0;  // top-left: query i attends keys j <= i
+  for (int64_t i = 0; i < sq; ++i) kept += std::min(i + 1, sk);
+  EXPECT_EQ(r.total.flops_matmul, 2 * b * h * sq * sk * (d + d));
+  EXPECT_EQ(r.total.flops_effective - (r.total.flops - r.total.flops_matmul),
+            2 * b * h * kept * (d + d));
+  EXPECT_EQ(std::count(r.effective_basis.begin(), r.effective_basis.end(), "causal"), 1);
 }

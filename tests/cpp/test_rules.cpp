@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <set>
+#include <stdexcept>
 #include <string>
 
 #include "effmetrics/rules.h"
@@ -421,4 +422,93 @@ TEST(Table, EveryRuleIsUniqueAndSafeOnEmptyCalls) {
     }
   }
   EXPECT_GT(names.size(), 300u);
+}
+
+TEST(Table, EveryBuiltInRuleHasAFormula) {
+  for (const em::RuleRow& row : em::rule_rows()) {
+    if (row.user) continue;
+    EXPECT_FALSE(row.formula.empty()) << row.op;
+  }
+}
+
+// The causal mask torch's CPU kernels and the math path apply: top-left aligned, query i sees
+// keys j <= i. Counted here by brute force over the (i, j) grid.
+TEST(Effective, CausalKeptPairsMatchesTheGrid) {
+  for (int64_t sq : {1, 2, 5, 7, 16, 33}) {
+    for (int64_t sk : {1, 3, 5, 7, 16, 40}) {
+      int64_t kept = 0;
+      for (int64_t i = 0; i < sq; ++i) {
+        for (int64_t j = 0; j < sk; ++j) kept += j <= i ? 1 : 0;
+      }
+      EXPECT_EQ(em::causal_kept_pairs(sq, sk), kept) << sq << "x" << sk;
+    }
+  }
+  EXPECT_EQ(em::causal_kept_pairs(4, 4), 4 * 5 / 2);          // square: n(n+1)/2
+  EXPECT_EQ(em::causal_kept_pairs(3, 8), 3 * 4 / 2);          // sq < sk: a triangle
+  EXPECT_EQ(em::causal_kept_pairs(8, 3), 3 * 4 / 2 + 5 * 3);  // sq > sk: triangle + full rows
+  EXPECT_EQ(em::causal_kept_pairs(0, 5), 0);
+}
+
+TEST(Effective, AttentionArgsNameTheSchemaPositions) {
+  const em::AttentionArgs* sdpa = em::find_attention("aten::scaled_dot_product_attention");
+  ASSERT_NE(sdpa, nullptr);
+  // scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, ...)
+  EXPECT_EQ(sdpa->mask, 3);
+  EXPECT_EQ(sdpa->causal, 5);
+  const em::AttentionArgs* flash =
+      em::find_attention("aten::_scaled_dot_product_flash_attention_for_cpu");
+  ASSERT_NE(flash, nullptr);
+  EXPECT_EQ(flash->causal, 4);  // (query, key, value, dropout_p, is_causal, *, attn_mask, ...)
+  EXPECT_EQ(flash->mask, 5);
+  EXPECT_EQ(em::find_attention("aten::mm"), nullptr);
+}
+
+TEST(Registered, RegisterOverrideAndRemove) {
+  const uint64_t v0 = em::rules_version();
+  EXPECT_EQ(em::find_rule("emtest::triple"), nullptr);
+  em::register_rule("emtest::triple", em::OpKind::kVector,
+                    [](const em::OpCall& c) { return em::OpCost::vector(3 * c.input(0).numel); });
+  EXPECT_GT(em::rules_version(), v0);
+  const em::OpRule* rule = em::find_rule("emtest::triple");
+  ASSERT_NE(rule, nullptr);
+  EXPECT_TRUE(rule->user);
+  em::OpCall call;
+  call.add_tensor({4, 5});
+  call.add_output({4, 5});
+  em::OpCost c = em::evaluate(*rule, call);
+  EXPECT_EQ(c.flops, 3 * 20);
+  EXPECT_EQ(c.bytes_read, 20 * 4);  // generic bytes filled by evaluate
+  EXPECT_EQ(c.bytes_written, 20 * 4);
+
+  // Override a built-in rule; removal brings the built-in one back.
+  const em::OpRule* builtin = em::find_rule("aten::mm");
+  em::register_rule(
+      "aten::mm", em::OpKind::kMatmul, [](const em::OpCall&) { return em::OpCost::matmul(1); },
+      "one MAC");
+  EXPECT_NE(em::find_rule("aten::mm"), builtin);
+  EXPECT_EQ(em::evaluate(*em::find_rule("aten::mm"), call).macs, 1);
+  bool overridden = false, listed = false;
+  for (const em::RuleRow& row : em::rule_rows()) {
+    if (row.op == "aten::mm" && !row.user) overridden = row.overridden;
+    if (row.op == "aten::mm" && row.user) listed = row.formula == "one MAC";
+  }
+  EXPECT_TRUE(overridden);
+  EXPECT_TRUE(listed);
+  EXPECT_TRUE(em::unregister_rule("aten::mm"));
+  EXPECT_EQ(em::find_rule("aten::mm"), builtin);
+  EXPECT_FALSE(em::unregister_rule("aten::mm"));  // nothing registered any more
+
+  EXPECT_TRUE(em::unregister_rule("emtest::triple"));
+  EXPECT_EQ(em::find_rule("emtest::triple"), nullptr);
+  // A rule that replaced one still works for whoever holds it (a running profiler).
+  EXPECT_EQ(em::evaluate(*rule, call).flops, 3 * 20);
+}
+
+TEST(Registered, BadRegistrationsSayWhatIsWrong) {
+  auto fn = [](const em::OpCall&) { return em::OpCost::none(); };
+  EXPECT_THROW(em::register_rule("", em::OpKind::kVector, fn), std::invalid_argument);
+  EXPECT_THROW(em::register_rule("emtest::x", em::OpKind::kUnsupported, fn), std::invalid_argument);
+  EXPECT_THROW(em::register_rule("emtest::x", em::OpKind::kVector, em::RuleFn{}),
+               std::invalid_argument);
+  EXPECT_EQ(em::find_rule("emtest::x"), nullptr);
 }
