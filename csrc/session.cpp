@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <optional>
 #include <tuple>
 
 #include "capture.h"
@@ -363,6 +364,10 @@ bool Session::count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, in
       }
       OpCost cost;
       try {
+        // A registered rule may run ops of its own (Python does): not the model's work, and
+        // their callbacks would reuse this frame's slot. Observing is off while it runs.
+        std::optional<at::RecordFunctionGuard> off;
+        if (rule->fn) off.emplace(/*is_enabled=*/false);
         cost = evaluate(*rule, f.call);
       } catch (const std::exception& e) {
         if (!rule->fn) throw;

@@ -38,14 +38,11 @@ _DTYPES: dict = {}  # c10::ScalarType value -> torch.dtype, built on first use
 
 def _dtype(code: int) -> torch.dtype | None:
     if not _DTYPES:
-        dtypes = [getattr(torch, n) for n in dir(torch) if isinstance(getattr(torch, n, None),
-                                                                      torch.dtype)]
-        tensors = []
-        for d in dtypes:
-            try:
-                tensors.append(torch.empty(0, dtype=d, device="meta"))
-            except (RuntimeError, TypeError):
-                continue
+        names = ("float32", "float64", "float16", "bfloat16", "complex64", "complex128", "int8",
+                 "int16", "int32", "int64", "uint8", "bool", "float8_e4m3fn", "float8_e5m2",
+                 "float8_e4m3fnuz", "float8_e5m2fnuz", "uint16", "uint32", "uint64")
+        tensors = [torch.empty(0, dtype=getattr(torch, n), device="meta") for n in names
+                   if isinstance(getattr(torch, n, None), torch.dtype)]
         codes = _C.scalar_type_codes([t._cdata for t in tensors])
         _DTYPES.update(zip(codes, (t.dtype for t in tensors)))
     return _DTYPES.get(code)
