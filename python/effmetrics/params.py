@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import weakref
 
 import torch
 from torch import nn
@@ -146,8 +145,9 @@ def _inclusive(paths: list, first: list, numel: list, has_shared: bool) -> dict:
     return totals
 
 
-# parameter -> (its _version, nonzero count): a weight is read again only after it changed.
-_NONZERO_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+# Each parameter keeps (its _version, its nonzero count) in this attribute: a weight is read again
+# only after it changed, and the cache goes with the parameter.
+_NONZERO_ATTR = "_effmetrics_nonzero"
 
 
 def is_semi_structured(p: torch.Tensor) -> bool:
@@ -171,18 +171,15 @@ def nonzero_counts(parameters: list) -> list | None:
         if p.device.type == "meta":
             return None
         key = p._version
-        try:
-            hit = _NONZERO_CACHE.get(p)
-        except TypeError:  # not weak-referenceable
-            hit = None
+        hit = getattr(p, _NONZERO_ATTR, None)
         if hit is not None and hit[0] == key:
             out.append(hit[1])
             continue
         with torch.no_grad():
             n = int(torch.count_nonzero(p.detach()))
         try:
-            _NONZERO_CACHE[p] = (key, n)
-        except TypeError:
+            setattr(p, _NONZERO_ATTR, (key, n))
+        except (AttributeError, TypeError):  # a tensor type that takes no attributes
             pass
         out.append(n)
     return out
