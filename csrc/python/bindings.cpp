@@ -145,6 +145,17 @@ PYBIND11_MODULE(_C, m) {
       .def("snapshot", &Profiler::snapshot)
       .def("pause", &Profiler::pause)
       .def("resume", &Profiler::resume)
+      .def("detach", &Profiler::detach)
+      .def("attach", &Profiler::attach)
+      .def("mark_step", &Profiler::mark_step)
+      .def("totals",
+           [](Profiler& p) {
+             Profiler::Totals t = p.totals();
+             py::dict d = counts_to_dict(t.counts);
+             d["busy_ns"] = t.busy_ns;
+             return d;
+           })
+      .def_property_readonly("attached", &Profiler::attached)
       .def("set_phase", [](Profiler& p, const std::string& s) { p.set_phase(parse_phase(s)); })
       .def("watch",
            [](Profiler& p, const std::vector<std::pair<uintptr_t, int64_t>>& tensors) {
