@@ -11,8 +11,9 @@ import torch  # noqa: F401  (loads libtorch before the extension that links it)
 
 from effmetrics import _C  # noqa: F401
 from effmetrics.compare import Comparison, compare
+from effmetrics.counter import Counter
 from effmetrics.params import ParamCount, count_params
-from effmetrics.profiler import Counter, profile
+from effmetrics.profiler import profile
 from effmetrics.report import Report
 from effmetrics.roofline import HARDWARE, Hardware, calibrate_cpu, roofline
 from effmetrics.sweep import load, sweep

@@ -168,11 +168,12 @@ class ModuleScopes:
         return pre, post
 
     @classmethod
-    def hide_from_dynamo(cls) -> None:
+    def hide_from_dynamo(cls, again: bool = False) -> None:
         """Dynamo must inline the hooks where it traces a module call (they leave the graph as
         it is), but never compile them as frames of their own: a module called between two
-        graphs (a graph break) runs its hooks eagerly, and they must push and pop then."""
-        if cls._hidden or "torch._dynamo" not in sys.modules:
+        graphs (a graph break) runs its hooks eagerly, and they must push and pop then.
+        again: hide them once more (torch._dynamo.reset() forgets what it was told)."""
+        if (cls._hidden and not again) or "torch._dynamo" not in sys.modules:
             return
         skip_code = getattr(sys.modules["torch._dynamo"].eval_frame, "skip_code", None)
         if skip_code is not None:

@@ -281,7 +281,7 @@ def test_counter_counts_each_training_step():
     opt = torch.optim.SGD(mlp.parameters(), lr=0.1)
     x = torch.randn(8, 32)
     fwd = sum(linear_macs(8, i, o) for i, o in ((32, 64), (64, 64), (64, 10)))
-    with em.Counter(mlp) as c:
+    with em.Counter(mlp, count="every") as c:
         for _ in range(3):
             mlp(x).sum().backward()
             opt.step()
