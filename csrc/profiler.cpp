@@ -232,4 +232,18 @@ void Profiler::watch(const void* tensor_impl, int64_t numel) {
   pending_watch_.emplace_back(tensor_impl, numel);
 }
 
+namespace {
+std::unique_ptr<at::ObserverContext> empty_start(const at::RecordFunction&) { return nullptr; }
+void empty_end(const at::RecordFunction&, at::ObserverContext*) {}
+}  // namespace
+
+EmptyObserver::EmptyObserver() {
+  at::RecordFunctionCallback cb(empty_start, empty_end);
+  cb.needsInputs(true).needsOutputs(true).scopes(
+      {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION});
+  handle_ = at::addThreadLocalCallback(cb);
+}
+
+EmptyObserver::~EmptyObserver() { at::removeCallback(handle_); }
+
 }  // namespace effmetrics

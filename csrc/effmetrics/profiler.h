@@ -68,6 +68,19 @@ class Session;
 // unsupported_ops under its name ("Torch-Compiled Region: 0/0"), never a silent zero.
 void note_counted_graph();
 
+// The floor of the approach, for bench/overhead.py: a thread-local RecordFunction callback that
+// asks for inputs and outputs, as the Profiler's does, and does nothing with them.
+class EmptyObserver {
+ public:
+  EmptyObserver();  // registered on this thread
+  ~EmptyObserver();
+  EmptyObserver(const EmptyObserver&) = delete;
+  EmptyObserver& operator=(const EmptyObserver&) = delete;
+
+ private:
+  uint64_t handle_;
+};
+
 class Profiler {
  public:
   // Up to kMaxProfilers may be active at once (nested or on other threads); each counts alone.

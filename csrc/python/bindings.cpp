@@ -257,4 +257,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("truncate_scopes", &truncate_scopes);
   m.def("note_counted_graph", &note_counted_graph);
   m.def("max_profilers", [] { return Profiler::kMaxProfilers; });
+  // bench/overhead.py's floor: `with _C.EmptyObserver():` observes this thread and does nothing
+  struct EmptyObserverScope {
+    std::unique_ptr<EmptyObserver> observer;
+  };
+  py::class_<EmptyObserverScope>(m, "EmptyObserver")
+      .def(py::init<>())
+      .def("__enter__",
+           [](EmptyObserverScope& s) {
+             if (!s.observer) s.observer = std::make_unique<EmptyObserver>();
+           })
+      .def("__exit__", [](EmptyObserverScope& s, py::args) { s.observer.reset(); });
 }

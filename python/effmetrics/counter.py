@@ -7,12 +7,11 @@ import time
 
 import torch
 from torch import nn
-from torch.utils import _pytree as pytree
 
 from effmetrics import _C
 from effmetrics.compiled import CompileWatch, counting_callable, unwrap
 from effmetrics.energy import energy_summary, open_meter
-from effmetrics.inputs import device_of, parse_device
+from effmetrics.inputs import device_of, leaves, parse_device
 from effmetrics.params import scan
 from effmetrics.profiler import _report, _timeline
 from effmetrics.report import COUNT_FIELDS, Report
@@ -81,7 +80,7 @@ class _Signatures:
     def of(self, args: tuple, kwargs: dict) -> tuple:
         sig = [self.model.training, torch.is_grad_enabled(), self.version, self._param_state(),
                len(args), tuple(kwargs)]
-        for x in pytree.tree_leaves((args, kwargs)):
+        for x in leaves(args, kwargs):
             if isinstance(x, torch.Tensor):
                 sig.append((x.shape, x.dtype, x.device, x.requires_grad))
             elif x is None or isinstance(x, (bool, int, float, str)):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import warnings
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from effmetrics.compiled import (
     timed_call,
     unwrap,
 )
-from effmetrics.inputs import device_of, parse_device
+from effmetrics.inputs import device_of, leaves, parse_device
 from effmetrics.memory import measure_memory
 from effmetrics.params import ModelScan, scan
 from effmetrics.report import Report
@@ -63,7 +64,7 @@ def _check_model(model) -> tuple[Callable, nn.Module | None]:
 
 
 def _check_inputs(args: tuple, kwargs: dict) -> None:
-    for leaf in pytree.tree_leaves((args, kwargs)):
+    for leaf in leaves(args, kwargs):
         if type(leaf).__module__ == "numpy" and hasattr(leaf, "shape"):
             raise TypeError(
                 "inputs must be torch tensors (or lists/tuples/dicts of them); got a numpy "
@@ -255,7 +256,7 @@ def _profile_graph(gm: torch.fx.GraphModule, args: tuple, kwargs: dict, all_thre
 
 def _report(raw, model_scan: ModelScan | None, memory: dict | None = None,
             compiles: dict | None = None, timing: dict | None = None) -> Report:
-    params = dataclasses.replace(model_scan.counts) if model_scan is not None else None
+    params = copy.copy(model_scan.counts) if model_scan is not None else None
     report = Report(raw, params, model_scan.module_params if model_scan is not None else None,
                     memory, compiles=compiles, timing=timing)
     regions = sum(n for op, n in report.unsupported_ops.items()
