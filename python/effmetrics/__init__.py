@@ -13,6 +13,7 @@ from effmetrics import _C  # noqa: F401
 from effmetrics.compare import Comparison, compare
 from effmetrics.counter import Counter
 from effmetrics.params import ParamCount, count_params
+from effmetrics.predict import predict_latency, predict_ops
 from effmetrics.profiler import profile
 from effmetrics.report import Report
 from effmetrics.roofline import HARDWARE, Hardware, calibrate_cpu, roofline
@@ -21,5 +22,5 @@ from effmetrics.timing import Timing, benchmark, throughput
 
 __version__ = "0.1.0"
 __all__ = ["HARDWARE", "Comparison", "Counter", "Hardware", "ParamCount", "Report", "Timing",
-           "benchmark", "calibrate_cpu", "compare", "count_params", "load", "profile",
-           "roofline", "sweep", "throughput"]
+           "benchmark", "calibrate_cpu", "compare", "count_params", "load",
+           "predict_latency", "predict_ops", "profile", "roofline", "sweep", "throughput"]

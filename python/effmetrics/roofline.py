@@ -3,6 +3,10 @@ compute- or memory-bound, against what was measured.
 
 predicted = max(matmul FLOPs / matmul peak + vector FLOPs / vector peak, bytes / bandwidth)
 
+per op (each (module, op, phase) cell of a Report); a module's or the model's prediction is the
+sum of its ops' predictions, so a compute-bound matmul and a memory-bound softmax each cost
+their own bound (a max over the totals would let one hide the other).
+
 Bytes are effmetrics' no-cache lower bound of memory traffic, so "memory-bound" here means
 bound even with perfect reuse inside each op.
 """
@@ -128,19 +132,69 @@ def hardware(name: str | Hardware) -> Hardware:
 
 
 MEASURED_COLUMNS = ("time_s", "latency_median")
+_COST_COLUMNS = ["flops_matmul", "flops_vector", "bytes_read", "bytes_written"]
+
+
+def roofline_times(df, hw: Hardware):
+    """(compute_s, memory_s, predicted_s) of each row of a table of counts on hw: the one
+    roofline formula (predicted_s is the larger of the two)."""
+    missing = [c for c in _COST_COLUMNS if c not in df.columns]
+    if missing:
+        raise KeyError(f"roofline needs columns {_COST_COLUMNS}; missing {missing}")
+    compute = df["flops_matmul"] / hw.matmul_flops + df["flops_vector"] / hw.vector_flops
+    memory = (df["bytes_read"] + df["bytes_written"]) / hw.bandwidth
+    return compute, memory, compute.where(compute >= memory, memory)
+
+
+def _subtree_sums(names, by_module: dict) -> list:
+    """For each module name, the sum of by_module's values over it and its descendants."""
+    inclusive: dict = {}
+    for name, value in by_module.items():
+        parts = name.split(".") if name else []
+        for i in range(len(parts) + 1):  # the module itself and every ancestor, "" included
+            key = ".".join(parts[:i])
+            inclusive[key] = inclusive.get(key, 0.0) + value
+    return [inclusive.get(n, 0.0) for n in names]
+
+
+def _per_op(report, out, h: Hardware, by: str) -> None:
+    """predicted_s and bound of report rows (by module or op) as sums over the report's op cells:
+    bound is "compute" when the compute-bound ops take at least half of the predicted time."""
+    import pandas as pd
+
+    cells = report.ops()
+    compute, memory, predicted = roofline_times(cells, h)
+    cells = cells.assign(predicted_s=predicted, compute_part=predicted.where(compute >= memory, 0))
+    if by == "module":
+        own = cells.groupby("module")[["predicted_s", "compute_part"]].sum()
+        out["predicted_s"] = _subtree_sums(out.index, own["predicted_s"].to_dict())
+        part = pd.Series(_subtree_sums(out.index, own["compute_part"].to_dict()), out.index)
+    else:
+        own = cells.groupby("op")[["predicted_s", "compute_part"]].sum()
+        out["predicted_s"] = own["predicted_s"].reindex(out.index, fill_value=0.0)
+        part = own["compute_part"].reindex(out.index, fill_value=0.0)
+    out["bound"] = (2 * part >= out["predicted_s"]).map({True: "compute", False: "memory"})
 
 
 def roofline(report_or_df, hw: str | Hardware = "cpu", by: str = "module", dtype=None):
     """Predicted time per row of a Report's by_module()/by_op() (by="module"/"op") or of any
     table with flops_matmul, flops_vector, bytes_read, bytes_written (e.g. em.load(store)).
 
-    Adds compute_s, memory_s, predicted_s, bound ("compute"/"memory") and, where a measured time
-    is known (time_s from profile(time=True), or latency_median), measured_s,
-    achieved_fraction (predicted / measured) and mfu (matmul FLOP/s over the matmul peak).
+    Adds compute_s and memory_s (the row's totals over the peaks), predicted_s, bound
+    ("compute"/"memory") and, where a measured time is known (time_s from profile(time=True), or
+    latency_median), measured_s, achieved_fraction (predicted / measured) and mfu (matmul FLOP/s
+    over the matmul peak).
+
+    From a Report, predicted_s is per op: the sum over the row's (module, op, phase) cells of
+    max(compute, memory) (a module row: its whole subtree; "" is the model, equal to
+    em.predict_latency), and bound says which kind of op takes most of it. A plain table has no
+    cells: each row is one roofline, max(compute_s, memory_s).
 
     The matmul peak is hw.matmul_flops (bf16), or with dtype= (a torch.dtype) that dtype's
     dense peak (matmul_peak: float32 follows the TF32 setting).
     """
+    if by not in ("module", "op"):
+        raise ValueError(f"by must be 'module' or 'op', not {by!r}")
     h = hardware(hw)
     if dtype is not None:
         peak = matmul_peak(h, dtype)
@@ -148,21 +202,18 @@ def roofline(report_or_df, hw: str | Hardware = "cpu", by: str = "module", dtype
             raise ValueError(f"{h.name} has no dense {_dtype_name(dtype)} matmul peak; presets' "
                              f"peaks: {h.matmul_peaks}")
         h = dataclasses.replace(h, matmul_flops=peak)
-    if hasattr(report_or_df, "by_module"):
-        df = report_or_df.by_module() if by == "module" else report_or_df.by_op()
-        if not report_or_df.timed:
+    report = report_or_df if hasattr(report_or_df, "by_module") else None
+    if report is not None:
+        df = report.by_module() if by == "module" else report.by_op()
+        if not report.timed:
             df = df.drop(columns=["time_s"], errors="ignore")
     else:
         df = report_or_df.copy()
-    need = ["flops_matmul", "flops_vector", "bytes_read", "bytes_written"]
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise KeyError(f"roofline needs columns {need}; missing {missing}")
     out = df.copy()
-    out["compute_s"] = out["flops_matmul"] / h.matmul_flops + out["flops_vector"] / h.vector_flops
-    out["memory_s"] = (out["bytes_read"] + out["bytes_written"]) / h.bandwidth
-    out["predicted_s"] = out[["compute_s", "memory_s"]].max(axis=1)
+    out["compute_s"], out["memory_s"], out["predicted_s"] = roofline_times(out, h)
     out["bound"] = (out["compute_s"] >= out["memory_s"]).map({True: "compute", False: "memory"})
+    if report is not None:
+        _per_op(report, out, h, by)
     measured = next((c for c in MEASURED_COLUMNS if c in out.columns), None)
     if measured is not None:
         m = out[measured].where(out[measured] > 0)
