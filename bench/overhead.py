@@ -1,11 +1,15 @@
-"""Instrumentation overhead of effmetrics vs torch's FlopCounterMode, forward on CPU.
+"""Instrumentation overhead of effmetrics vs torch's FlopCounterMode, forward on CPU, and of
+em.Counter on a training loop.
 
 Interleaved repeats (bare, effmetrics, FlopCounterMode each once per round, order rotated) so
 that machine noise hits every mode alike; reports medians and ratios from this one run.
 Targets (issue 2): effmetrics <= 1.10x bare on ViT-Ti/16 batch 1 single-thread, and at least
-5x less added time than FlopCounterMode.
+5x less added time than FlopCounterMode. Issue 12: a chain of tiny ops within 0.2 us per op of
+the floor (an empty RecordFunction callback asking for inputs and outputs, built with the
+project: _C.EmptyObserver); a ViT-Ti/16 batch 1 training step under Counter(count="auto")
+<= 1.005x bare, count="every" <= 1.03x; em.profile forward <= 1.05x.
 
-    python bench/overhead.py [--rounds N]
+    python bench/overhead.py [--rounds N] [--only chain,train,profile]
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import effmetrics as em
+from effmetrics import _C
 from effmetrics.models import vit
 
 
@@ -89,11 +94,133 @@ def measure_compiled(model, x, rounds):
             med["effmetrics compiled"] / med["effmetrics eager"], added_compiled / added_eager)
 
 
+def interleaved(modes: dict, rounds: int) -> dict:
+    """Median seconds of each mode's call, the modes run once per round in rotated order."""
+    times = {m: [] for m in modes}
+    order = list(modes)
+    for fn in modes.values():  # warm-up
+        fn()
+    for r in range(rounds):
+        k = r % len(order)
+        for mode in order[k:] + order[:k]:
+            t0 = time.perf_counter()
+            modes[mode]()
+            times[mode].append(time.perf_counter() - t0)
+    return {m: statistics.median(v) for m, v in times.items()}
+
+
+def measure_op_chain(rounds: int, n: int = 2000) -> tuple[float, float]:
+    """Per-op added time of a chain of 1-element adds: the floor (an empty callback with
+    inputs and outputs) and em.profile, both over bare."""
+    x = torch.ones(1)
+
+    def chain():
+        y = x
+        for _ in range(n):
+            y = y + 1
+
+    def floor():
+        with _C.EmptyObserver():
+            chain()
+
+    med = interleaved({"bare": chain, "floor": floor, "effmetrics": lambda: em.profile(chain)},
+                      rounds)
+    per_op = {m: (med[m] - med["bare"]) / n * 1e6 for m in ("floor", "effmetrics")}
+    print(f"\nchain of {n} 1-element adds, 1 thread ({rounds} interleaved rounds, medians)")
+    for m in med:
+        print(f"  {m:<12} {med[m] * 1e3:8.3f} ms" + (f"   +{per_op[m]:.2f} us/op" if m in per_op
+                                                      else ""))
+    return per_op["floor"], per_op["effmetrics"]
+
+
+def measure_training(rounds: int, steps: int = 10) -> dict:
+    """A ViT-Ti/16 batch 1 training step (forward, backward, SGD), 1 thread: bare, under
+    Counter(count="auto") and Counter(count="every"). Each round runs `steps` steps in each mode
+    (one Counter `with` block per round); each step is timed from the outside, c.step()
+    included. auto's steady state: its uncounted steps (every step but each block's first)."""
+    model = vit("vit-ti/16")
+    x, y = torch.randn(1, 3, 224, 224), torch.tensor([3])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def step():
+        loss_fn(model(x), y).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def run(count):
+        times = []
+        with em.Counter(model, count=count) if count else _nothing() as c:
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                step()
+                if c is not None:
+                    c.step(examples=1)
+                times.append(time.perf_counter() - t0)
+        return times
+
+    samples = {"bare": [], "auto (uncounted steps)": [], "auto (all steps)": [], "every": []}
+    order = [None, "auto", "every"]
+    run(None), run("auto"), run("every")  # warm-up
+    for r in range(rounds):
+        k = r % 3
+        for count in order[k:] + order[:k]:
+            t = run(count)
+            if count is None:
+                samples["bare"] += t
+            elif count == "auto":
+                samples["auto (uncounted steps)"] += t[1:]
+                samples["auto (all steps)"] += t
+            else:
+                samples["every"] += t
+    med = {m: statistics.median(v) for m, v in samples.items()}
+    print(f"\nViT-Ti/16 batch 1 training step, 1 thread ({rounds} interleaved rounds of "
+          f"{steps} steps, medians per step)")
+    for m, v in med.items():
+        print(f"  {m:<24} {v * 1e3:8.2f} ms   {v / med['bare']:6.3f}x bare")
+    return {m: v / med["bare"] for m, v in med.items()}
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return None
+
+
+def measure_fixed_cost(rounds: int) -> float:
+    """em.profile's fixed cost (model scan, hooks, report) on a one-op model."""
+    lin, x = torch.nn.Linear(4, 4), torch.randn(1, 4)
+    with torch.no_grad():
+        med = interleaved({"bare": lambda: lin(x), "profile": lambda: em.profile(lin, x)},
+                          rounds)
+    fixed = (med["profile"] - med["bare"]) * 1e6
+    print(f"\nem.profile of nn.Linear(4, 4), batch 1 ({rounds} rounds): {fixed:.0f} us fixed "
+          "cost per profile (scan, hooks, report)")
+    return fixed
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=0, help="default: 41 (Ti), 7 (B)")
+    parser.add_argument("--only", default="", help="comma-separated: chain, train, profile")
     args = parser.parse_args()
+    only = set(filter(None, args.only.split(",")))
     threads = torch.get_num_threads()
+    if only:
+        torch.set_num_threads(1)
+        if "chain" in only:
+            floor, em_op = measure_op_chain(args.rounds or 41)
+            print(f"  -> effmetrics - floor: {em_op - floor:+.2f} us/op (target <= 0.2)")
+        if "profile" in only:
+            measure_fixed_cost(args.rounds or 201)
+        if "train" in only:
+            ratios = measure_training(args.rounds or 9)
+            print(f"  -> auto {ratios['auto (uncounted steps)']:.3f}x (target <= 1.005), "
+                  f"every {ratios['every']:.3f}x (target <= 1.03)")
+        torch.set_num_threads(threads)
+        return
     b = vit("vit-b/16").eval()
     r_b, a_b = measure(f"ViT-B/16, batch 8, {threads} threads", b, torch.randn(8, 3, 224, 224),
                        args.rounds or 7)
@@ -103,6 +230,9 @@ def main():
     r_ti, a_ti = measure("ViT-Ti/16, batch 1, 1 thread", ti, torch.randn(1, 3, 224, 224),
                          args.rounds or 41)
     compiled_rows = measure_compiled(ti, torch.randn(1, 3, 224, 224), args.rounds or 41)
+    floor, em_op = measure_op_chain(args.rounds or 41)
+    fixed = measure_fixed_cost(args.rounds or 201)
+    train = measure_training(args.rounds or 9)
     torch.set_num_threads(threads)
     def more(ratio):
         return "within noise" if ratio is None else f"{ratio:.1f}x more time"
@@ -114,6 +244,12 @@ def main():
     print("  ViT-Ti/16 b1 compiled: em.profile(compiled) = {:.3f}x the compiled forward, "
           "{:.3f}x em.profile(eager); its added time {:.3f}x eager counting's".format(
               *compiled_rows))
+    print(f"  tiny-op chain: floor +{floor:.2f} us/op, effmetrics +{em_op:.2f} us/op: "
+          f"{em_op - floor:+.2f} us/op over the floor (target <= 0.2)")
+    print(f"  em.profile fixed cost (one-op model): {fixed:.0f} us")
+    print(f"  ViT-Ti/16 b1 training step: Counter auto {train['auto (uncounted steps)']:.3f}x "
+          f"bare in its uncounted steps ({train['auto (all steps)']:.3f}x over 10-step runs, "
+          f"target <= 1.005), every {train['every']:.3f}x (target <= 1.03)")
 
 
 if __name__ == "__main__":

@@ -116,19 +116,62 @@ void Profiler::start() {
   auto session = std::make_unique<Session>(slot, options_, timeline_);
   for (const Watched& w : pending_watch_) session->watch(w.impl, w.numel, w.nonzero);
   pending_watch_.clear();
-  at::RecordFunctionCallback cb(kCallbacks[slot].first, kCallbacks[slot].second);
-  cb.needsInputs(true).needsOutputs(true).scopes(
-      {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION});
   g_slots[slot].store(session.get(), std::memory_order_release);
   owner_ = std::this_thread::get_id();
   if (options_.nvtx) nvtx_acquire();
   calls_at_start_ = scope_calls_snapshot();
   scope_events_.clear();
   if (options_.trace) set_scope_event_sink(&scope_events_);
+  session_ = std::move(session);
+  add_callbacks();
+  if (session_->has_timeline()) session_->open_step();
+}
+
+void Profiler::add_callbacks() {
+  const int slot = session_->slot();
+  at::RecordFunctionCallback cb(kCallbacks[slot].first, kCallbacks[slot].second);
+  cb.needsInputs(true).needsOutputs(true).scopes(
+      {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION});
   callback_handle_ =
       options_.all_threads ? at::addGlobalCallback(cb) : at::addThreadLocalCallback(cb);
-  if (session->has_timeline()) session->open_step();
-  session_ = std::move(session);
+  attached_ = true;
+}
+
+void Profiler::check_owner(const char* what) const {
+  if (!options_.all_threads && owner_ != std::this_thread::get_id()) {
+    throw std::runtime_error(
+        std::string("effmetrics: ") + what +
+        " a thread-local Profiler on the thread that started it "
+        "(or construct it with ProfilerOptions{.all_threads = true})");
+  }
+}
+
+void Profiler::detach() {
+  if (!running()) throw std::runtime_error("effmetrics: detach() needs a running Profiler");
+  check_owner("detach");
+  if (!attached_) return;
+  at::removeCallback(callback_handle_);
+  attached_ = false;
+}
+
+void Profiler::attach() {
+  if (!running()) throw std::runtime_error("effmetrics: attach() needs a running Profiler");
+  check_owner("attach");
+  if (!attached_) add_callbacks();
+}
+
+Profiler::Totals Profiler::totals() {
+  if (!running()) throw std::runtime_error("effmetrics: totals() needs a running Profiler");
+  Totals t;
+  session_->totals(&t.counts, &t.busy_ns);
+  return t;
+}
+
+void Profiler::mark_step() {
+  if (!running()) throw std::runtime_error("effmetrics: mark_step() needs a running Profiler");
+  if (!session_->has_timeline()) return;
+  session_->close_step();
+  session_->open_step();
 }
 
 Report Profiler::snapshot() {
@@ -152,15 +195,12 @@ std::vector<DeviceStep> Profiler::device_steps(bool wait, size_t first) {
 
 Report Profiler::stop() {
   if (!running()) throw std::runtime_error("effmetrics: stop() on a Profiler that is not running");
-  if (!options_.all_threads && owner_ != std::this_thread::get_id()) {
-    throw std::runtime_error(
-        "effmetrics: stop a thread-local Profiler on the thread that started it "
-        "(or construct it with ProfilerOptions{.all_threads = true})");
-  }
+  check_owner("stop");
   if (session_->has_timeline()) session_->close_step();
   {
     std::lock_guard<std::mutex> lock(g_slots_mu);
-    at::removeCallback(callback_handle_);
+    if (attached_) at::removeCallback(callback_handle_);
+    attached_ = false;
     g_slots[session_->slot()].store(nullptr, std::memory_order_release);
   }
   if (options_.trace) set_scope_event_sink(nullptr);
@@ -191,5 +231,19 @@ void Profiler::watch(const void* tensor_impl, int64_t numel, int64_t nonzero) {
   }
   pending_watch_.push_back(Watched{tensor_impl, numel, nonzero});
 }
+
+namespace {
+std::unique_ptr<at::ObserverContext> empty_start(const at::RecordFunction&) { return nullptr; }
+void empty_end(const at::RecordFunction&, at::ObserverContext*) {}
+}  // namespace
+
+EmptyObserver::EmptyObserver() {
+  at::RecordFunctionCallback cb(empty_start, empty_end);
+  cb.needsInputs(true).needsOutputs(true).scopes(
+      {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION});
+  handle_ = at::addThreadLocalCallback(cb);
+}
+
+EmptyObserver::~EmptyObserver() { at::removeCallback(handle_); }
 
 }  // namespace effmetrics

@@ -478,6 +478,14 @@ std::vector<DeviceStep> Session::device_steps(bool wait, size_t first) {
   return device_->steps(first);
 }
 
+void Session::totals(Counts* counts, int64_t* busy_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (auto& buf : buffers_) {
+    *busy_ns += buf->busy_ns;
+    buf->cells.for_each([&](uint64_t, const Cell& cell) { counts->add(cell.counts); });
+  }
+}
+
 Report Session::collect(const std::vector<int64_t>& calls,
                         const std::vector<ScopeEvent>& scope_events, bool final) {
   std::vector<std::pair<uint64_t, Cell>> keyed;

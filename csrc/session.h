@@ -127,6 +127,8 @@ class Session {
   void on_start(const at::RecordFunction& fn, ThreadBuffer& tb);
   void on_end(const at::RecordFunction& fn, ThreadBuffer& tb);
 
+  // Every thread's cells summed into one Counts, and the host busy time (Profiler::totals()).
+  void totals(Counts* counts, int64_t* busy_ns);
   // Sums every thread's cells into a report; calls: module calls per scope node; final: the
   // profiler stops (wait for the device, keep every device step).
   Report collect(const std::vector<int64_t>& calls, const std::vector<ScopeEvent>& scope_events,

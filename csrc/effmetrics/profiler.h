@@ -71,6 +71,19 @@ class Session;
 // unsupported_ops under its name ("Torch-Compiled Region: 0/0"), never a silent zero.
 void note_counted_graph();
 
+// The floor of the approach, for bench/overhead.py: a thread-local RecordFunction callback that
+// asks for inputs and outputs, as the Profiler's does, and does nothing with them.
+class EmptyObserver {
+ public:
+  EmptyObserver();  // registered on this thread
+  ~EmptyObserver();
+  EmptyObserver(const EmptyObserver&) = delete;
+  EmptyObserver& operator=(const EmptyObserver&) = delete;
+
+ private:
+  uint64_t handle_;
+};
+
 class Profiler {
  public:
   // Up to kMaxProfilers may be active at once (nested or on other threads); each counts alone.
@@ -88,6 +101,23 @@ class Profiler {
   // Everything counted since start(), while observing goes on (Counter takes one per step and
   // differences them). Call it between steps, when no profiled op runs on another thread.
   Report snapshot();
+  // The totals of snapshot() (counts summed over every op so far, and busy_ns) without building
+  // rows: cheap enough for every step of a training loop. Between steps, like snapshot().
+  struct Totals {
+    Counts counts;
+    int64_t busy_ns = 0;
+  };
+  Totals totals();
+  // On a device timeline: closes the current step and opens the next (snapshot() does this too);
+  // without one, nothing.
+  void mark_step();
+  // detach() removes the RecordFunction callbacks, so ops run unobserved at full speed while the
+  // counts so far are kept; attach() adds them back. Counter(count="auto" or N) detaches in the
+  // steps it does not count. An op already running when detach() is called still ends observed.
+  // A thread-local profiler detaches and attaches on the thread that started it.
+  void detach();
+  void attach();
+  bool attached() const { return attached_; }
   bool running() const;
   const ProfilerOptions& options() const { return options_; }  // resolved
   // How times are measured: "" (not timed), "steady_clock" (host) or the device timeline's
@@ -117,6 +147,7 @@ class Profiler {
   std::unique_ptr<Session> session_;
   ProfilerOptions options_;
   uint64_t callback_handle_ = 0;
+  bool attached_ = false;
   std::thread::id owner_;
   std::vector<int64_t> calls_at_start_;  // module calls on the owner thread at start()
   struct Watched {
@@ -126,6 +157,9 @@ class Profiler {
   std::vector<Watched> pending_watch_;
   std::vector<ScopeEvent> scope_events_;      // module enter/exit on the owner thread (trace)
   std::shared_ptr<DeviceTimeline> timeline_;  // options_.timeline, or made from options_.device
+
+  void add_callbacks();  // this session's slot's callbacks, global or on this thread
+  void check_owner(const char* what) const;
 };
 
 }  // namespace effmetrics

@@ -255,6 +255,17 @@ PYBIND11_MODULE(_C, m) {
       .def("snapshot", &Profiler::snapshot)
       .def("pause", &Profiler::pause)
       .def("resume", &Profiler::resume)
+      .def("detach", &Profiler::detach)
+      .def("attach", &Profiler::attach)
+      .def("mark_step", &Profiler::mark_step)
+      .def("totals",
+           [](Profiler& p) {
+             Profiler::Totals t = p.totals();
+             py::dict d = counts_to_dict(t.counts);
+             d["busy_ns"] = t.busy_ns;
+             return d;
+           })
+      .def_property_readonly("attached", &Profiler::attached)
       .def("set_phase", [](Profiler& p, const std::string& s) { p.set_phase(parse_phase(s)); })
       .def(
           "watch",
@@ -393,4 +404,15 @@ PYBIND11_MODULE(_C, m) {
   m.def("truncate_scopes", &truncate_scopes);
   m.def("note_counted_graph", &note_counted_graph);
   m.def("max_profilers", [] { return Profiler::kMaxProfilers; });
+  // bench/overhead.py's floor: `with _C.EmptyObserver():` observes this thread and does nothing
+  struct EmptyObserverScope {
+    std::unique_ptr<EmptyObserver> observer;
+  };
+  py::class_<EmptyObserverScope>(m, "EmptyObserver")
+      .def(py::init<>())
+      .def("__enter__",
+           [](EmptyObserverScope& s) {
+             if (!s.observer) s.observer = std::make_unique<EmptyObserver>();
+           })
+      .def("__exit__", [](EmptyObserverScope& s, py::args) { s.observer.reset(); });
 }

@@ -1,9 +1,10 @@
-"""The `effmetrics` command: profile, sweep, compare, report, demo.
+"""The `effmetrics` command: profile, sweep, compare, report, match, demo.
 
     effmetrics profile vit-b/16 --input 1x3x224x224 --device meta
     effmetrics sweep vit-depth-width --store results.sqlite
     effmetrics compare results.sqlite --metrics params,flops,latency_median
     effmetrics report results.sqlite -o report.html
+    effmetrics match vit-ti/16 --grid depth=2,4,6 --grid dim=96,192,288 --target-model vit-ti/16
     effmetrics demo
 """
 from __future__ import annotations
@@ -120,6 +121,62 @@ def cmd_report(args) -> int:
     return 0
 
 
+def _value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _assignments(specs, option: str, many: bool) -> dict:
+    out = {}
+    for spec in specs or ():
+        key, eq, values = spec.partition("=")
+        if not eq or not key or not values:
+            raise UsageError(f"{option} must look like depth=2,4,6; got {spec!r}")
+        out[key] = [_value(v) for v in values.split(",")] if many else _value(values)
+    return out
+
+
+def cmd_match(args) -> int:
+    import pandas as pd
+
+    from effmetrics.match import match
+    from effmetrics.models import ZOO, build, example_input
+
+    if args.model not in ZOO:
+        raise UsageError(f"unknown model {args.model!r}: a zoo name ({', '.join(sorted(ZOO))})")
+    space = _assignments(args.grid, "--grid", many=True)
+    if not space:
+        raise UsageError("give the search space: --grid name=v1,v2,... (repeat for a grid)")
+    if (args.target is None) == (args.target_model is None):
+        raise UsageError("give one target: --target NUMBER (of --on) or --target-model NAME")
+    if args.target_model is not None:
+        if args.target_model not in ZOO:
+            raise UsageError(f"unknown target model {args.target_model!r}: a zoo name "
+                             f"({', '.join(sorted(ZOO))})")
+        overrides = _assignments(args.target_set, "--target-set", many=False)
+        with torch.device("meta"):
+            ref = build(args.target_model, **overrides)
+            x = example_input(args.target_model, **overrides)
+        target = (ref.eval(), x)
+    else:
+        target = args.target
+    df = match(args.model, space, target, on=args.on, tolerance=args.tolerance,
+               hw=args.hw or None, store=args.store, progress=not args.quiet)
+    print(f"{len(df)} of {df.attrs['tried']} configurations within {args.tolerance:.1%} of "
+          f"{args.on} = {df.attrs['target']:.4g}")
+    if len(df):
+        with pd.option_context("display.width", 200, "display.max_columns", 50):
+            print(df.to_string(index=False))
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        print(f"wrote {args.csv}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from effmetrics.demo_job import run_demo
 
@@ -154,13 +211,30 @@ def main(argv=None) -> int:
     p.add_argument("store")
     p.add_argument("-o", "--output", default="report.html")
     p.set_defaults(fn=cmd_report)
+    p = sub.add_parser("match", help="the configs of a zoo model that match a target's cost "
+                                     "(counted on meta)")
+    p.add_argument("model", help="zoo name whose config the grid overrides")
+    p.add_argument("--grid", action="append", metavar="NAME=V1,V2,...",
+                   help="a config field and its values (repeat: every combination)")
+    p.add_argument("--target", type=float, help="the target value of --on")
+    p.add_argument("--target-model", help="a zoo model whose cost is the target")
+    p.add_argument("--target-set", action="append", metavar="NAME=VALUE",
+                   help="a config override of the target model (repeatable)")
+    p.add_argument("--on", default="flops", help="the cost to match (default flops)")
+    p.add_argument("--tolerance", type=float, default=0.05, help="relative (default 0.05)")
+    p.add_argument("--hw", action="append", help="add predicted latency on this hardware "
+                   "preset (or cpu); repeatable")
+    p.add_argument("--store", help="SQLite file: resume, counting only new configs")
+    p.add_argument("--csv", help="also write the matches here")
+    p.add_argument("--quiet", action="store_true", help="no per-config progress lines")
+    p.set_defaults(fn=cmd_match)
     p = sub.add_parser("demo", help="the paper's cases on this machine: flips and a report")
     p.add_argument("--out", default="out")
     p.set_defaults(fn=cmd_demo)
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
-    except (UsageError, ValueError, KeyError, FileNotFoundError) as e:
+    except (UsageError, ValueError, KeyError, TypeError, FileNotFoundError) as e:
         print(f"effmetrics {args.command}: error: {e}", file=sys.stderr)
         return 2
 

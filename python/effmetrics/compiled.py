@@ -312,14 +312,20 @@ class CompileWatch:
 
     @classmethod
     def _register(cls) -> None:
-        if cls._registered or "torch._dynamo" not in sys.modules:
+        """Hooks Dynamo's compile callbacks, and hides the module hooks from its frame
+        compilation; again after torch._dynamo.reset(), which clears both."""
+        if "torch._dynamo" not in sys.modules:
             return
-        ModuleScopes.hide_from_dynamo()
         handler = getattr(sys.modules["torch._dynamo"], "callback_handler", None)
+        starts = getattr(handler, "start_callbacks", None)
+        if cls._registered and (starts is None or cls._start in starts):
+            return
+        ModuleScopes.hide_from_dynamo(again=cls._registered)
         if handler is None:  # a torch without compile callbacks: nothing to pause
             return
         with cls._lock:
-            if not cls._registered:
+            starts = getattr(handler, "start_callbacks", None)
+            if not cls._registered or (starts is not None and cls._start not in starts):
                 handler.register_start_callback(cls._start)
                 handler.register_end_callback(cls._end)
                 cls._registered = True

@@ -199,6 +199,17 @@ _SUMMARY = {  # key -> (label, formatter)
     "tokens_per_s": ("tokens/s", lambda v: si(v) + " tokens/s"),
     "flops_per_step": ("FLOPs per step", lambda v: si(v, "FLOP")),
     "achieved_flops_per_s": ("achieved FLOP/s", lambda v: si(v, "FLOP/s")),
+    "counted_steps": ("counted steps", lambda v: f"{int(v):,}"),
+    "step_time_basis": ("step time over", str),
+    "mfu": ("MFU (matmul)", lambda v: f"{100 * v:.1f}%"),
+    "hfu": ("all FLOPs / peak", lambda v: f"{100 * v:.1f}%"),
+    "peak_flops": ("peak", lambda v: si(v, "FLOP/s")),
+    "peak_source": ("peak from", str),
+    "dtype": ("dtype", str),
+    "energy_j": ("energy", lambda v: f"{v:.4g} J"),
+    "avg_power_w": ("average power", lambda v: f"{v:.4g} W"),
+    "joules_per_example": ("energy per example", lambda v: f"{v:.4g} J"),
+    "energy_source": ("energy from", str),
 }
 
 

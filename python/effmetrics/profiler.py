@@ -1,9 +1,9 @@
-"""profile() and Counter: run a model under the C++ observer with module scopes attached."""
+"""profile(): run a model once under the C++ observer with module scopes attached."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -23,10 +23,10 @@ from effmetrics.compiled import (
     timed_call,
     unwrap,
 )
-from effmetrics.inputs import device_of, parse_device
+from effmetrics.inputs import device_of, leaves, parse_device
 from effmetrics.memory import measure_memory
 from effmetrics.params import ModelScan, is_semi_structured, nonzero_counts, scan
-from effmetrics.report import COUNT_FIELDS, Report
+from effmetrics.report import Report
 from effmetrics.scopes import ModuleScopes
 
 
@@ -64,7 +64,7 @@ def _check_model(model) -> tuple[Callable, nn.Module | None]:
 
 
 def _check_inputs(args: tuple, kwargs: dict) -> None:
-    for leaf in pytree.tree_leaves((args, kwargs)):
+    for leaf in leaves(args, kwargs):
         if type(leaf).__module__ == "numpy" and hasattr(leaf, "shape"):
             raise TypeError(
                 "inputs must be torch tensors (or lists/tuples/dicts of them); got a numpy "
@@ -285,30 +285,10 @@ def _profile_graph(gm: torch.fx.GraphModule, args: tuple, kwargs: dict, all_thre
     return _report(raw, model_scan, None, compiles)
 
 
-@contextlib.contextmanager
-def _counted_calls(compiled):
-    """For a `with` block, calls of the compiled module run through the counting trace."""
-    counting = counting_callable(compiled)
-    target = compiled.run
-    attr = "forward" if compiled.kind == "module" else "_compiled_call_impl"
-    saved = target.__dict__.get(attr, _MISSING)
-    setattr(target, attr, counting)
-    try:
-        yield
-    finally:
-        if saved is _MISSING:
-            delattr(target, attr)
-        else:
-            setattr(target, attr, saved)
-
-
-_MISSING = object()
-
-
 def _report(raw, model_scan: ModelScan | None, memory: dict | None = None,
             compiles: dict | None = None, timing: dict | None = None,
             basis: dict | None = None) -> Report:
-    params = dataclasses.replace(model_scan.counts) if model_scan is not None else None
+    params = copy.copy(model_scan.counts) if model_scan is not None else None
     report = Report(raw, params, model_scan.module_params if model_scan is not None else None,
                     memory, compiles=compiles, timing=timing, basis=basis)
     if report.rule_errors:
@@ -327,182 +307,3 @@ def _report(raw, model_scan: ModelScan | None, memory: dict | None = None,
             "em.profile(compiled_model, x) or em.Counter(compiled_model), to count it through "
             "its graphs.", stacklevel=3)
     return report
-
-
-class Counter:
-    """Counts FLOPs, MACs and bytes across a training loop, one row per step.
-
-        with em.Counter(model) as c:
-            for x, y in loader:
-                loss = loss_fn(model(x), y); loss.backward(); opt.step(); opt.zero_grad()
-                c.step(examples=len(x))
-        c.steps      # DataFrame, one row per step
-        c.report     # Report of the whole run (by_module(), by_op(), ...)
-
-    Backward ops are recognised by the autograd node they run in and attributed to the module
-    of their forward op.
-
-    Busy and idle time: on CPU, host time inside ops and outside them. On CUDA (the model's
-    parameters are on a CUDA device, or ``device="cuda"``), from CUDA event timestamps: events
-    on the current stream at each step boundary and around each outermost op give the device's
-    time per step (``device_wall_s``), the time covered by ops (``busy_s``) and the rest
-    (``idle_s``): the device waiting on the host at the start, end and inside the step. The
-    events are read once the GPU has passed them, never by stalling it: the row ``step()``
-    returns has these as None while the GPU is behind; ``steps`` and ``summary()`` wait.
-    """
-
-    _COUNTS = tuple(f for f in COUNT_FIELDS if f not in ("calls", "time_ns"))
-    _STEP_FIELDS = (*_COUNTS, "busy_ns")
-
-    def __init__(self, model: nn.Module | None = None, *, all_threads: bool = False,
-                 nvtx: bool = False, nvtx_ops: bool = False,
-                 device: str | torch.device | None = None):
-        if model is not None and not isinstance(model, nn.Module):
-            raise TypeError(
-                f"Counter(model): model must be a torch.nn.Module or None; got "
-                f"{type(model).__name__}"
-            )
-        # A compiled model is counted through its graphs: its calls are sent through them for
-        # the `with` block (their steps' times are those runs'), its names are the original's.
-        self._compiled = unwrap(model) if model is not None else None
-        if self._compiled is not None:
-            model = self._compiled.module
-        self.model = model
-        dev = parse_device(device) or device_of((), {}, model)
-        self._profiler = _C.Profiler(all_threads=all_threads, time=True, nvtx=nvtx,
-                                     nvtx_ops=nvtx_ops, device=_timeline(dev))
-        self._on_device = self._profiler.device_timeline  # busy/idle from the device's events
-        self._ctx = None
-        self._rows: list[dict] = []
-        self._filled = 0  # rows with their device figures (device timeline)
-        self._last = dict.fromkeys(self._STEP_FIELDS, 0)
-        self.report: Report | None = None
-
-    def __enter__(self) -> Counter:
-        # Each `with` block is a run of its own: steps and totals start again.
-        self._rows, self._filled = [], 0
-        self._last = dict.fromkeys(self._STEP_FIELDS, 0)
-        self._scan = scan(self.model) if self.model is not None else None
-        self._ctx = _observing(self._scan, self._profiler)
-        self._compiles = self._ctx.__enter__()
-        self._redirect = _counted_calls(self._compiled) if self._compiled else None
-        if self._redirect is not None:
-            self._redirect.__enter__()
-        self._step_range_open = False
-        self._open_step_range()
-        self._t_last = time.perf_counter()
-        return self
-
-    def _open_step_range(self) -> None:
-        if self._profiler.nvtx:
-            _C.nvtx_range_push(f"step {len(self._rows)}")
-            self._step_range_open = True
-
-    def _close_step_range(self) -> None:
-        if self._step_range_open:
-            _C.nvtx_range_pop()
-            self._step_range_open = False
-
-    def step(self, examples: int | None = None, tokens: int | None = None) -> dict:
-        """Close the current step; returns its row."""
-        if not self._profiler.running:
-            raise RuntimeError("Counter.step() outside its `with` block")
-        now = time.perf_counter()
-        self._close_step_range()
-        snap = self._profiler.snapshot()
-        total = dict(snap.total, busy_ns=snap.busy_ns)
-        row = {"step": len(self._rows)}
-        row.update({k: total[k] - self._last[k] for k in self._STEP_FIELDS})
-        wall = now - self._t_last
-        busy = min(row.pop("busy_ns") / 1e9, wall)
-        if self._on_device:  # filled from the device's steps once the GPU has passed them
-            row.update(wall_s=wall, device_wall_s=None, busy_s=None, idle_s=None,
-                       idle_fraction=None)
-        else:
-            row.update(wall_s=wall, device_wall_s=None, busy_s=busy, idle_s=wall - busy,
-                       idle_fraction=(wall - busy) / wall if wall > 0 else 0.0)
-        row.update(examples=examples, tokens=tokens)
-        self._last = {k: total[k] for k in self._STEP_FIELDS}
-        self._rows.append(row)
-        if self._on_device:
-            self._fill_device(self._profiler.device_steps(wait=False, first=self._filled))
-        self._open_step_range()
-        self._t_last = time.perf_counter()  # the snapshot itself is not the step's time
-        return row
-
-    def _fill_device(self, device_steps: list) -> None:
-        """Device wall/busy/idle of the steps the GPU has passed (the final stop() closes one
-        more step, the work after the last step(): not a row)."""
-        for wall, busy, idle in device_steps:
-            if self._filled == len(self._rows):
-                break
-            self._rows[self._filled].update(
-                device_wall_s=wall / 1e9, busy_s=busy / 1e9, idle_s=idle / 1e9,
-                idle_fraction=idle / wall if wall > 0 else 0.0)
-            self._filled += 1
-
-    def _resolve(self) -> None:
-        if self._on_device and self._profiler.running and self._filled < len(self._rows):
-            self._fill_device(self._profiler.device_steps(wait=True, first=self._filled))
-
-    def __exit__(self, *exc) -> None:
-        self._close_step_range()
-        if self._redirect is not None:
-            self._redirect.__exit__(*exc)
-        raw = self._profiler.stop()
-        compiles = dict(self._compiles)
-        self._ctx.__exit__(*exc)
-        self.report = _report(raw, self._scan, compiles=compiles)
-        if self._on_device:
-            self._fill_device(raw.device_steps[self._filled:])
-
-    @property
-    def clock(self) -> str:
-        """How busy/idle are measured: "cuda_event" (device timeline) or "steady_clock"."""
-        return self._profiler.clock
-
-    _COLUMNS = ("step", *_COUNTS, "wall_s", "device_wall_s", "busy_s", "idle_s", "idle_fraction",
-                "examples", "tokens")
-
-    @property
-    def steps(self):
-        """One row per step: counts, wall seconds on the host, busy/idle seconds (on CUDA:
-        of the device, with device_wall_s, its time per step), examples and tokens."""
-        import pandas as pd
-
-        self._resolve()
-        return pd.DataFrame(self._rows, columns=list(self._COLUMNS))
-
-    def _repr_html_(self) -> str:
-        """Jupyter: the whole run's figures (summary()) once steps are recorded."""
-        from effmetrics.display import summary_html
-
-        if not self._rows:
-            return f"<p>effmetrics Counter: no steps recorded (clock {self.clock})</p>"
-        return summary_html(self.summary())
-
-    def summary(self) -> dict:
-        """Whole-run figures: idle_fraction (the pipeline bubble: on CUDA the device's idle
-        time over its time, from CUDA events; on CPU host time outside ops over wall time),
-        step_time_median, examples_per_s, tokens_per_s, achieved_flops_per_s, clock."""
-        import statistics
-
-        if not self._rows:
-            raise RuntimeError("Counter.summary(): no steps recorded; call c.step() per batch")
-        self._resolve()
-        wall = sum(r["wall_s"] for r in self._rows)
-        idle = sum(r["idle_s"] for r in self._rows)
-        span = sum(r["device_wall_s"] for r in self._rows) if self._on_device else wall
-        examples = [r["examples"] for r in self._rows if r["examples"] is not None]
-        tokens = [r["tokens"] for r in self._rows if r["tokens"] is not None]
-        return {
-            "steps": len(self._rows),
-            "wall_s": wall,
-            "idle_fraction": idle / span if span > 0 else 0.0,
-            "clock": self.clock,
-            "step_time_median": statistics.median(r["wall_s"] for r in self._rows),
-            "examples_per_s": sum(examples) / wall if examples and wall > 0 else None,
-            "tokens_per_s": sum(tokens) / wall if tokens and wall > 0 else None,
-            "flops_per_step": sum(r["flops"] for r in self._rows) / len(self._rows),
-            "achieved_flops_per_s": sum(r["flops"] for r in self._rows) / wall if wall else 0.0,
-        }

@@ -202,16 +202,25 @@ class Report:
                                       for n in m["name"]]
         return df.set_index("module")
 
-    def by_op(self, module: str | None = None):
+    def by_op(self, module: str | None = None, inclusive: bool = False):
         """One row per op name (summed over modules and phases), most FLOPs first; then, when
         timed, the unsupported ops by time (the first is the rule most worth writing), then
         the rest by bytes read.
 
-        module: only the ops attributed directly to this module (its self ops).
+        module: only the ops attributed directly to this module (its self ops); with
+        inclusive=True, the ops of its whole subtree (the module and every descendant, as its
+        by_module() row counts them; "" is the whole model).
         """
+        if inclusive and module is None:
+            raise ValueError("by_op(inclusive=True) needs module=: the qualified name whose "
+                             "subtree to sum (\"\" is the whole model)")
+        if module is not None and module not in self._raw.modules["name"]:
+            raise ValueError(f"no module {module!r} in this report; by_module().index lists the "
+                           "qualified names (\"\" is the whole model)")
         df = self.ops()
         if module is not None:
-            df = df[df["module"] == module]
+            df = df[df["module"].map(lambda n: _inside(n, module)) if inclusive
+                    else df["module"] == module]
         cols = ["calls", *_COUNT_FIELDS]
         out = df.groupby("op").agg({"kind": "first", **{c: "sum" for c in cols}})
         _add_rates(out, self._op_times)

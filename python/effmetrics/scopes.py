@@ -23,6 +23,24 @@ MARK_MODULE_CALLS = False
 # torch warns that global hooks fire an extra time for an OptimizedModule; ours ignore modules
 # they were not given (an OptimizedModule is transparent), so the warning is not the user's.
 _OPTIMIZED_MODULE_WARNING = re.escape("Using `torch.compile(module)` when there are global hooks")
+# The warnings filter that ignores it while the hooks are installed (made once: a profile adds
+# and removes it, and warnings.filterwarnings costs more than the rest of that together).
+_IGNORE_OPTIMIZED_MODULE = ("ignore", re.compile(_OPTIMIZED_MODULE_WARNING, re.I), Warning, None,
+                            0)
+
+
+def _ignore_optimized_module_warning(ignore: bool) -> None:
+    mutated = getattr(warnings, "_filters_mutated", None)  # invalidates the warnings cache
+    if ignore:
+        if mutated is None:  # a Python without it: the public way
+            warnings.filterwarnings("ignore", message=_OPTIMIZED_MODULE_WARNING)
+            return
+        warnings.filters.insert(0, _IGNORE_OPTIMIZED_MODULE)
+    else:
+        warnings.filters[:] = [f for f in warnings.filters
+                               if getattr(f[1], "pattern", None) != _OPTIMIZED_MODULE_WARNING]
+    if mutated is not None:
+        mutated()
 
 
 def _marker_op():
@@ -99,7 +117,7 @@ class ModuleScopes:
             cls.generation += 1
             if cls._users == 0:
                 cls._install()
-                warnings.filterwarnings("ignore", message=_OPTIMIZED_MODULE_WARNING)
+                _ignore_optimized_module_warning(True)
             cls._users += 1
         return added
 
@@ -111,9 +129,7 @@ class ModuleScopes:
             if cls._users == 0:  # every user gone: every name goes
                 cls._names.clear()
                 cls._uninstall()
-                warnings.filters[:] = [f for f in warnings.filters
-                                       if getattr(f[1], "pattern", None) !=
-                                       _OPTIMIZED_MODULE_WARNING]
+                _ignore_optimized_module_warning(False)
             else:
                 for key in added:
                     cls._names.pop(key, None)
@@ -168,11 +184,12 @@ class ModuleScopes:
         return pre, post
 
     @classmethod
-    def hide_from_dynamo(cls) -> None:
+    def hide_from_dynamo(cls, again: bool = False) -> None:
         """Dynamo must inline the hooks where it traces a module call (they leave the graph as
         it is), but never compile them as frames of their own: a module called between two
-        graphs (a graph break) runs its hooks eagerly, and they must push and pop then."""
-        if cls._hidden or "torch._dynamo" not in sys.modules:
+        graphs (a graph break) runs its hooks eagerly, and they must push and pop then.
+        again: hide them once more (torch._dynamo.reset() forgets what it was told)."""
+        if (cls._hidden and not again) or "torch._dynamo" not in sys.modules:
             return
         skip_code = getattr(sys.modules["torch._dynamo"].eval_frame, "skip_code", None)
         if skip_code is not None:

@@ -65,6 +65,32 @@ TEST(Profiler, OpsStartedWhilePausedAreNotCounted) {
   EXPECT_EQ(r.total.calls, 1);
 }
 
+TEST(Profiler, DetachedOpsAreNotObservedAndCountsAreKept) {
+  auto a = torch::randn({4, 8}), b = torch::randn({8, 16});
+  const int64_t mm = 2 * 4 * 8 * 16;
+  em::Profiler prof;
+  torch::mm(a, b);
+  EXPECT_EQ(prof.totals().counts.flops, mm);
+  prof.detach();
+  EXPECT_FALSE(prof.attached());
+  torch::mm(a, b);
+  torch::mm(a, b);
+  prof.detach();  // idempotent
+  EXPECT_EQ(prof.totals().counts.flops, mm);
+  prof.attach();
+  torch::mm(a, b);
+  prof.mark_step();  // no device timeline: nothing to mark
+  em::Profiler::Totals t = prof.totals();
+  EXPECT_EQ(t.counts.flops, 2 * mm);
+  EXPECT_EQ(t.counts.calls, 2);
+  em::Report r = prof.stop();  // totals() sums what the report does
+  EXPECT_EQ(r.total.flops, t.counts.flops);
+  EXPECT_EQ(r.total.bytes_read, t.counts.bytes_read);
+  em::Profiler detached_at_stop;
+  detached_at_stop.detach();
+  EXPECT_EQ(detached_at_stop.stop().total.calls, 0);  // stop() of a detached profiler
+}
+
 TEST(Profiler, LinearCountsOnceThroughAddmm) {
   auto x = torch::randn({8, 16}), w = torch::randn({32, 16}), b = torch::randn({32});
   em::Profiler prof;

@@ -281,7 +281,7 @@ def test_counter_counts_each_training_step():
     opt = torch.optim.SGD(mlp.parameters(), lr=0.1)
     x = torch.randn(8, 32)
     fwd = sum(linear_macs(8, i, o) for i, o in ((32, 64), (64, 64), (64, 10)))
-    with em.Counter(mlp) as c:
+    with em.Counter(mlp, count="every") as c:
         for _ in range(3):
             mlp(x).sum().backward()
             opt.step()
@@ -307,3 +307,22 @@ def test_print_and_json():
     assert d["params"]["total"] == rep.params.total
     # ModuleList containers have no forward of their own: their blocks are rows
     assert {m["name"] for m in d["modules"]} >= {"", "blocks.0", "blocks.1.qkv", "head"}
+
+
+def test_leaves_of_arguments_are_pytrees_leaves():
+    """inputs.leaves (the fast walk profile() and Counter use) gives pytree's leaves, in order,
+    for plain containers and for the ones it hands to pytree."""
+    import collections
+
+    from torch.utils import _pytree as pytree
+
+    from effmetrics.inputs import leaves
+
+    x, y = torch.randn(2), torch.randn(3)
+    pair = collections.namedtuple("Pair", "a b")
+    for args, kwargs in [((x,), {}), ((x, 3, None, [y, (x, 2.0)]), {"m": y, "n": None}),
+                         ((pair(x, 1),), {}), ((collections.OrderedDict(a=x),), {"b": [y]}),
+                         ((), {"a": {"b": [x, "s"]}})]:
+        expected = pytree.tree_leaves((args, kwargs))
+        got = leaves(args, kwargs)
+        assert len(got) == len(expected) and all(g is e for g, e in zip(got, expected))

@@ -105,7 +105,15 @@ def test_graph_breaks_count_each_graph_and_the_code_between_once():
 
 
 def test_recompiling_is_not_counted_and_a_compiled_model_is_reused():
-    model, x = _mlp_gelu()
+    class Fresh(nn.Sequential):
+        """Dynamo keeps the sizes each code object saw across models: a Sequential compiled
+        by an earlier test at another batch size would have made the batch dimension dynamic
+        already (no recompile below). This forward's code is compiled here only."""
+
+        def forward(self, x):
+            return super().forward(x)
+
+    model, x = Fresh(*_mlp_gelu()[0]), torch.randn(4, 32)
     cm = torch.compile(model)
     first = em.profile(cm, x)
     again = em.profile(cm, x)
@@ -243,3 +251,15 @@ def test_exported_program_counts_on_meta_equal_eager():
             "self_flops"]
     pd.testing.assert_frame_equal(rep.by_module().loc[counted.index, cols], counted[cols])
     assert x.device.type == "cpu" and next(ep.module().parameters()).device.type == "cpu"
+
+
+def test_counts_survive_a_dynamo_reset():
+    """torch._dynamo.reset() drops the compile callbacks effmetrics registered (the compiler's
+    tracing would be counted as the model's work) and the hooks' hiding from frame
+    compilation: both are made again."""
+    model, x = _mlp_gelu()
+    eager = em.profile(model, x)
+    torch._dynamo.reset()
+    again = em.profile(torch.compile(model), x)
+    assert again.compiles >= 1 and again.unsupported_ops == {}
+    assert_same_counts(eager, again)

@@ -1,0 +1,315 @@
+"""Counter(count="auto" | "every" | N): which steps run under the observer, and counts on every
+row that equal what counting every step gives.
+
+The oracle is count="every" on the same loop (every step observed, itself checked against
+FlopCounterMode and closed forms elsewhere), row by row.
+"""
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import effmetrics as em
+
+COUNTS = ["flops", "macs", "flops_matmul", "flops_vector", "flops_forward", "flops_backward",
+          "bytes_read", "bytes_written"]
+
+
+class TinyLM(nn.Module):
+    """Embedding, one linear layer, a head: the work depends on batch and sequence length."""
+
+    def __init__(self, vocab=50, dim=16):
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.mix = nn.Linear(dim, dim)
+        self.head = nn.Linear(dim, vocab)
+
+    def forward(self, ids):
+        return self.head(torch.relu(self.mix(self.emb(ids))))
+
+
+def _batches():
+    """Full batches of 4, a variable sequence length, and a last partial batch."""
+    shapes = [(4, 8), (4, 8), (4, 12), (4, 8), (4, 12), (4, 8), (3, 8)]
+    return [torch.randint(0, 50, s) for s in shapes]
+
+
+def _train(model, batches, **counter_kw):
+    """A training loop: the batch is copied (the ops before the model's call), forward,
+    backward, an optimizer step. lr=0: the model does the same work every step."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    with em.Counter(model, **counter_kw) as c:
+        for ids in batches:
+            ids = ids.clone()  # observed in every step, before the model's first call
+            model(ids).float().pow(2).mean().backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            c.step(examples=len(ids), tokens=ids.numel())
+    return c
+
+
+def test_auto_counts_each_new_signature_and_reuses_the_rest():
+    torch.manual_seed(0)
+    model, batches = TinyLM(), _batches()
+    every = _train(model, batches, count="every").steps
+    c = _train(model, batches)  # count="auto" is the default
+    auto = c.steps
+    # the first step, the first length-12 step and the last partial batch are new signatures
+    assert list(auto["counted"]) == [True, False, True, False, False, False, True]
+    assert list(auto["counts_from"]) == [0, 0, 2, 0, 2, 0, 6]
+    assert every["counted"].all() and list(every["counts_from"]) == list(range(7))
+    pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
+    # the observer saw the counted steps whole and, in the others, the copy before the call
+    counted = auto[auto["counted"]]
+    assert c.report.flops == counted["flops"].sum()
+    assert c.report.bytes_read == counted["bytes_read"].sum() + sum(
+        ids.numel() * 8 for ids, seen in zip(batches, auto["counted"]) if not seen)
+    s = c.summary()
+    assert s["counted_steps"] == 3 and s["step_time_basis"] == "uncounted steps"
+    assert s["flops_per_step"] == pytest.approx(every["flops"].mean())
+
+
+def test_uncounted_steps_run_without_callbacks_or_module_hooks():
+    """In a reused step the model's forward sees no global module hook and none of its ops is
+    observed (the report holds the counted step's ops only)."""
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(len(nn.modules.module._global_forward_pre_hooks))
+            return x * 2
+
+    model = nn.Sequential(nn.Linear(8, 8), Probe())
+    x = torch.randn(2, 8)
+    with em.Counter(model) as c:
+        for _ in range(4):
+            model(x)
+            c.step()
+    assert seen == [1, 0, 0, 0]
+    assert list(c.steps["counted"]) == [True, False, False, False]
+    assert c.report.by_op().loc["aten::mul", "calls"] == 1  # the counted step's only
+    assert (c.steps["flops"] == c.steps.loc[0, "flops"]).all()
+
+
+def test_count_n_counts_exactly_the_chosen_steps():
+    torch.manual_seed(0)
+    model, batches = TinyLM(), _batches()
+    every = _train(model, batches, count="every").steps
+    c = _train(model, batches, count=3)
+    steps = c.steps
+    assert list(steps["counted"]) == [True, False, False, True, False, False, True]
+    # step 1 has step 0's signature, step 5 step 3's; steps 2 and 4 (length 12) have no
+    # counted step with their signature: no counts, not someone else's
+    assert list(steps["counts_from"].fillna(-1)) == [0, 0, -1, 3, -1, 3, 6]
+    known = steps["counts_from"].notna()
+    pd.testing.assert_frame_equal(steps.loc[known, COUNTS], every.loc[known, COUNTS],
+                                  check_dtype=False)  # float: NaN in the other rows
+    assert steps.loc[~known, COUNTS].isna().all().all()
+    assert c.summary()["flops_per_step"] == pytest.approx(every.loc[known, "flops"].mean())
+
+
+def test_count_n_fills_a_step_when_a_later_counted_step_has_its_signature():
+    model = nn.Linear(8, 8)
+    sizes = [2, 5, 5, 2]  # count=2: steps 0 and 2 counted; step 1 waits for step 2's count
+    with em.Counter(model, count=2) as c:
+        for n in sizes:
+            model(torch.randn(n, 8))
+            c.step()
+    steps = c.steps
+    assert list(steps["counted"]) == [True, False, True, False]
+    assert list(steps["counts_from"]) == [0, 2, 2, 0]
+    assert list(steps["flops"]) == [2 * n * 8 * 8 for n in sizes]
+
+
+def test_a_step_that_turns_out_different_is_never_reused_wrongly():
+    """Two model calls a step; the second's shape changes in step 2: the first call looked like
+    step 0's, so step 2 ran unobserved, has no counts, and the next such step is counted and
+    fills it."""
+    model = nn.Linear(8, 8)
+    a, b, big = torch.randn(2, 8), torch.randn(3, 8), torch.randn(6, 8)
+    plan = [(a, b), (a, b), (a, big), (a, big), (a, b)]
+    with em.Counter(model) as c:
+        for x, y in plan:
+            model(x)
+            model(y)
+            c.step()
+    steps = c.steps
+    assert list(steps["counted"]) == [True, False, False, True, False]
+    assert list(steps["counts_from"]) == [0, 0, 3, 3, 0]
+    expected = [2 * 8 * 8 * (len(x) + len(y)) for x, y in plan]
+    assert list(steps["flops"]) == expected
+
+
+def test_mode_module_set_and_grad_mode_are_part_of_the_signature():
+    model = nn.Sequential(nn.Linear(8, 8))
+    x = torch.randn(2, 8)
+    with em.Counter(model) as c:
+        model(x)
+        c.step()
+        model.eval()
+        model(x)  # eval: a new signature
+        c.step()
+        with torch.no_grad():
+            model(x)  # no grad: another one
+        c.step()
+        model.append(nn.Linear(8, 8))  # a new layer
+        model(x)
+        c.step()
+        model(x)
+        c.step()
+    steps = c.steps
+    assert list(steps["counted"]) == [True, True, True, True, False]
+    assert list(steps["flops"]) == [2 * 2 * 64] * 3 + [2 * 2 * 2 * 64] * 2
+
+
+def test_gradients_to_accumulate_into_are_part_of_the_signature():
+    """Without zero_grad the first backward assigns the gradients and the later ones add to
+    them: step 1 does more work than step 0 and is counted, not given step 0's counts."""
+    model = nn.Linear(8, 8)
+    x = torch.randn(2, 8)
+    every = _loop(model, x, count="every")
+    model.zero_grad(set_to_none=True)
+    auto = _loop(model, x)
+    assert every.loc[1, "flops"] > every.loc[0, "flops"]  # the accumulation adds
+    assert list(auto["counted"]) == [True, True, False]
+    pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
+
+
+def test_without_a_model_every_step_is_counted():
+    with em.Counter() as c:
+        for n in (2, 2):
+            torch.mm(torch.randn(n, 4), torch.randn(4, 4))
+            c.step()
+    assert c.steps["counted"].all() and list(c.steps["flops"]) == [2 * 2 * 4 * 4] * 2
+
+
+@pytest.mark.parametrize("count", ["some", 0, -1, 1.5, True])
+def test_bad_count_says_what_it_takes(count):
+    with pytest.raises(ValueError, match="'auto'.*'every'.*positive int"):
+        em.Counter(nn.Linear(2, 2), count=count)
+
+
+def test_uncounted_steps_have_device_wall_but_no_busy(host_timeline):
+    model = nn.Linear(32, 32)
+    x = torch.randn(4, 32)
+    with em.Counter(model) as c:
+        for _ in range(3):
+            model(x)
+            c.step()
+    steps = c.steps
+    assert c.clock == "steady_clock" and steps["device_wall_s"].notna().all()
+    assert steps["busy_s"].notna().tolist() == [True, False, False]
+    assert c.summary()["idle_fraction"] is not None
+
+
+def test_a_compiled_model_runs_its_compiled_code_in_uncounted_steps():
+    """count="auto" on a compiled model: the first step counted through its graphs (eager
+    kernels), the later ones run the compiled code itself (a backend that counts its real
+    calls shows it), with the first step's counts."""
+    calls = []
+
+    def backend(gm, example_inputs):
+        def run(*args):
+            calls.append(1)
+            return gm.forward(*args)
+
+        return run
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 4))
+    x = torch.randn(3, 16)
+    eager = _loop(model, x, zero_grad=True, count="every")
+    cm = torch.compile(model, backend=backend)
+    compiled = _loop(cm, x, zero_grad=True)
+    assert list(compiled["counted"]) == [True, False, False]
+    pd.testing.assert_frame_equal(compiled[COUNTS], eager[COUNTS])
+    assert len(calls) == 2  # steps 1 and 2 ran the compiled graph, step 0 the counting trace
+    assert list(eager["counted"]) == [True] * 3
+
+
+def _loop(model, x, zero_grad=False, **kw):
+    with em.Counter(model, **kw) as c:
+        for _ in range(3):
+            model(x).sum().backward()
+            if zero_grad:
+                model.zero_grad(set_to_none=True)
+            c.step()
+    return c.steps
+
+
+# ---------------------------------------------------------------- MFU and energy
+
+def _steps(model, x, n=3, **kw):
+    with em.Counter(model, **kw) as c:
+        for _ in range(n):
+            model(x).sum().backward()
+            model.zero_grad(set_to_none=True)
+            c.step(examples=len(x))
+    return c
+
+
+def test_mfu_on_cpu_is_achieved_matmul_flops_over_the_calibrated_peak():
+    model, x = nn.Linear(256, 256), torch.randn(64, 256)
+    c = _steps(model, x)
+    s, steps = c.summary(), c.steps
+    peak = em.calibrate_cpu().matmul_peaks["float32"]  # measured here (cached), float32 model
+    assert s["peak_flops"] == peak and s["dtype"] == "float32"
+    # forward + input-gradient-free backward: 2 matmuls of 64x256x256 per step, by hand
+    assert (steps["flops_matmul"] == 2 * 2 * 64 * 256 * 256).all()
+    assert s["mfu"] == pytest.approx(steps["flops_matmul"].sum() / steps["wall_s"].sum() / peak)
+    assert s["hfu"] == pytest.approx(steps["flops"].sum() / steps["wall_s"].sum() / peak)
+    given = _steps(model, x, peak_flops=1e12).summary()
+    assert given["peak_source"] == "peak_flops= given"
+    # the matmul share of the achieved FLOP/s over the given peak
+    assert given["mfu"] == pytest.approx(
+        given["achieved_flops_per_s"] * 2 * 2 * 64 * 256 * 256 / given["flops_per_step"] / 1e12)
+
+
+def test_mfu_under_autocast_uses_the_autocast_dtype_and_unknown_peaks_are_none():
+    model, x = nn.Linear(32, 32), torch.randn(4, 32)
+    with em.Counter(model) as c:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x)
+        c.step()
+    with pytest.warns(UserWarning, match="peak_flops="):
+        s = c.summary()  # the calibrated CPU preset has no bf16 peak: no MFU, not a wrong one
+    assert s["dtype"] == "bfloat16" and s["mfu"] is None and s["peak_flops"] is None
+    assert "MFU not computed" in s["peak_source"]
+
+
+class _FakeMeter:
+    """An energy counter that gains 2.5 J between readings."""
+
+    available, source, reason = True, "fake", ""
+
+    def __init__(self):
+        self.j = 100.0
+
+    def read_j(self):
+        self.j += 2.5
+        return self.j
+
+    def __bool__(self):
+        return True
+
+
+def test_energy_per_step_from_the_meter(monkeypatch):
+    from effmetrics import counter
+
+    monkeypatch.setattr(counter, "open_meter", lambda device: _FakeMeter())
+    model, x = nn.Linear(8, 8), torch.randn(4, 8)
+    c = _steps(model, x, n=4)
+    steps, s = c.steps, c.summary()
+    assert (steps["energy_j"] == 2.5).all()
+    assert s["energy_j"] == 10.0 and s["energy_source"] == "fake"
+    assert s["avg_power_w"] == pytest.approx(10.0 / steps["wall_s"].sum())
+    assert s["joules_per_example"] == pytest.approx(10.0 / 16)
+
+
+def test_no_energy_meter_gives_none_and_the_reason(monkeypatch):
+    from effmetrics import counter
+    from effmetrics.energy import NoMeter
+
+    monkeypatch.setattr(counter, "open_meter", lambda device: NoMeter("no counter here"))
+    s = _steps(nn.Linear(8, 8), torch.randn(4, 8)).summary()
+    assert s["energy_j"] is None and s["avg_power_w"] is None
+    assert s["energy_source"] == "no counter here"
