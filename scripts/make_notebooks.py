@@ -93,6 +93,34 @@ with em.Counter(model) as c:
         opt.zero_grad()
         c.step(examples=len(x))
 c"""),
+    ("md", "## The Perceiver IO situation: matched on FLOPs, not on anything else\n\nPerceiver IO "
+           "compares itself with a BERT that reads UTF-8 bytes (2048 of them, where BERT-Base "
+           "reads 512 wordpieces) and is matched to BERT-Base on FLOPs. `em.match` counts every "
+           "configuration of a depth x width grid on `meta` and keeps those within 15% of "
+           "BERT-Base's FLOPs: to pay for 4x the tokens they give up most of the parameters, "
+           "and they hold more activations and are predicted slower (per-op roofline)."),
+    ("code", """with torch.device("meta"):
+    bert_base = build("bert-base")  # 109,482,240 parameters, 512 tokens
+target = (bert_base, torch.zeros(1, 512, dtype=torch.long))
+
+
+def bytes_bert(depth, dim):  # BERT over bytes: vocabulary 262, 2048 positions
+    return build("bert-base", depth=depth, dim=dim, heads=dim // 64, mlp=4 * dim, vocab=262,
+                 max_len=2048)
+
+
+space = {"depth": [4, 6, 12] if SMALL else [2, 4, 6, 8, 12],
+         "dim": [256, 384, 512] if SMALL else [256, 384, 512, 640, 768]}
+matched = em.match(bytes_bert, space, target, on="flops", tolerance=0.15,
+                   make_inputs=lambda config: torch.zeros(1, 2048, dtype=torch.long),
+                   hw=["H100", "cpu"], progress=False)
+ref = matched.attrs["reference"]
+matched["params_lost"] = 1 - matched["params"] / ref["params"]
+print(f"BERT-Base at 512 tokens: {ref['params'] / 1e6:.1f}M params, {ref['flops'] / 1e9:.1f} "
+      f"GFLOPs, predicted {ref['predicted_s_H100'] * 1e3:.2f} ms on an H100; "
+      f"{len(matched)} of {matched.attrs['tried']} byte-level configs within 15% of its FLOPs")
+matched[["depth", "dim", "params", "params_lost", "flops", "activation_bytes",
+         "predicted_s_H100", "predicted_s_cpu", "relative_diff"]]"""),
 ]
 
 
