@@ -15,7 +15,7 @@ import effmetrics as em
 from effmetrics import plots
 from effmetrics.html import write_report
 from effmetrics.models import vit
-from effmetrics.sweep import SWEEPS, run_named
+from effmetrics.sweep import SWEEPS, effective_columns, run_named
 
 
 def run_demo(out: str = "out") -> int:
@@ -27,7 +27,8 @@ def run_demo(out: str = "out") -> int:
         df = run_named(name, store)
         cmp = em.compare(df[["model", *metrics]], metrics)
         print(f"\n== {name}: {len(df)} models on {df['hardware'].iloc[0]} ==")
-        print(df[["model", "params", "flops", "latency_median"]].to_string(index=False))
+        print(df[["model", "params", "flops", *effective_columns(df), "latency_median"]]
+              .to_string(index=False))
         print("rank flips (pairs that two metrics order oppositely):")
         print(cmp.flips.to_string(index=False) if len(cmp.flips) else "  none")
         plots.save(plots.metric_scatter(df, "flops", "latency_median", cmp.flips,

@@ -11,6 +11,7 @@ import pandas as pd
 
 from effmetrics import plots
 from effmetrics.compare import compare
+from effmetrics.sweep import effective_columns
 
 METRICS = ["params", "flops", "latency_median", "peak_memory_bytes"]
 STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}
@@ -48,8 +49,9 @@ def render(df: pd.DataFrame, title: str = "effmetrics report") -> str:
     for sweep, g in groups:
         parts.append(f"<h2 id='{html.escape(re.sub(r'[^a-z0-9-]', '-', str(sweep)))}'>"
                      f"{html.escape(str(sweep))}</h2>")
-        cols = [c for c in ["model", "batch_size", "params", "flops", "latency_median",
-                            "throughput", "peak_memory_bytes", "activation_bytes"]
+        cols = [c for c in ["model", "batch_size", "params", "flops", *effective_columns(g),
+                            "latency_median", "throughput", "peak_memory_bytes",
+                            "activation_bytes"]
                 if c in g.columns and g[c].notna().any()]
         parts.append(_table(g[cols]))
         metrics = [m for m in METRICS if m in g.columns and g[m].notna().all()]

@@ -401,6 +401,38 @@ def build(name: str, **overrides) -> nn.Module:
     return cls(dataclasses.replace(config, **overrides))
 
 
+def magnitude_prune(model: nn.Module, amount: float | str) -> nn.Module:
+    """Zero the smallest-magnitude weights of every nn.Linear in place (the sparsity sweep's
+    models): a fraction `amount` of each layer's weight, or "2:4", the two smallest of each
+    group of four along the input dimension (the semi-structured pattern, kept as a dense
+    tensor: its kernels are the dense ones). Biases, norms and convolutions stay dense."""
+    if amount == "2:4":
+        keep = None
+    elif isinstance(amount, (int, float)) and 0 <= amount < 1:
+        keep = float(amount)
+    else:
+        raise ValueError(f"magnitude_prune(amount=...): a fraction in [0, 1) or '2:4'; got "
+                         f"{amount!r}")
+    with torch.no_grad():
+        for m in model.modules():
+            if not isinstance(m, nn.Linear):
+                continue
+            w = m.weight
+            if keep is None:
+                if w.shape[1] % 4:
+                    raise ValueError(f"2:4 needs input dims divisible by 4; {m} has {w.shape[1]}")
+                groups = w.abs().reshape(w.shape[0], -1, 4)
+                drop = groups.argsort(dim=-1)[..., :2]  # the two smallest of each four
+                mask = torch.ones_like(groups, dtype=torch.bool).scatter_(-1, drop, False)
+                w.mul_(mask.reshape(w.shape))
+            elif keep > 0:
+                k = int(round(keep * w.numel()))
+                if k:
+                    cut = w.abs().flatten().kthvalue(k).values
+                    w.masked_fill_(w.abs() <= cut, 0.0)
+    return model
+
+
 def example_input(name: str, batch: int = 1, device: str | torch.device = "cpu",
                   **overrides) -> torch.Tensor:
     """An input of the right shape and kind for a zoo model (random tokens or images)."""

@@ -27,6 +27,7 @@ COLUMNS = {  # name -> SQLite type; the store's schema, in order
     "model": "TEXT NOT NULL", "device": "TEXT NOT NULL", "dtype": "TEXT NOT NULL",
     "batch_size": "INTEGER NOT NULL", "sweep": "TEXT", "config": "TEXT",
     "params": "INTEGER", "params_applied": "INTEGER", "params_touched": "INTEGER",
+    "params_nonzero": "INTEGER",
     **dict.fromkeys(_COUNTS, "INTEGER"), "intensity": "REAL",
     "latency_median": "REAL", "latency_iqr": "REAL", "latency_n": "INTEGER",
     "throughput": "REAL", "peak_memory_bytes": "INTEGER", "activation_bytes": "INTEGER",
@@ -129,6 +130,7 @@ def sweep(
     progress: bool = True,
     timing: Mapping[str, Any] | None = None,
     tag: str | None = None,
+    effective: bool = False,
 ):
     """Run every configuration and store one row each; returns the whole store (em.load).
 
@@ -137,6 +139,8 @@ def sweep(
     measure: "count" (FLOPs, bytes, params: on meta when only counting), "time" (em.benchmark),
     "memory" (peak and activation bytes). Configurations already in the store are skipped.
     tag names the sweep in the store's `sweep` column (reports group rows by it).
+    effective: count flops_effective from the weights' values (zeros) and params_nonzero; the
+    models are then built on `device`, not on meta, even when only counting.
     """
     import effmetrics as em
 
@@ -157,7 +161,7 @@ def sweep(
         for name, config in todo:
             bar.show(name, "running")
             row = _measure(em, name, config, build, make_inputs, measure, device, dtype,
-                           batch_size, dict(timing or {}))
+                           batch_size, dict(timing or {}), effective)
             row.update(model=name, device=device, dtype=dtype_name, batch_size=batch_size,
                        sweep=tag,
                        config=json.dumps(config, default=str), torch_version=torch.__version__,
@@ -179,9 +183,9 @@ def _as_args(inputs) -> tuple:
 
 
 def _measure(em, name, config, build, make_inputs, measure, device, dtype, batch_size,
-             timing) -> dict:
+             timing, effective=False) -> dict:
     row: dict = {}
-    run_device = device if {"time", "memory"} & measure else "meta"
+    run_device = device if {"time", "memory"} & measure or effective else "meta"
     with torch.device(run_device):
         model = build(config)
     model = model.to(dtype=dtype) if dtype.is_floating_point else model
@@ -191,9 +195,10 @@ def _measure(em, name, config, build, make_inputs, measure, device, dtype, batch
                  else a.to(run_device) if torch.is_tensor(a) else a for a in args)
     # with memory, the pass keeps autograd on so activation_bytes (what training holds) is seen
     with torch.enable_grad() if "memory" in measure else torch.no_grad():
-        rep = em.profile(model, *args, memory="memory" in measure)
+        rep = em.profile(model, *args, memory="memory" in measure, effective=effective)
     row.update(params=rep.params.total, params_applied=rep.params.applied,
-               params_touched=rep.params.touched, intensity=rep.intensity,
+               params_touched=rep.params.touched, params_nonzero=rep.params.nonzero,
+               intensity=rep.intensity,
                **{f: getattr(rep, f) for f in _COUNTS})
     if "memory" in measure:
         row.update(peak_memory_bytes=rep.peak_memory_bytes, activation_bytes=rep.activation_bytes)
@@ -227,6 +232,14 @@ SWEEPS: dict = {
         f"switch {e} experts": ("switch-base-8", dict(depth=4, experts=e, **_TEXT_SMALL), 4)
         for e in (2, 8, 32)
     },
+    # Sparsity: magnitude-pruned ViT (every Linear weight) at 0, 50 and 90%, and the 2:4 pattern
+    # (kept dense: this CPU's torch has no 2:4 kernels). flops_effective drops with the zeros;
+    # dense kernels do the same work.
+    "sparsity": {
+        **{f"vit {int(100 * a)}% pruned": ("vit-s/16", dict(depth=4, image=64, patch=8, prune=a),
+                                           4) for a in (0.0, 0.5, 0.9)},
+        "vit 2:4 pattern": ("vit-s/16", dict(depth=4, image=64, patch=8, prune="2:4"), 4),
+    },
     # Conv nets vs ViT at 224: fewer FLOPs is not proportionally faster.
     "convnets": {
         "efficientnet-b0 (b8)": ("efficientnet-b0", {}, 8),
@@ -238,15 +251,28 @@ SWEEPS: dict = {
 _ROW_FORMAT = "[zoo model, {config overrides}, batch size]"
 
 
+def effective_columns(df) -> list:
+    """params_nonzero where it was counted, and flops_effective where it differs from flops:
+    the columns that show a sweep's sparsity (tables and the report add them)."""
+    cols = []
+    if "params_nonzero" in df.columns and df["params_nonzero"].notna().any():
+        cols.append("params_nonzero")
+    if "flops_effective" in df.columns and (df["flops_effective"] != df["flops"]).any():
+        cols.append("flops_effective")
+    return cols
+
+
 def run_named(name: str, store: str, measure=("count", "time", "memory"), progress: bool = True,
               timing: Mapping[str, Any] | None = None, device: str = "cpu",
               rows: Mapping[str, Any] | None = None):
     """Run a sweep of zoo models into store (skipping what it already holds), tagged `name`;
     returns its rows of the store.
 
-    rows: {row name: (zoo model, config overrides, batch size)}; None runs SWEEPS[name].
+    rows: {row name: (zoo model, config overrides, batch size)}; None runs SWEEPS[name]. An
+    override prune=fraction or "2:4" magnitude-prunes the built model (models.magnitude_prune)
+    and counts flops_effective from its zeros.
     """
-    from effmetrics.models import build, example_input
+    from effmetrics.models import build, example_input, magnitude_prune
 
     if rows is None:
         if name not in SWEEPS:
@@ -261,13 +287,20 @@ def run_named(name: str, store: str, measure=("count", "time", "memory"), progre
             raise ValueError(f"sweep {name!r}, row {row!r}: {spec!r} is not {_ROW_FORMAT}")
         zoo, overrides, batch = spec
         by_batch.setdefault(batch, {})[row] = (zoo, overrides)
+    def overrides(c) -> dict:
+        return {k: v for k, v in c[1].items() if k != "prune"}
+
+    def make(c):
+        model = build(c[0], **overrides(c))
+        return magnitude_prune(model, c[1]["prune"]) if "prune" in c[1] else model
+
     df = None
     for batch, configs in by_batch.items():
-        df = sweep(configs, lambda c: build(c[0], **c[1]),
-                   lambda c, bs: example_input(c[0], batch=bs, **c[1]),
+        df = sweep(configs, make, lambda c, bs: example_input(c[0], batch=bs, **overrides(c)),
                    measure=measure, store=store, batch_size=batch, progress=progress,
                    timing=timing or {"min_run_time": 0.1, "max_run_time": 1.0, "warmup": 1},
-                   device=device, tag=name)
+                   device=device, tag=name,
+                   effective=any("prune" in c[1] for c in configs.values()))
     if df is None:
         raise ValueError(f"sweep {name!r} has no rows: give at least one {_ROW_FORMAT}")
     return df[df["sweep"] == name].reset_index(drop=True)

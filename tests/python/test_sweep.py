@@ -136,3 +136,48 @@ def test_config_columns_and_the_depth_width_figure_for_any_sweep(tmp_path):
     assert grid.loc["d2 w32", ["depth", "width"]].tolist() == [2, 32]
     page = render(em.load(store))
     assert page.count('style="max-width:98%"') == 1  # the depth/width figure, for my-grid only
+
+
+def test_magnitude_prune_zeroes_the_smallest_weights():
+    from effmetrics.models import magnitude_prune
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 8)
+    before = lin.weight.detach().abs().clone()
+    magnitude_prune(lin, 0.5)
+    w = lin.weight.detach()
+    assert int((w == 0).sum()) == 64  # half of 8 x 16
+    assert before[w == 0].max() <= before[w != 0].min()  # the smallest magnitudes went
+    lin = torch.nn.Linear(16, 8)
+    magnitude_prune(lin, "2:4")
+    groups = (lin.weight.detach() == 0).reshape(8, 4, 4).sum(-1)
+    assert (groups == 2).all()  # two zeros in every group of four along the input
+    with pytest.raises(ValueError, match="fraction in \\[0, 1\\) or '2:4'"):
+        magnitude_prune(lin, 1.5)
+
+
+def test_sparsity_sweep_counts_effective_flops_from_the_zeros(tmp_path):
+    """Every Linear of the ViT is pruned to exactly half zeros (50% and 2:4): the effective
+    FLOPs lose half of the Linear layers' matmul FLOPs (aten::addmm, counted on the dense model
+    here) and nothing else; FLOPs and params stay."""
+    from effmetrics.models import build as zoo_build
+    from effmetrics.models import example_input
+    from effmetrics.sweep import effective_columns, run_named
+
+    small = dict(depth=2, image=32, patch=8, dim=64, heads=2, mlp=128)
+    rows = {f"vit {name}": ("vit-s/16", dict(small, prune=p), 2)
+            for name, p in (("dense", 0.0), ("half", 0.5), ("2:4", "2:4"))}
+    df = run_named("sparsity", str(tmp_path / "s.sqlite"), measure=("count",), progress=False,
+                   rows=rows).set_index("model")
+    dense = em.profile(zoo_build("vit-s/16", **small).eval(),
+                       example_input("vit-s/16", batch=2, **small))
+    addmm = int(dense.by_op().loc["aten::addmm", "flops"])
+    assert (df["flops"] == dense.flops).all() and (df["params"] == dense.params.total).all()
+    linear = sum(m.weight.numel() for m in zoo_build("vit-s/16", **small).modules()
+                 if isinstance(m, torch.nn.Linear))
+    for row in ("vit half", "vit 2:4"):
+        assert df.loc["vit dense", "flops"] - df.loc[row, "flops_effective"] == addmm // 2
+        # half of every Linear weight zeroed (a random init has no exact zeros to start with)
+        assert df.loc["vit dense", "params_nonzero"] - df.loc[row, "params_nonzero"] == \
+            linear // 2
+    assert effective_columns(df.reset_index()) == ["params_nonzero", "flops_effective"]
