@@ -18,6 +18,37 @@ from effmetrics.models import vit
 from effmetrics.sweep import SWEEPS, effective_columns, run_named
 
 
+def _predicted_vs_measured(df) -> None:
+    """The per-op roofline on this CPU (em.predict_latency, counted on meta) next to the
+    measured latency of every model the sweeps timed, and how well each cost ranks it."""
+    import json
+
+    import pandas as pd
+
+    from effmetrics.models import build, example_input
+
+    rows = []
+    for rec in df[df["latency_median"].notna()].itertuples(index=False):
+        zoo, overrides = json.loads(rec.config)
+        overrides = {k: v for k, v in overrides.items() if k != "prune"}
+        with torch.device("meta"):
+            model = build(zoo, **overrides).eval()
+        x = example_input(zoo, batch=rec.batch_size, device="meta", **overrides)
+        rows.append({"model": f"{rec.sweep}: {rec.model}", "measured_s": rec.latency_median,
+                     "predicted_s": em.predict_latency(model, x, hw="cpu"),
+                     "flops": rec.flops, "bytes": rec.bytes_read + rec.bytes_written,
+                     "params": rec.params})
+    table = pd.DataFrame(rows)
+    ranks = table.drop(columns="model").rank()
+    rho = ranks.corr()["measured_s"].drop("measured_s")  # Spearman: Pearson on ranks
+    print(f"\n== predicted (per-op roofline, this CPU) vs measured latency: {len(table)} "
+          "models ==")
+    print(table[["model", "measured_s", "predicted_s"]].to_string(
+        index=False, formatters={c: "{:.4g}".format for c in ("measured_s", "predicted_s")}))
+    print("Spearman rank correlation with measured latency: "
+          + ", ".join(f"{k} {v:+.3f}" for k, v in rho.items()))
+
+
 def run_demo(out: str = "out") -> int:
     os.makedirs(out, exist_ok=True)
     store = os.path.join(out, "demo.sqlite")
@@ -37,6 +68,7 @@ def run_demo(out: str = "out") -> int:
         grid = plots.depth_width_rows(df)  # sweeps that vary depth and width
         if grid is not None:
             plots.save(plots.depth_width(grid), os.path.join(out, name))
+    _predicted_vs_measured(em.load(store))
     # roofline of one ViT on this CPU, per module
     model = vit("vit-s/16", depth=4, image=128).eval()
     with torch.no_grad():

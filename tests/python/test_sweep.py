@@ -181,3 +181,26 @@ def test_sparsity_sweep_counts_effective_flops_from_the_zeros(tmp_path):
         assert df.loc["vit dense", "params_nonzero"] - df.loc[row, "params_nonzero"] == \
             linear // 2
     assert effective_columns(df.reset_index()) == ["params_nonzero", "flops_effective"]
+
+
+def test_demo_prints_predicted_next_to_measured_latency(tmp_path, capsys):
+    """make demo's last table: every timed row of the store with its per-op roofline
+    prediction (counted on meta: the same figure em.predict_latency gives), and the rank
+    correlations."""
+    from effmetrics.demo_job import _predicted_vs_measured
+    from effmetrics.models import build as zoo_build
+    from effmetrics.models import example_input
+    from effmetrics.sweep import run_named
+
+    small = dict(depth=1, image=32, patch=8, dim=32, heads=2, mlp=64)
+    rows = {f"vit p{p}": ("vit-s/16", dict(small, patch=p), 1) for p in (8, 16)}
+    df = run_named("tiny", str(tmp_path / "s.sqlite"), measure=("count", "time"),
+                   progress=False, rows=rows)
+    _predicted_vs_measured(df)
+    out = capsys.readouterr().out
+    assert "2 models" in out and "Spearman rank correlation with measured latency" in out
+    expected = em.predict_latency(zoo_build("vit-s/16", **dict(small, patch=16)),
+                                  example_input("vit-s/16", batch=1, **dict(small, patch=16)),
+                                  hw="cpu")
+    line = next(ln for ln in out.splitlines() if "tiny: vit p16" in ln)
+    assert float(line.split()[-1]) == pytest.approx(expected, rel=1e-3)  # 4 digits printed
