@@ -139,10 +139,9 @@ void Profiler::add_callbacks() {
 
 void Profiler::check_owner(const char* what) const {
   if (!options_.all_threads && owner_ != std::this_thread::get_id()) {
-    throw std::runtime_error(
-        std::string("effmetrics: ") + what +
-        " a thread-local Profiler on the thread that started it "
-        "(or construct it with ProfilerOptions{.all_threads = true})");
+    throw std::runtime_error(std::string("effmetrics: ") + what +
+                             " a thread-local Profiler on the thread that started it "
+                             "(or construct it with ProfilerOptions{.all_threads = true})");
   }
 }
 
