@@ -16,6 +16,7 @@ enum class OpKind : uint8_t {
   kVector,       // elementwise, activations, norms, softmax, reductions, pooling
   kMemory,       // no FLOPs, moves bytes: copies, cat, index, embedding
   kView,         // no FLOPs, no bytes: views, allocation, metadata
+  kCollective,   // no FLOPs, no memory traffic: c10d collectives and p2p (comm bytes, group)
   kUnsupported,  // no rule: listed in unsupported_ops, bytes still counted
 };
 const char* kind_name(OpKind kind);
@@ -29,6 +30,11 @@ struct OpCost {
   int64_t flops = 0;
   int64_t bytes_read = kGenericBytes;
   int64_t bytes_written = kGenericBytes;
+  // Collectives: the data size of the collective on this rank (nccl-tests' "size"), the bus
+  // bytes (size x the algorithm's factor for the group size) and the group size (0: unknown).
+  int64_t comm_bytes = 0;
+  int64_t comm_bus_bytes = 0;
+  int64_t comm_ranks = 0;
 
   // FLOPs = 2 x MACs; the generic bytes.
   static OpCost matmul(int64_t macs) { return OpCost{macs, 2 * macs}; }
@@ -40,6 +46,10 @@ struct OpCost {
   static OpCost bytes(int64_t read, int64_t written) { return OpCost{0, 0, read, written}; }
   // No FLOPs, no bytes.
   static OpCost none() { return OpCost{0, 0, 0, 0}; }
+  // A collective: no FLOPs, no memory traffic; its communication.
+  static OpCost collective(int64_t size, int64_t bus, int64_t group_size) {
+    return OpCost{0, 0, 0, 0, size, bus, group_size};
+  }
 };
 
 using CostFn = OpCost (*)(const OpCall&);
@@ -53,12 +63,14 @@ struct OpRule {
 // An op with a FLOP rule (matmul or vector class) accounts for its whole subtree: whatever its
 // kernel dispatches below it (cuDNN vs mkldnn convolution, a bias copy inside addmm, the sum
 // inside mean) is part of its cost and is not counted again. Memory and view rules count at the
-// innermost op that has one (contiguous -> clone -> copy_ counts the copy_).
+// innermost op that has one (contiguous -> clone -> copy_ counts the copy_). A collective owns
+// its subtree too: the copies a backend makes into its buffers are part of the communication.
 inline bool owns_children(const OpRule& rule) {
-  return rule.kind == OpKind::kMatmul || rule.kind == OpKind::kVector;
+  return rule.kind == OpKind::kMatmul || rule.kind == OpKind::kVector ||
+         rule.kind == OpKind::kCollective;
 }
 
-// The rule for an op name (without overload), or nullptr.
+// The rule for an op name with its namespace ("aten::addmm", "c10d::allreduce_"), or nullptr.
 const OpRule* find_rule(std::string_view op_name);
 // Every rule, in table order (tests iterate it; the README documents it).
 const std::vector<OpRule>& all_rules();
