@@ -12,6 +12,7 @@ import torch  # noqa: F401  (loads libtorch before the extension that links it)
 from effmetrics import _C  # noqa: F401
 from effmetrics.compare import Comparison, compare
 from effmetrics.counter import Counter
+from effmetrics.distributed import gather, pipeline_bubble
 from effmetrics.params import ParamCount, count_params
 from effmetrics.profiler import profile
 from effmetrics.report import Report
@@ -21,5 +22,5 @@ from effmetrics.timing import Timing, benchmark, throughput
 
 __version__ = "0.1.0"
 __all__ = ["HARDWARE", "Comparison", "Counter", "Hardware", "ParamCount", "Report", "Timing",
-           "benchmark", "calibrate_cpu", "compare", "count_params", "load", "profile",
-           "roofline", "sweep", "throughput"]
+           "benchmark", "calibrate_cpu", "compare", "count_params", "gather", "load",
+           "pipeline_bubble", "profile", "roofline", "sweep", "throughput"]
