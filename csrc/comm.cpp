@@ -21,7 +21,7 @@ void CommTracker::expect(uint64_t cell_key, const OpCall& call, bool tensorless)
   expected_.push_back(std::move(e));
 }
 
-void CommTracker::work_start(uint64_t handle, const void* tensor, uint64_t fallback_key, bool recv,
+void CommTracker::work_start(uint64_t record, const void* tensor, uint64_t fallback_key, bool recv,
                              int64_t now_ns) {
   std::lock_guard<std::mutex> lock(mu_);
   uint64_t key = fallback_key;
@@ -39,15 +39,15 @@ void CommTracker::work_start(uint64_t handle, const void* tensor, uint64_t fallb
     expected_.erase(it);
   }
   advance(now_ns);
-  works_[handle] = Work{now_ns, key, recv};
+  works_[record] = Work{now_ns, key, recv};
   open_ += 1;
   open_recv_ += recv ? 1 : 0;
   in_flight_.store(open_, std::memory_order_release);
 }
 
-void CommTracker::work_end(uint64_t handle, int64_t now_ns) {
+void CommTracker::work_end(uint64_t record, int64_t now_ns) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = works_.find(handle);
+  auto it = works_.find(record);
   if (it == works_.end()) return;  // started before this profiler
   advance(now_ns);
   time_ns_[it->second.key] += now_ns - it->second.t0;

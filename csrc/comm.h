@@ -28,9 +28,9 @@ class CommTracker {
   // oldest expected collective that names that tensor (a tensorless work: the oldest expected
   // barrier; a collective work naming none of them: the oldest expected), else fallback_key (the
   // work's own name, at the root).
-  void work_start(uint64_t handle, const void* tensor, uint64_t fallback_key, bool recv,
+  void work_start(uint64_t record, const void* tensor, uint64_t fallback_key, bool recv,
                   int64_t now_ns);
-  void work_end(uint64_t handle, int64_t now_ns);
+  void work_end(uint64_t record, int64_t now_ns);
   // A top-level op other than a collective starts (+1) or ends (-1) on some observed thread;
   // now_ns < 0: the steady clock, read only while some work is in flight.
   void compute(int delta, int64_t now_ns = -1);
@@ -60,7 +60,7 @@ class CommTracker {
   std::atomic<int> in_flight_{0};  // backend works in flight (read without the lock)
   std::mutex mu_;
   std::deque<Expected> expected_;
-  std::unordered_map<uint64_t, Work> works_;  // by RecordFunction handle
+  std::unordered_map<uint64_t, Work> works_;  // by RecordFunction address
   std::unordered_map<uint64_t, int64_t> time_ns_;
   int open_ = 0, open_recv_ = 0;
   int64_t mark_ns_ = 0;

@@ -174,13 +174,16 @@ void Session::on_comm_work(const at::RecordFunction& fn, ThreadBuffer& tb, bool 
   const OpInfo& info = tb.info(fn);
   if (!info.comm_work) return;
   const int64_t now = steady_now_ns();
+  // Keyed by the RecordFunction itself, alive from the work's start to its end: handle() is 0
+  // unless torch's own profiler numbers the records.
+  const auto key = reinterpret_cast<uint64_t>(&fn);
   if (!start) {
-    comm_.work_end(fn.handle(), now);
+    comm_.work_end(key, now);
   } else if (paused_.load(std::memory_order_relaxed) == 0) {
     // A work no collective claims (started before the profiler, or an unknown op) keeps its own
     // name, at the root.
     const uint64_t fallback = CellKey{kRootScope, info.id, Phase::kForward, false}.pack();
-    comm_.work_start(fn.handle(), first_tensor(fn.inputs()), fallback, info.recv, now);
+    comm_.work_start(key, first_tensor(fn.inputs()), fallback, info.recv, now);
   }
 }
 

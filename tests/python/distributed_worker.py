@@ -19,6 +19,9 @@ def mlp(dim=32, hidden=64, out=8):
     return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
 
+DDP_MLP = {"dim": 512, "hidden": 1024, "out": 8}
+
+
 def collectives(rank, world):
     """Each collective once, on tensors of known sizes; returns by_collective()."""
     numel = 1000
@@ -39,23 +42,33 @@ def collectives(rank, world):
             dist.recv(x, 0)
         return x
 
+    def overlapping():  # two all-reduces in flight at once (gloo runs them on 2 threads)
+        works = [dist.all_reduce(torch.ones(numel), async_op=True) for _ in range(2)]
+        for w in works:
+            w.wait()
+
+    both = em.profile(overlapping, time=True)
     rep = em.profile(work, time=True)
     df = rep.by_collective()
-    return {"numel": numel, "itemsize": 4, "flops": rep.flops,
-            "unsupported": rep.unsupported_ops,
-            "collectives": {op: {k: (None if v != v else v) for k, v in row.items()}
-                            for op, row in df.to_dict("index").items()},
-            "comm_bytes": rep.comm_bytes, "comm_time_s": rep.comm_time_s,
-            "exposed_comm_s": rep.exposed_comm_s, "wall_s": rep.wall_s}
+    return {
+        "overlapping": {"calls": int(both.by_collective().loc["c10d::allreduce_", "calls"]),
+                        "bytes": both.comm_bytes, "comm_time_s": both.comm_time_s,
+                        "exposed_comm_s": both.exposed_comm_s, "wall_s": both.wall_s},
+        "numel": numel, "itemsize": 4, "flops": rep.flops,
+        "unsupported": rep.unsupported_ops,
+        "collectives": {op: {k: (None if v != v else v) for k, v in row.items()}
+                        for op, row in df.to_dict("index").items()},
+        "comm_bytes": rep.comm_bytes, "comm_time_s": rep.comm_time_s,
+        "exposed_comm_s": rep.exposed_comm_s, "wall_s": rep.wall_s}
 
 
 def ddp(rank, world):
-    """DDP of a small MLP, 3 steps under a Counter (every step counted); em.gather at the end."""
+    """DDP of an MLP, 3 steps under a Counter (every step counted); em.gather at the end."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    model = DDP(mlp())
+    model = DDP(mlp(**DDP_MLP))
     torch.manual_seed(1 + rank)
-    batches = [torch.randn(16, 32) for _ in range(3)]
+    batches = [torch.randn(16, DDP_MLP["dim"]) for _ in range(3)]
     with em.Counter(model, count="every") as c:
         for x in batches:
             model.zero_grad(set_to_none=True)  # every step like the first
@@ -72,10 +85,11 @@ def ddp(rank, world):
         "collective_phases": sorted(set(coll["phase"])),
         "collective_ops": sorted(set(coll["op"])),
         "collective_flops": int(coll["flops"].sum()),
+        "comm_calls": int(coll["calls"].sum()),
         "unsupported": c.report.unsupported_ops,
         "gather": None if gathered is None else {
             "rows": gathered.to_dict("list"), "attrs": gathered.attrs},
-        "batch": [16, 32],
+        "batch": [16, DDP_MLP["dim"]],
     }
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 import torch.distributed as dist
-from distributed_worker import mlp
+from distributed_worker import DDP_MLP, mlp
 
 import effmetrics as em
 
@@ -113,8 +113,17 @@ def test_collective_bytes_and_bus_bytes(dp_runs):
         assert c["exposed_comm_s"] >= 0.5 * c["comm_time_s"]
 
 
+def test_overlapping_collectives_each_timed(dp_runs):
+    """Two all-reduces in flight at once: each its own time; exposed at most their union."""
+    for res in dp_runs:
+        o = res["collectives"]["overlapping"]
+        assert o["calls"] == 2
+        assert o["bytes"] == 2 * res["collectives"]["numel"] * 4
+        assert 0 < o["exposed_comm_s"] <= min(o["comm_time_s"], o["wall_s"]) + 1e-4
+
+
 def test_ddp_allreduce_bytes_flops_and_phase(dp_runs):
-    model = mlp()
+    model = mlp(**DDP_MLP)
     grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     n_grads = sum(p.numel() for p in model.parameters())
     rows, cols = dp_runs[0]["ddp"]["batch"]
@@ -139,6 +148,8 @@ def test_ddp_allreduce_bytes_flops_and_phase(dp_runs):
         assert d["steps"]["flops"] == [single + n_grads] * steps
         assert d["collective_flops"] == 0
         assert not d["unsupported"]
+        exposed, comm = d["steps"]["exposed_comm_s"], d["steps"]["comm_time_s"]
+        assert sum(exposed) <= sum(comm) + 1e-4
 
 
 # ---------------------------------------------------------------- em.gather
