@@ -285,6 +285,13 @@ class Report:
             f"written {binary(self.bytes_written)}, "
             f"intensity {self.intensity:.1f} FLOP/B (no-cache lower bound)",
         ]
+        if self.comm_bytes or self.comm_time_ns:
+            line = (f"communication: {binary(self.comm_bytes)} "
+                    f"({binary(self.comm_bus_bytes)} bus bytes), no FLOPs")
+            if self.timed:
+                line += (f"; backend time {self.comm_time_s * 1e3:.2f} ms, exposed "
+                         f"{self.exposed_comm_s * 1e3:.2f} ms")
+            parts.append(line + " (by_collective())")
         if self.params is not None:
             p = self.params
             line = f"params: {p.total:,} unique ({p.shared:,} shared, {p.trainable:,} trainable)"
