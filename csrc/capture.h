@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "effmetrics/op_call.h"
+#include "process_group.h"
 
 namespace effmetrics {
 
@@ -44,11 +45,13 @@ void capture_inputs(c10::ArrayRef<const c10::IValue> inputs, OpCall& call, OnTen
     } else if (v.isBoolList()) {
       call.begin_int_list(ArgType::kBoolList);
       for (const c10::IValue& e : v.toListRef()) call.push_list_int(e.toBool() ? 1 : 0);
-    } else if (v.isList()) {  // Tensor?[] (aten::index); int and bool lists are above
+    } else if (v.isList()) {  // Tensor?[] (aten::index), Tensor[][] (c10d), captured flat
       call.begin_tensor_list();
       for (const c10::IValue& e : v.toListRef()) {
         if (e.isTensor()) {
           tensor(e.toTensor(), true);
+        } else if (e.isTensorList()) {
+          for (const at::Tensor& t : e.toTensorList()) tensor(t, true);
         } else {
           call.add_list_tensor(nullptr, nullptr, 0, 0, false);
         }
@@ -58,6 +61,8 @@ void capture_inputs(c10::ArrayRef<const c10::IValue> inputs, OpCall& call, OnTen
     } else if (v.isDevice()) {
       on_device(v.toDevice());
       call.add_other();
+    } else if (int group_size = process_group_size(v); group_size > 0) {
+      call.add_int(group_size);  // a collective's process group: what its rule needs of it
     } else {
       call.add_other();
     }

@@ -75,6 +75,24 @@ Shape OpCall::input(int i) const {
   return shape_of(tensors_[args_[i].offset]);
 }
 
+int64_t OpCall::arg_bytes(int i) const {
+  int n = arg_tensors(i);
+  if (n == 0) return 0;
+  int64_t total = 0;
+  for (int k = 0; k < n; ++k) {
+    const TensorMeta& t = tensors_[args_[i].offset + k];
+    if (t.defined) total += t.nbytes();
+  }
+  return total;
+}
+
+int OpCall::arg_tensors(int i) const {
+  ArgType t = type(i);
+  if (t == ArgType::kTensor) return 1;
+  if (t == ArgType::kTensorList) return static_cast<int>(args_[i].i);
+  return 0;
+}
+
 int64_t OpCall::int_arg(int i, int64_t fallback) const {
   ArgType t = type(i);
   return (t == ArgType::kInt || t == ArgType::kBool) ? args_[i].i : fallback;

@@ -40,6 +40,15 @@ std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
   info.attention = find_attention(interned);
   info.is_op = is_op;
   info.compiled_region = interned.rfind("Torch-Compiled Region", 0) == 0;
+  for (const char* backend : {"gloo:", "nccl:", "mpi:", "ucc:", "xccl:"}) {
+    info.comm_work |= interned.rfind(backend, 0) == 0;
+  }
+  auto ends_with = [&](std::string_view tail) {
+    return interned.size() >= tail.size() &&
+           interned.compare(interned.size() - tail.size(), tail.size(), tail) == 0;
+  };
+  info.recv = (info.comm_work && ends_with(":recv")) || interned == "c10d::recv_" ||
+              interned == "c10d::recv_any_source_";
   return *t.infos.emplace(std::string_view(interned), info).first;
 }
 

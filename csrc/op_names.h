@@ -21,6 +21,12 @@ struct OpInfo {
   // A region of code torch.compile generated ("Torch-Compiled Region: 0/0"): its fused
   // kernels are not ops.
   bool compiled_region = false;
+  // A process-group backend's record of one work ("gloo:all_reduce", "nccl:send"): a user-scope
+  // RecordFunction that starts and ends where the work does (gloo: its worker thread; p2p: from
+  // posting to the end of its wait), not nested in the ops around it. Its time is the
+  // collective's.
+  bool comm_work = false;
+  bool recv = false;  // a point-to-point receive (c10d op or backend work): waiting for a peer
 };
 
 // The interned name (stable storage: thread caches key on it) and what we know of the op;

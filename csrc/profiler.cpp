@@ -130,8 +130,10 @@ void Profiler::start() {
 void Profiler::add_callbacks() {
   const int slot = session_->slot();
   at::RecordFunctionCallback cb(kCallbacks[slot].first, kCallbacks[slot].second);
+  // User scopes: a process-group backend's work records (the collectives' times); the other
+  // named regions are passed over.
   cb.needsInputs(true).needsOutputs(true).scopes(
-      {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION});
+      {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION, at::RecordScope::USER_SCOPE});
   callback_handle_ =
       options_.all_threads ? at::addGlobalCallback(cb) : at::addThreadLocalCallback(cb);
   attached_ = true;
@@ -162,7 +164,10 @@ void Profiler::attach() {
 Profiler::Totals Profiler::totals() {
   if (!running()) throw std::runtime_error("effmetrics: totals() needs a running Profiler");
   Totals t;
-  session_->totals(&t.counts, &t.busy_ns);
+  CommTracker::Totals comm;
+  session_->totals(&t.counts, &t.busy_ns, &comm);
+  t.exposed_comm_ns = comm.exposed_ns;
+  t.peer_wait_ns = comm.peer_wait_ns;
   return t;
 }
 

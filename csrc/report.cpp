@@ -30,6 +30,9 @@ void Counts::add_op(OpKind kind, Phase phase, const OpCost& cost) {
   }
   (phase == Phase::kBackward ? flops_backward : flops_forward) += cost.flops;
   flops_effective += cost.flops_effective >= 0 ? cost.flops_effective : cost.flops;
+  comm_bytes += cost.comm_bytes;
+  comm_bus_bytes += cost.comm_bus_bytes;
+  comm_ranks += cost.comm_ranks;
   bytes_read += cost.bytes_read > 0 ? cost.bytes_read : 0;
   bytes_written += cost.bytes_written > 0 ? cost.bytes_written : 0;
 }
@@ -195,7 +198,8 @@ std::string Report::to_json() const {
   for (const auto& [op, n] : unsupported_ops) os += (i++ ? "," : "") + quote(op) + ":" + num(n);
   os += "},\"params_applied\":" + num(params_applied) +
         ",\"params_touched\":" + num(params_touched) + ",\"wall_ns\":" + num(wall_ns) +
-        ",\"busy_ns\":" + num(busy_ns) + ",\"clock\":" + quote(clock) +
+        ",\"busy_ns\":" + num(busy_ns) + ",\"exposed_comm_ns\":" + num(exposed_comm_ns) +
+        ",\"peer_wait_ns\":" + num(peer_wait_ns) + ",\"clock\":" + quote(clock) +
         ",\"op_times\":" + (op_times ? "true" : "false") +
         ",\"coverage_ns\":{\"flop_rule\":" + num(coverage_ns[0]) +
         ",\"memory_only\":" + num(coverage_ns[1]) + ",\"unsupported\":" + num(coverage_ns[2]) +

@@ -319,14 +319,46 @@ OpCost scatter(const OpCall& c) {
   return cost;
 }
 
+// ---------------------------------------------------------------- collectives
+// A collective moves no FLOPs and is not memory traffic; its cost is its communication. `size`
+// is nccl-tests' data size S (PERFORMANCE.md there) on this rank: the buffer an all-reduce,
+// broadcast, reduce, send or recv moves; the whole output of an all-gather (n x the input); the
+// whole input of a reduce-scatter and of an all-to-all; n x one rank's share for gather and
+// scatter. Bus bytes = S x the algorithm's factor for the group size n (integer, rounded down).
+enum class Bus { kAllReduce, kGather, kOne };  // 2(n-1)/n, (n-1)/n, 1
+int64_t bus_bytes(int64_t size, int64_t n, Bus bus) {
+  if (n <= 0) return 0;  // group size unknown
+  switch (bus) {
+    case Bus::kAllReduce:
+      return size * 2 * (n - 1) / n;
+    case Bus::kGather:
+      return size * (n - 1) / n;
+    case Bus::kOne:
+      return size;
+  }
+  return 0;
+}
+// Payload: the argument whose tensors make S (a Tensor[][] is captured flat); Group: the
+// ProcessGroup argument (captured as its size, 0 when unknown); PerRank: the payload is one
+// rank's share, S = n x it (gather's input, scatter's output).
+template <int Payload, int Group, Bus B, bool PerRank = false>
+OpCost collective(const OpCall& c) {
+  const int64_t n = c.int_arg(Group, 0);
+  int64_t size = c.arg_bytes(Payload);
+  if (PerRank) size *= n;
+  return OpCost::collective(size, bus_bytes(size, n, B), n);
+}
+// barrier(tensor, process_group, ...): its tensor is a placeholder, nothing is moved.
+OpCost barrier(const OpCall& c) { return OpCost::collective(0, 0, c.int_arg(1, 0)); }
+
 // The table: one family per entry, op names wrapped by hand.
 // clang-format off
 struct Family {
   OpKind kind;
   CostFn cost;
   const char* formula;  // one line: what the rule counts (rules(), the README's table)
-  std::vector<const char*> names;  // without the "aten::" prefix (a vector: an initializer_list
-                                  // member would dangle once the table is built)
+  std::vector<const char*> names;  // without the "aten::" prefix unless in another namespace (a
+                                  // vector: an initializer_list member would dangle)
 };
 
 // In-place variants ("relu_") share the rule of their base op: see find_rule.
@@ -552,6 +584,33 @@ const std::vector<Family>& families() {
                                                "index"}},
       {OpKind::kMemory, scatter<args::Scatter>, "no FLOPs; bytes: indices + values written",
        {"scatter"}},
+      // ---- collectives and p2p, as c10d dispatches them (namespace given: not aten)
+      // (tensors, process_group, ...)
+      {OpKind::kCollective, collective<0, 1, Bus::kAllReduce>,
+       "no FLOPs; comm_bytes S = the tensors' bytes; bus bytes 2(n-1)/n x S",
+       {"c10d::allreduce_", "c10d::allreduce_coalesced_"}},
+      {OpKind::kCollective, collective<0, 1, Bus::kOne>,
+       "no FLOPs; comm_bytes S = the tensors' bytes; bus bytes S",
+       {"c10d::broadcast_", "c10d::reduce_", "c10d::send", "c10d::recv_",
+        "c10d::recv_any_source_"}},
+      // (output_tensors, input_tensors, process_group, ...): S = the whole output
+      {OpKind::kCollective, collective<0, 2, Bus::kGather>,
+       "no FLOPs; comm_bytes S = the whole output; bus bytes (n-1)/n x S",
+       {"c10d::allgather_", "c10d::_allgather_base_", "c10d::allgather_coalesced_",
+        "c10d::allgather_into_tensor_coalesced_"}},
+      // (output_tensors, input_tensors, process_group, ...): S = the whole input
+      {OpKind::kCollective, collective<1, 2, Bus::kGather>,
+       "no FLOPs; comm_bytes S = the whole input; bus bytes (n-1)/n x S",
+       {"c10d::reduce_scatter_", "c10d::_reduce_scatter_base_",
+        "c10d::reduce_scatter_tensor_coalesced_", "c10d::alltoall_", "c10d::alltoall_base_"}},
+      // gather_(output_tensors[][], input_tensors, pg, root, ...): S = n x the input
+      {OpKind::kCollective, collective<1, 2, Bus::kGather, true>,
+       "no FLOPs; comm_bytes S = n x the input; bus bytes (n-1)/n x S", {"c10d::gather_"}},
+      // scatter_(output_tensors, input_tensors[][], pg, root, ...): S = n x the output
+      {OpKind::kCollective, collective<0, 2, Bus::kGather, true>,
+       "no FLOPs; comm_bytes S = n x the output; bus bytes (n-1)/n x S", {"c10d::scatter_"}},
+      {OpKind::kCollective, barrier, "no FLOPs, no bytes (its tensor is a placeholder)",
+       {"c10d::barrier", "c10d::monitored_barrier_"}},
       // ---- views, allocation and metadata: no FLOPs, no bytes
       {OpKind::kView, no_cost,
        "no FLOPs, no bytes (view, allocation, metadata)",
@@ -591,7 +650,8 @@ const Table& table() {
     Table t;
     for (const Family& f : families()) {
       for (const char* n : f.names) {
-        t.names.push_back(std::string("aten::") + n);
+        const std::string name(n);
+        t.names.push_back(name.find("::") == std::string::npos ? "aten::" + name : name);
         t.rules.push_back(OpRule{t.names.back().c_str(), f.kind, f.cost, f.formula});
       }
     }
@@ -647,6 +707,8 @@ const char* kind_name(OpKind kind) {
       return "memory";
     case OpKind::kView:
       return "view";
+    case OpKind::kCollective:
+      return "collective";
     case OpKind::kUnsupported:
       return "unsupported";
   }

@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/graph_task.h>
 
 #include <algorithm>
+#include <cstring>
 #include <exception>
 #include <optional>
 #include <tuple>
@@ -49,6 +50,20 @@ void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
 }
 
 bool is_view(const OpInfo& info) { return info.rule && info.rule->kind == OpKind::kView; }
+bool is_collective(const OpInfo& info) {
+  return info.rule && info.rule->kind == OpKind::kCollective;
+}
+
+// The first tensor a backend's work record names (its input tensors), or null.
+const void* first_tensor(c10::ArrayRef<const c10::IValue> inputs) {
+  for (const c10::IValue& v : inputs) {
+    if (v.isTensor()) return v.toTensor().unsafeGetTensorImpl();
+    if (v.isTensorList()) {
+      for (const at::Tensor& t : v.toTensorList()) return t.unsafeGetTensorImpl();
+    }
+  }
+  return nullptr;
+}
 
 // Report::effective_basis, as bits while running.
 constexpr uint32_t kBasisCausal = 1, kBasisMask = 2, kBasisMaskNoData = 4,
@@ -134,6 +149,7 @@ Session::Session(int slot, const ProfilerOptions& options, std::shared_ptr<Devic
       nvtx_ops_(options.nvtx_ops),
       time_ops_(timeline && options.time_ops),
       effective_(options.effective),
+      comm_timing_(options.time),
       start_ns_(steady_now_ns()),
       device_(timeline ? std::make_unique<DeviceSteps>(timeline, options.trace, start_ns_)
                        : nullptr),
@@ -160,6 +176,10 @@ ThreadBuffer* Session::register_thread() {
 }
 
 void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
+  if (fn.scope() == at::RecordScope::USER_SCOPE) {  // named regions: only backends' works count
+    on_comm_work(fn, tb, /*start=*/true);
+    return;
+  }
   Frame& f = tb.push(fn.handle());
   if (paused_.load(std::memory_order_relaxed) > 0) {
     f.absorbed = true;  // e.g. a compiler's tracing: not the model's work
@@ -180,6 +200,10 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
     f.w_nonzero = parent->w_nonzero;
     f.w_numel = parent->w_numel;
   }
+  if (comm_timing_ && tb.depth == 1 && !is_collective(*f.info)) {
+    f.computing = true;
+    comm_.compute(+1);
+  }
   f.under_rule = parent && (parent->under_rule || parent->info->rule != nullptr);
   f.in_op = parent && (parent->in_op || parent->info->is_op);
   f.in_span = parent && (parent->in_span || parent->outer_span);
@@ -195,7 +219,30 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   // regions around an op (record_function, a compiled region) do not make it a nested one.
   capture(fn, f, !f.in_op && f.phase == Phase::kForward && !watched_.empty(), tb);
   if (f.info->attention && f.attn_pairs == 0) attention_scores(fn, f);
+  if (comm_timing_ && is_collective(*f.info) && !f.call.unknown_shape()) {
+    // Its time is its backend's work, which starts on another thread or later on this one.
+    const bool barrier = std::strstr(f.info->name, "barrier") != nullptr;
+    comm_.expect(CellKey{f.scope, f.info->id, f.phase, false}.pack(), f.call, barrier);
+  }
   open_span(f);
+}
+
+void Session::on_comm_work(const at::RecordFunction& fn, ThreadBuffer& tb, bool start) {
+  if (!comm_timing_) return;
+  const OpInfo& info = tb.info(fn);
+  if (!info.comm_work) return;
+  const int64_t now = steady_now_ns();
+  // Keyed by the RecordFunction itself, alive from the work's start to its end: handle() is 0
+  // unless torch's own profiler numbers the records.
+  const auto key = reinterpret_cast<uint64_t>(&fn);
+  if (!start) {
+    comm_.work_end(key, now);
+  } else if (paused_.load(std::memory_order_relaxed) == 0) {
+    // A work no collective claims (started before the profiler, or an unknown op) keeps its own
+    // name, at the root.
+    const uint64_t fallback = CellKey{kRootScope, info.id, Phase::kForward, false}.pack();
+    comm_.work_start(key, first_tensor(fn.inputs()), fallback, info.recv, now);
+  }
 }
 
 // The op's phase and module scope. Backward nodes take the scope of their forward op; ops
@@ -306,19 +353,29 @@ void Session::open_span(Frame& f) {
 }
 
 void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
+  if (fn.scope() == at::RecordScope::USER_SCOPE) {
+    on_comm_work(fn, tb, /*start=*/false);
+    return;
+  }
   const int64_t t1 = host_timing_ ? steady_now_ns() : 0;
   if (tb.depth == 0) return;  // started before this profiler
   Frame& f = tb.stack[--tb.depth];
+  compute_ends(f);
   if (f.handle != fn.handle()) {
     // Not the op we expect on top (cannot happen for strictly nested scopes): resynchronise.
-    while (tb.depth > 0 && tb.stack[tb.depth].handle != fn.handle()) --tb.depth;
+    while (tb.depth > 0 && tb.stack[tb.depth].handle != fn.handle()) {
+      --tb.depth;
+      compute_ends(tb.stack[tb.depth]);
+    }
     return;
   }
   if (f.absorbed) return;
   const int64_t span = close_span(f, tb);
   if (f.nvtx) nvtx_range_pop();  // also when unwinding: ranges stay balanced
   const int64_t dur_ns = host_timing_ ? t1 - f.t0 : 0;
-  if (tb.depth == 0) tb.busy_ns += dur_ns;  // top-level frames: the thread is busy in ops
+  // Top-level frames: the thread is busy in ops. A collective's own host time (posting it, a
+  // blocking send) is communication, not work: exposed_comm_ns has it.
+  if (tb.depth == 0 && !is_collective(*f.info)) tb.busy_ns += dur_ns;
   // The op is ending by an exception (its RecordFunction is being unwound): it did no work.
   if (std::uncaught_exceptions() > 0) return;
   if (f.info->compiled_region && t_counted_graphs == f.counted_graphs) {
@@ -478,7 +535,11 @@ std::vector<DeviceStep> Session::device_steps(bool wait, size_t first) {
   return device_->steps(first);
 }
 
-void Session::totals(Counts* counts, int64_t* busy_ns) {
+void Session::totals(Counts* counts, int64_t* busy_ns, CommTracker::Totals* comm) {
+  if (comm_timing_) {
+    *comm = comm_.totals(steady_now_ns());
+    for (const auto& [key, ns] : comm_.times()) counts->comm_time_ns += ns;
+  }
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& buf : buffers_) {
     *busy_ns += buf->busy_ns;
@@ -508,6 +569,16 @@ Report Session::collect(const std::vector<int64_t>& calls,
     }
     if (device_) {
       for (const RawEvent& e : device_->events()) events.emplace_back(kDeviceTrack, e);
+    }
+  }
+  CommTracker::Totals comm;
+  if (comm_timing_) {
+    comm = comm_.totals(steady_now_ns());
+    for (const auto& [key, ns] : comm_.times()) {  // merged with the collectives' own cells
+      Cell cell;
+      cell.kind = OpKind::kCollective;
+      cell.counts.comm_time_ns = ns;
+      keyed.emplace_back(key, cell);
     }
   }
   std::vector<ScopeNode> nodes = scope_nodes();
@@ -544,6 +615,8 @@ Report Session::collect(const std::vector<int64_t>& calls,
                               at::RecordFunction::currentThreadId());
   }
   if (!watched_.empty()) std::tie(r.params_applied, r.params_touched) = watched_.totals(uses);
+  r.exposed_comm_ns = comm.exposed_ns;
+  r.peer_wait_ns = comm.peer_wait_ns;
   return r;
 }
 

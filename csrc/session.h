@@ -21,6 +21,7 @@
 
 #include "attribution.h"
 #include "cells.h"
+#include "comm.h"
 #include "device_steps.h"
 #include "effmetrics/profiler.h"
 #include "op_names.h"
@@ -47,6 +48,7 @@ struct FrameState {
   bool child_counted = false;  // a descendant with a rule counted
   bool flops_below = false;    // a descendant with a FLOP rule counted
   bool nvtx = false;           // an NVTX range is open for this op
+  bool computing = false;      // a top-level op other than a collective (comm exposure clock)
   // Device timeline:
   bool on_device = false;   // a tensor or device argument on the timeline's device
   bool in_span = false;     // an ancestor holds an outer span
@@ -127,8 +129,9 @@ class Session {
   void on_start(const at::RecordFunction& fn, ThreadBuffer& tb);
   void on_end(const at::RecordFunction& fn, ThreadBuffer& tb);
 
-  // Every thread's cells summed into one Counts, and the host busy time (Profiler::totals()).
-  void totals(Counts* counts, int64_t* busy_ns);
+  // Every thread's cells summed into one Counts, the host busy time and the exposed
+  // communication (Profiler::totals()).
+  void totals(Counts* counts, int64_t* busy_ns, CommTracker::Totals* comm);
   // Sums every thread's cells into a report; calls: module calls per scope node; final: the
   // profiler stops (wait for the device, keep every device step).
   Report collect(const std::vector<int64_t>& calls, const std::vector<ScopeEvent>& scope_events,
@@ -151,6 +154,12 @@ class Session {
                        OpCost& cost);
   void rule_error(const Frame& f, const char* what);
 
+  // A process-group backend's work record (user scope, not nested in the op stack).
+  void on_comm_work(const at::RecordFunction& fn, ThreadBuffer& tb, bool start);
+  void compute_ends(const Frame& f) {
+    if (f.computing) comm_.compute(-1);
+  }
+
   uint32_t backward_scope(uint64_t fwd_thread, int64_t seq);
   std::pair<int64_t, int64_t> backward_attention(uint64_t fwd_thread, int64_t seq);
   void resolve_locked(bool wait);  // mu_ held
@@ -160,8 +169,9 @@ class Session {
   const bool host_timing_;  // host clocks per op (time without a device timeline, or trace)
   const bool tracing_;
   const bool nvtx_ops_;
-  const bool time_ops_;   // device timeline: mark every counted op too
-  const bool effective_;  // read mask values (ProfilerOptions::effective)
+  const bool time_ops_;     // device timeline: mark every counted op too
+  const bool effective_;    // read mask values (ProfilerOptions::effective)
+  const bool comm_timing_;  // timed: collectives' backend works and the exposure clock
   const int64_t start_ns_;
   const std::unique_ptr<DeviceSteps> device_;  // null: host clocks
   const int8_t tl_type_;
@@ -176,6 +186,7 @@ class Session {
   std::atomic<bool> any_seq_attention_{false};  // some thread recorded a seq_attention entry
   std::mutex errors_mu_;                        // rule_errors_ (the error path only)
   std::map<std::string, std::string> rule_errors_;
+  CommTracker comm_;
 };
 
 }  // namespace effmetrics

@@ -27,7 +27,7 @@ enum class ArgType : uint8_t {
   kNone,
   kTensor,
   kTensorList,
-  kInt,
+  kInt,  // also a c10d ProcessGroup argument, captured as its size (capture.h)
   kDouble,
   kBool,
   kIntList,
@@ -70,6 +70,11 @@ class OpCall {
     return type(i) == ArgType::kTensor && tensors_[args_[i].offset].defined;
   }
   Shape input(int i) const;  // positional arg i; undefined Shape if not a tensor
+  // Bytes of the defined tensors of arg i: a tensor, or every element of a tensor list (a list
+  // of lists, Tensor[][], is captured flat); 0 for anything else.
+  int64_t arg_bytes(int i) const;
+  // Tensors in arg i: 1 for a tensor, the element count of a tensor list, else 0.
+  int arg_tensors(int i) const;
   int64_t int_arg(int i, int64_t fallback) const;          // int or bool arg
   int64_t list_int(int i, int k, int64_t fallback) const;  // element k of an int/bool list
   double double_arg(int i, double fallback) const;         // float arg (int args convert)

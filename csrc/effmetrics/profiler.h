@@ -106,6 +106,8 @@ class Profiler {
   struct Totals {
     Counts counts;
     int64_t busy_ns = 0;
+    int64_t exposed_comm_ns = 0;  // Report::exposed_comm_ns, peer_wait_ns so far
+    int64_t peer_wait_ns = 0;
   };
   Totals totals();
   // On a device timeline: closes the current step and opens the next (snapshot() does this too);

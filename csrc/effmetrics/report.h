@@ -31,6 +31,14 @@ struct Counts {
   int64_t bytes_read = 0;
   int64_t bytes_written = 0;
   int64_t time_ns = 0;  // measured time inside the ops (profile(time=True)); 0 otherwise
+  // Collectives (OpKind::kCollective): data size (nccl-tests' S) and bus bytes on this rank, the
+  // sum of the calls' group sizes (a row's group size is comm_ranks / calls), and, when timed,
+  // the time the backend's work took (a gloo work from start to finish on its thread; a p2p
+  // send/recv from posting it to its wait's end).
+  int64_t comm_bytes = 0;
+  int64_t comm_bus_bytes = 0;
+  int64_t comm_ranks = 0;
+  int64_t comm_time_ns = 0;
 
   // Every field with its name, in one order: JSON, the Python columns and add() use it.
   template <typename Self, typename F>
@@ -47,8 +55,12 @@ struct Counts {
     f("bytes_read", c.bytes_read);
     f("bytes_written", c.bytes_written);
     f("time_ns", c.time_ns);
+    f("comm_bytes", c.comm_bytes);
+    f("comm_bus_bytes", c.comm_bus_bytes);
+    f("comm_ranks", c.comm_ranks);
+    f("comm_time_ns", c.comm_time_ns);
   }
-  static constexpr int kNumFields = 12;
+  static constexpr int kNumFields = 16;
 
   void add(const Counts& o);
   void add_op(OpKind kind, Phase phase, const OpCost& cost);  // one call
@@ -117,6 +129,11 @@ struct Report {
   // spent inside top-level ops (busy); the rest is host-side idle time. 0 when not timed.
   int64_t wall_ns = 0;
   int64_t busy_ns = 0;
+  // Timed: communication time not overlapped with compute (a collective's or p2p work in flight
+  // while no other op runs on any observed thread); the part of it with a p2p recv in flight (a
+  // stage waiting for its peer).
+  int64_t exposed_comm_ns = 0;
+  int64_t peer_wait_ns = 0;
   std::vector<TraceEvent> events;  // ProfilerOptions::trace: ops and module spans, by start
   // How times were measured: "" (not timed), "steady_clock" (host), "cuda_event" (device).
   // With a device clock wall_ns/busy_ns are the device's (sums over device_steps), module

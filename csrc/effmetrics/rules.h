@@ -17,6 +17,7 @@ enum class OpKind : uint8_t {
   kVector,       // elementwise, activations, norms, softmax, reductions, pooling
   kMemory,       // no FLOPs, moves bytes: copies, cat, index, embedding
   kView,         // no FLOPs, no bytes: views, allocation, metadata
+  kCollective,   // no FLOPs, no memory traffic: c10d collectives and p2p (comm bytes, group)
   kUnsupported,  // no rule: listed in unsupported_ops, bytes still counted
 };
 const char* kind_name(OpKind kind);
@@ -35,6 +36,11 @@ struct OpCost {
   // observer scales matmul-class ops by causal masks, boolean masks and zero weights. A rule
   // leaves it kSameAsFlops unless it knows better.
   int64_t flops_effective = kSameAsFlops;
+  // Collectives: the data size of the collective on this rank (nccl-tests' "size"), the bus
+  // bytes (size x the algorithm's factor for the group size) and the group size (0: unknown).
+  int64_t comm_bytes = 0;
+  int64_t comm_bus_bytes = 0;
+  int64_t comm_ranks = 0;
 
   // FLOPs = 2 x MACs; the generic bytes.
   static OpCost matmul(int64_t macs) { return OpCost{macs, 2 * macs}; }
@@ -46,6 +52,14 @@ struct OpCost {
   static OpCost bytes(int64_t read, int64_t written) { return OpCost{0, 0, read, written}; }
   // No FLOPs, no bytes.
   static OpCost none() { return OpCost{0, 0, 0, 0}; }
+  // A collective: no FLOPs, no memory traffic; its communication.
+  static OpCost collective(int64_t size, int64_t bus, int64_t group_size) {
+    OpCost c = none();
+    c.comm_bytes = size;
+    c.comm_bus_bytes = bus;
+    c.comm_ranks = group_size;
+    return c;
+  }
 };
 
 using CostFn = OpCost (*)(const OpCall&);
@@ -65,13 +79,15 @@ struct OpRule {
 // An op with a FLOP rule (matmul or vector class) accounts for its whole subtree: whatever its
 // kernel dispatches below it (cuDNN vs mkldnn convolution, a bias copy inside addmm, the sum
 // inside mean) is part of its cost and is not counted again. Memory and view rules count at the
-// innermost op that has one (contiguous -> clone -> copy_ counts the copy_).
+// innermost op that has one (contiguous -> clone -> copy_ counts the copy_). A collective owns
+// its subtree too: the copies a backend makes into its buffers are part of the communication.
 inline bool owns_children(const OpRule& rule) {
-  return rule.kind == OpKind::kMatmul || rule.kind == OpKind::kVector;
+  return rule.kind == OpKind::kMatmul || rule.kind == OpKind::kVector ||
+         rule.kind == OpKind::kCollective;
 }
 
-// The rule for an op name (without overload), or nullptr. A registered rule wins over the
-// built-in one of the same name.
+// The rule for an op name with its namespace ("aten::addmm", "c10d::allreduce_"), or
+// nullptr. A registered rule wins over the built-in one of the same name.
 const OpRule* find_rule(std::string_view op_name);
 
 // Registers (or replaces) the rule of op_name ("mylib::my_op", no overload): for custom ops,

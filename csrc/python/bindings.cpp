@@ -218,6 +218,8 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("params_touched", &Report::params_touched)
       .def_readonly("wall_ns", &Report::wall_ns)
       .def_readonly("busy_ns", &Report::busy_ns)
+      .def_readonly("exposed_comm_ns", &Report::exposed_comm_ns)
+      .def_readonly("peer_wait_ns", &Report::peer_wait_ns)
       .def_readonly("clock", &Report::clock)
       .def_readonly("op_times", &Report::op_times)
       .def_property_readonly("coverage_ns",
@@ -263,6 +265,8 @@ PYBIND11_MODULE(_C, m) {
              Profiler::Totals t = p.totals();
              py::dict d = counts_to_dict(t.counts);
              d["busy_ns"] = t.busy_ns;
+             d["exposed_comm_ns"] = t.exposed_comm_ns;
+             d["peer_wait_ns"] = t.peer_wait_ns;
              return d;
            })
       .def_property_readonly("attached", &Profiler::attached)

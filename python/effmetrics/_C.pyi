@@ -17,6 +17,8 @@ class Report:
     params_touched: int
     wall_ns: int
     busy_ns: int
+    exposed_comm_ns: int
+    peer_wait_ns: int
     clock: str  # "", "steady_clock", "cuda_event"
     op_times: bool
     @property
@@ -43,7 +45,7 @@ class Profiler:
     def detach(self) -> None: ...  # callbacks removed: ops run unobserved, counts kept
     def attach(self) -> None: ...
     def mark_step(self) -> None: ...  # device timeline: close the step, open the next
-    def totals(self) -> dict[str, int]: ...  # COUNT_FIELDS and busy_ns, no rows
+    def totals(self) -> dict[str, int]: ...  # COUNT_FIELDS, busy_ns, exposed_comm_ns, peer_wait_ns
     @property
     def attached(self) -> bool: ...
     # (TensorImpl address, numel); nonzero: one count per tensor (-1: unknown), or empty

@@ -12,6 +12,7 @@ import torch  # noqa: F401  (loads libtorch before the extension that links it)
 from effmetrics import _C  # noqa: F401
 from effmetrics.compare import Comparison, compare
 from effmetrics.counter import Counter
+from effmetrics.distributed import gather, pipeline_bubble
 from effmetrics.match import match
 from effmetrics.params import ParamCount, count_params
 from effmetrics.predict import predict_latency, predict_ops
@@ -24,6 +25,6 @@ from effmetrics.timing import Timing, benchmark, throughput
 
 __version__ = "0.1.0"
 __all__ = ["HARDWARE", "Comparison", "Counter", "Hardware", "ParamCount", "Report", "TensorArg",
-           "Timing", "benchmark", "calibrate_cpu", "compare", "count_params", "load", "match",
-           "predict_latency", "predict_ops", "profile", "register_rule", "roofline", "rules",
-           "sweep", "throughput", "unregister_rule"]
+           "Timing", "benchmark", "calibrate_cpu", "compare", "count_params", "gather", "load",
+           "match", "pipeline_bubble", "predict_latency", "predict_ops", "profile",
+           "register_rule", "roofline", "rules", "sweep", "throughput", "unregister_rule"]

@@ -18,7 +18,12 @@ from effmetrics.report import COUNT_FIELDS, Report
 from effmetrics.roofline import device_peak
 from effmetrics.scopes import ModuleScopes
 
-_COUNTS = tuple(f for f in COUNT_FIELDS if f not in ("calls", "time_ns"))
+# Counts per step; times (op time, communication time) are measured in counted steps only, and
+# comm_ranks (the collectives' group sizes summed) is no count of a step.
+_COUNTS = tuple(f for f in COUNT_FIELDS
+                if f not in ("calls", "time_ns", "comm_time_ns", "comm_ranks"))
+_COMM_TIMES = (("comm_time_s", "comm_time_ns"), ("exposed_comm_s", "exposed_comm_ns"),
+               ("peer_wait_s", "peer_wait_ns"))
 
 
 def _parse_count(count) -> int | None:
@@ -357,6 +362,7 @@ class Counter:
         wall = now - self._t_wall
         row = {"step": i, "counted": mode == "count", "counts_from": None}
         busy = None
+        comm = dict.fromkeys(name for name, _ in _COMM_TIMES)
         if mode == "skip":
             t = self._t_last  # nothing observed
         else:
@@ -364,6 +370,7 @@ class Counter:
         if mode == "count":
             counts = _diff(t, self._t_last)
             busy = min((t["busy_ns"] - self._t_last["busy_ns"]) / 1e9, wall)
+            comm = {name: (t[ns] - self._t_last[ns]) / 1e9 for name, ns in _COMM_TIMES}
             model_part = _diff(t, self._t_call) if self._t_call is not None else counts
             self._learn(full, i, counts, model_part)
             row["counts_from"] = i
@@ -387,6 +394,8 @@ class Counter:
             row.update(wall_s=wall, device_wall_s=None, busy_s=busy, idle_s=idle,
                        idle_fraction=(idle / wall if wall > 0 else 0.0) if busy is not None
                        else None)
+        row.update(comm)
+        self._bubble(row)
         energy = self._meter.read_j()
         row.update(examples=examples, tokens=tokens,
                    energy_j=energy - self._e_last if self._meter else None)
@@ -399,6 +408,16 @@ class Counter:
         self._open_step_range()
         self._t_wall = time.perf_counter()  # the Counter's own work is not the step's time
         return row
+
+    def _bubble(self, row: dict) -> None:
+        """A pipeline stage's view of the step: bubble_fraction = idle / step time (host
+        clock, or the device's on a device timeline), the idle time split into waiting for a
+        peer (peer_wait_s, p2p work in flight while no op ran) and the rest (other_idle_s)."""
+        idle, peer = row["idle_s"], row["peer_wait_s"]
+        wall = row["device_wall_s"] if self._on_device else row["wall_s"]
+        row["bubble_fraction"] = idle / wall if idle is not None and wall else None
+        row["other_idle_s"] = (max(idle - peer, 0.0) if idle is not None and peer is not None
+                               else None)
 
     def _learn(self, full: tuple, step: int, whole: dict, model_part: dict) -> None:
         """A counted step: its counts serve the later (and earlier, missing) steps like it."""
@@ -430,6 +449,7 @@ class Counter:
             if row["counted"]:
                 row.update(busy_s=busy / 1e9, idle_s=idle / 1e9,
                            idle_fraction=idle / wall if wall > 0 else 0.0)
+                self._bubble(row)
             self._filled += 1
 
     def _resolve(self) -> None:
@@ -442,13 +462,18 @@ class Counter:
         return self._profiler.clock
 
     _COLUMNS = ("step", "counted", "counts_from", *_COUNTS, "wall_s", "device_wall_s", "busy_s",
-                "idle_s", "idle_fraction", "examples", "tokens", "energy_j")
+                "idle_s", "idle_fraction", "comm_time_s", "exposed_comm_s", "peer_wait_s",
+                "other_idle_s", "bubble_fraction", "examples", "tokens", "energy_j")
 
     @property
     def steps(self):
         """One row per step: how its counts were had (``counted``, ``counts_from``), the
-        counts, wall seconds on the host, busy/idle seconds (counted steps; on CUDA: of the
-        device, with device_wall_s, its time per step), examples, tokens and energy_j."""
+        counts (comm_bytes, comm_bus_bytes of collectives included), wall seconds on the host,
+        busy/idle seconds (counted steps; on CUDA: of the device, with device_wall_s, its time
+        per step), communication (counted steps, host clock): comm_time_s (the backend works'
+        time), exposed_comm_s (in flight while no op ran on any observed thread), peer_wait_s
+        (the part with a p2p receive in flight) and other_idle_s (idle_s - peer_wait_s),
+        bubble_fraction (idle / step time), examples, tokens and energy_j."""
         import pandas as pd
 
         self._resolve()
@@ -470,7 +495,9 @@ class Counter:
         achieved_flops_per_s, mfu (achieved matmul FLOP/s over peak_flops, the dense matmul
         peak of the device for the dtype; peak_source says where it came from), hfu (all
         FLOP/s over the same peak), energy_j, avg_power_w, joules_per_example, energy_source,
-        counted_steps, clock."""
+        counted_steps, clock; bubble_fraction (= idle_fraction, a pipeline stage's name for
+        it), comm_time_s, exposed_comm_s, peer_wait_s (sums over the counted steps) and
+        peer_wait_fraction (peer_wait_s over the counted steps' time)."""
         if not self._rows:
             raise RuntimeError("Counter.summary(): no steps recorded; call c.step() per batch")
         self._resolve()
@@ -492,11 +519,18 @@ class Counter:
         joules = [r["energy_j"] for r in rows if r["energy_j"] is not None]
         energy = energy_summary(sum(joules) if joules else None, wall,
                                 sum(examples) if examples else None)
+        comm = {name: sum(r[name] for r in timed if r[name] is not None) if timed else None
+                 for name, _ in _COMM_TIMES}
         return {
             "steps": len(rows),
             "counted_steps": sum(r["counted"] for r in rows),
             "wall_s": wall,
             "idle_fraction": idle / span if span > 0 else None,
+            # over the counted steps, like idle_fraction: a pipeline stage's bubble
+            "bubble_fraction": idle / span if span > 0 else None,
+            "peer_wait_fraction": (comm["peer_wait_s"] / span
+                                   if span > 0 and comm["peer_wait_s"] is not None else None),
+            **comm,
             "clock": self.clock,
             "step_time_median": statistics.median(unobserved or [r["wall_s"] for r in rows]),
             "step_time_basis": "uncounted steps" if unobserved else "counted steps",

@@ -166,6 +166,47 @@ class Report:
     def idle_s(self) -> float:
         return max(self.wall_s - self.busy_s, 0.0)
 
+    @property
+    def comm_time_s(self) -> float:
+        """Seconds the collectives' and p2p ops' backend work took (time=True; 0 otherwise):
+        a gloo work from its start to its end on the backend's thread, a send/recv from posting
+        it to the end of its wait. Concurrent works add up."""
+        return self.comm_time_ns / 1e9
+
+    @property
+    def exposed_comm_s(self) -> float:
+        """Communication time not overlapped with compute (time=True): time during which some
+        collective or p2p work was in flight and no other op ran on any observed thread."""
+        return self._raw.exposed_comm_ns / 1e9
+
+    @property
+    def peer_wait_s(self) -> float:
+        """The part of exposed_comm_s with a p2p receive in flight: waiting for a peer."""
+        return self._raw.peer_wait_ns / 1e9
+
+    def by_collective(self):
+        """One row per collective or p2p op (c10d name) and group size: calls, group_size,
+        bytes (the data size on this rank, nccl-tests' convention: README "Distributed runs"),
+        bus_bytes, time_s (its backend's work, time=True) and the phase it ran in (forward,
+        backward, or both). A backend work no collective claimed keeps its own name
+        ("gloo:all_reduce") with calls 0."""
+        import pandas as pd
+
+        df = self.ops()
+        df = df[df["kind"] == "collective"]
+        cols = ["op", "calls", "group_size", "bytes", "bus_bytes", "time_s", "phase"]
+        if df.empty:
+            return pd.DataFrame(columns=cols).set_index("op")
+        out = df.groupby("op").agg(
+            calls=("calls", "sum"), comm_ranks=("comm_ranks", "sum"),
+            bytes=("comm_bytes", "sum"), bus_bytes=("comm_bus_bytes", "sum"),
+            comm_time_ns=("comm_time_ns", "sum"),
+            phase=("phase", lambda p: "+".join(sorted(set(p)))))
+        # Each call's group size summed: the group size where every call had the same one.
+        out["group_size"] = (out["comm_ranks"] / out["calls"].where(out["calls"] > 0))
+        out["time_s"] = out["comm_time_ns"] / 1e9 if self.timed else float("nan")
+        return out[cols[1:]].sort_values("bytes", ascending=False)
+
     def to_chrome_trace(self, path: str) -> None:
         """Write the timeline (profile(trace=True)) as Chrome trace JSON; open it in Perfetto
         (ui.perfetto.dev) or chrome://tracing."""
@@ -305,6 +346,13 @@ class Report:
             f"written {binary(self.bytes_written)}, "
             f"intensity {self.intensity:.1f} FLOP/B (no-cache lower bound)",
         ]
+        if self.comm_bytes or self.comm_time_ns:
+            line = (f"communication: {binary(self.comm_bytes)} "
+                    f"({binary(self.comm_bus_bytes)} bus bytes), no FLOPs")
+            if self.timed:
+                line += (f"; backend time {self.comm_time_s * 1e3:.2f} ms, exposed "
+                         f"{self.exposed_comm_s * 1e3:.2f} ms")
+            parts.append(line + " (by_collective())")
         if self.params is not None:
             p = self.params
             line = f"params: {p.total:,} unique ({p.shared:,} shared, {p.trainable:,} trainable)"

@@ -19,9 +19,10 @@ import torch
 
 from effmetrics.report import COUNT_FIELDS
 
-# A profile's totals as stored: every count field but op calls and op time (timing is measured
-# apart, by em.benchmark).
-_COUNTS = tuple(f for f in COUNT_FIELDS if f not in ("calls", "time_ns"))
+# A profile's totals as stored: every count field but op calls, op and communication time (timing
+# is measured apart, by em.benchmark) and the collectives' summed group sizes.
+_COUNTS = tuple(f for f in COUNT_FIELDS
+                if f not in ("calls", "time_ns", "comm_time_ns", "comm_ranks"))
 
 COLUMNS = {  # name -> SQLite type; the store's schema, in order
     "model": "TEXT NOT NULL", "device": "TEXT NOT NULL", "dtype": "TEXT NOT NULL",

@@ -405,12 +405,96 @@ TEST(Table, LookupInPlaceVariantsAndUnknown) {
   EXPECT_EQ(em::find_rule("mylib::addmm"), nullptr);
 }
 
+// Collectives: no FLOPs, no memory traffic; nccl-tests' data size S and bus bytes S x factor(n).
+namespace {
+// A list of `count` float tensors of `numel` elements each (distinct identities).
+void add_list(em::OpCall& call, int count, int64_t numel, uintptr_t id0) {
+  call.begin_tensor_list();
+  for (int k = 0; k < count; ++k) {
+    call.add_list_tensor(reinterpret_cast<const void*>(id0 + k), &numel, 1, 4);
+  }
+}
+}  // namespace
+
+TEST(Collective, DataSizeBusBytesGroupSize) {
+  const int64_t numel = 1000, s = 4 * numel;
+  for (int64_t n : {2, 4, 8}) {
+    em::OpCall allreduce;  // allreduce_(tensors, process_group, reduce_op, ...)
+    add_list(allreduce, 1, numel, 0x100);
+    allreduce.add_int(n);
+    allreduce.add_other();
+    em::OpCost c = run("c10d::allreduce_", allreduce);
+    EXPECT_EQ(c.comm_bytes, s);
+    EXPECT_EQ(c.comm_bus_bytes, s * 2 * (n - 1) / n);
+    EXPECT_EQ(c.comm_ranks, n);
+    EXPECT_EQ(c.flops, 0);
+    EXPECT_EQ(c.bytes_read, 0);
+    EXPECT_EQ(c.bytes_written, 0);
+
+    em::OpCall allgather;  // allgather_(output_tensors[][] (flat), input_tensors, pg, ...)
+    add_list(allgather, static_cast<int>(n), numel, 0x200);
+    add_list(allgather, 1, numel, 0x300);
+    allgather.add_int(n);
+    c = run("c10d::allgather_", allgather);
+    EXPECT_EQ(c.comm_bytes, n * s);  // the whole output
+    EXPECT_EQ(c.comm_bus_bytes, n * s * (n - 1) / n);
+
+    em::OpCall reduce_scatter;  // _reduce_scatter_base_(output, input, pg, ...)
+    int64_t out = numel / n, in = numel;
+    reduce_scatter.add_tensor(reinterpret_cast<const void*>(0x400), &out, 1, 4);
+    reduce_scatter.add_tensor(reinterpret_cast<const void*>(0x401), &in, 1, 4);
+    reduce_scatter.add_int(n);
+    c = run("c10d::_reduce_scatter_base_", reduce_scatter);
+    EXPECT_EQ(c.comm_bytes, s);  // the whole input
+    EXPECT_EQ(c.comm_bus_bytes, s * (n - 1) / n);
+
+    em::OpCall alltoall;  // alltoall_base_(output, input, pg, splits...)
+    alltoall.add_tensor(reinterpret_cast<const void*>(0x500), &in, 1, 4);
+    alltoall.add_tensor(reinterpret_cast<const void*>(0x501), &in, 1, 4);
+    alltoall.add_int(n);
+    c = run("c10d::alltoall_base_", alltoall);
+    EXPECT_EQ(c.comm_bytes, s);
+    EXPECT_EQ(c.comm_bus_bytes, s * (n - 1) / n);
+
+    em::OpCall gather;  // gather_(output_tensors[][], input_tensors, pg, root): n x the input
+    add_list(gather, 0, numel, 0x600);  // not the root: no outputs
+    add_list(gather, 1, numel, 0x700);
+    gather.add_int(n);
+    c = run("c10d::gather_", gather);
+    EXPECT_EQ(c.comm_bytes, n * s);
+    EXPECT_EQ(c.comm_bus_bytes, n * s * (n - 1) / n);
+
+    for (const char* op : {"c10d::broadcast_", "c10d::reduce_", "c10d::send", "c10d::recv_"}) {
+      c = run(op, allreduce);
+      EXPECT_EQ(c.comm_bytes, s) << op;
+      EXPECT_EQ(c.comm_bus_bytes, s) << op;
+    }
+    em::OpCall barrier;  // barrier(tensor, pg, ...): a placeholder tensor, nothing moved
+    barrier.add_tensor({1});
+    barrier.add_int(n);
+    c = run("c10d::barrier", barrier);
+    EXPECT_EQ(c.comm_bytes, 0);
+    EXPECT_EQ(c.comm_ranks, n);
+  }
+  EXPECT_EQ(kind("c10d::allreduce_"), em::OpKind::kCollective);
+  EXPECT_TRUE(em::owns_children(*em::find_rule("c10d::allreduce_")));
+  // An unknown group size: the data size stays, the bus bytes are unknown (0).
+  em::OpCall unknown;
+  add_list(unknown, 1, numel, 0x800);
+  unknown.add_other();
+  em::OpCost c = run("c10d::allreduce_", unknown);
+  EXPECT_EQ(c.comm_bytes, s);
+  EXPECT_EQ(c.comm_bus_bytes, 0);
+  EXPECT_EQ(c.comm_ranks, 0);
+}
+
 TEST(Table, EveryRuleIsUniqueAndSafeOnEmptyCalls) {
   std::set<std::string> names;
   const em::OpCall empty;
   for (const em::OpRule& rule : em::all_rules()) {
     std::string name = rule.name;
-    EXPECT_EQ(name.rfind("aten::", 0), 0u) << name;
+    const bool c10d = rule.kind == em::OpKind::kCollective;
+    EXPECT_EQ(name.rfind(c10d ? "c10d::" : "aten::", 0), 0u) << name;
     EXPECT_TRUE(names.insert(name).second) << "duplicate rule " << name;
     em::OpCost c = em::evaluate(rule, empty);
     EXPECT_EQ(c.flops, 0) << name;

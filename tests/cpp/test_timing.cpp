@@ -4,9 +4,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <stdexcept>
 #include <thread>
 
+#include "comm.h"
 #include "effmetrics/timing.h"
 
 namespace em = effmetrics;
@@ -184,4 +186,34 @@ TEST(Timing, DeviceTimelineOnAnAbsentDeviceIsAClearError) {
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("unknown device 'gpu'"), std::string::npos);
   }
+}
+
+// Exposed communication: time with some work in flight and no op running; peer wait: the part
+// with a receive in flight. Times in ns, given.
+TEST(CommTracker, ExposureAndMatching) {
+  em::CommTracker t;
+  em::OpCall allreduce;
+  allreduce.add_tensor({10});  // identity: the test OpCall's position (1)
+  const uint64_t kAllreduce = 7, kRecv = 9, kFallback = 99;
+  t.expect(kAllreduce, allreduce, /*tensorless=*/false);
+  const void* tensor = allreduce.tensors()[0].id;
+  t.compute(+1, 0);                               // an op runs from 0 to 50
+  t.work_start(1, tensor, kFallback, false, 20);  // the all-reduce's work: 20..120
+  t.compute(-1, 50);
+  t.compute(+1, 80);  // another op 80..90
+  t.compute(-1, 90);
+  t.work_end(1, 120);  // exposed: 50..80 and 90..120 = 60
+  em::OpCall recv;
+  recv.add_tensor({10});
+  t.expect(kRecv, recv, false);
+  t.work_start(2, nullptr, kFallback, /*recv=*/true, 200);  // names no tensor: unmatched
+  t.work_end(2, 230);                                       // all 30 exposed, peer wait
+  em::CommTracker::Totals totals = t.totals(300);
+  EXPECT_EQ(totals.exposed_ns, 60 + 30);
+  EXPECT_EQ(totals.peer_wait_ns, 30);
+  std::map<uint64_t, int64_t> times;
+  for (const auto& [key, ns] : t.times()) times[key] = ns;
+  EXPECT_EQ(times[kAllreduce], 100);  // matched by its tensor
+  EXPECT_EQ(times[kFallback], 30);    // a work no collective claims keeps its own row
+  EXPECT_EQ(times.count(kRecv), 0u);
 }

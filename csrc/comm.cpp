@@ -1,0 +1,89 @@
+#include "comm.h"
+
+#include <algorithm>
+
+#include "effmetrics/scope.h"
+
+namespace effmetrics {
+namespace {
+constexpr size_t kMaxExpected = 4096;  // collectives whose backend records no work: forgotten
+}
+
+void CommTracker::expect(uint64_t cell_key, const OpCall& call, bool tensorless) {
+  Expected e{cell_key, {}, tensorless};
+  if (!tensorless) {
+    for (const TensorMeta& t : call.tensors()) {
+      if (t.id != nullptr) e.tensors.push_back(t.id);
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (expected_.size() == kMaxExpected) expected_.pop_front();
+  expected_.push_back(std::move(e));
+}
+
+void CommTracker::work_start(uint64_t record, const void* tensor, uint64_t fallback_key, bool recv,
+                             int64_t now_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t key = fallback_key;
+  auto it = std::find_if(expected_.begin(), expected_.end(), [&](const Expected& e) {
+    if (tensor == nullptr) return e.tensorless;
+    return std::find(e.tensors.begin(), e.tensors.end(), tensor) != e.tensors.end();
+  });
+  if (it == expected_.end() && tensor != nullptr && !expected_.empty() && !recv) {
+    // A work on a buffer of the backend's own (gloo's reduce-scatter all-reduces a copy): a
+    // backend runs a group's works in the order they were issued, so the oldest one.
+    it = expected_.begin();
+  }
+  if (it != expected_.end()) {
+    key = it->key;
+    expected_.erase(it);
+  }
+  advance(now_ns);
+  works_[record] = Work{now_ns, key, recv};
+  open_ += 1;
+  open_recv_ += recv ? 1 : 0;
+  in_flight_.store(open_, std::memory_order_release);
+}
+
+void CommTracker::work_end(uint64_t record, int64_t now_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = works_.find(record);
+  if (it == works_.end()) return;  // started before this profiler
+  advance(now_ns);
+  time_ns_[it->second.key] += now_ns - it->second.t0;
+  open_ -= 1;
+  open_recv_ -= it->second.recv ? 1 : 0;
+  in_flight_.store(open_, std::memory_order_release);
+  works_.erase(it);
+}
+
+void CommTracker::compute(int delta, int64_t now_ns) {
+  if (in_flight_.load(std::memory_order_acquire) == 0) {
+    computing_.fetch_add(delta, std::memory_order_relaxed);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  advance(now_ns < 0 ? steady_now_ns() : now_ns);
+  computing_.fetch_add(delta, std::memory_order_relaxed);
+}
+
+void CommTracker::advance(int64_t now_ns) {
+  if (open_ > 0 && computing_.load(std::memory_order_relaxed) <= 0 && now_ns > mark_ns_) {
+    totals_.exposed_ns += now_ns - mark_ns_;
+    if (open_recv_ > 0) totals_.peer_wait_ns += now_ns - mark_ns_;
+  }
+  mark_ns_ = now_ns;
+}
+
+CommTracker::Totals CommTracker::totals(int64_t now_ns) {
+  std::lock_guard<std::mutex> lock(mu_);
+  advance(now_ns);
+  return totals_;
+}
+
+std::vector<std::pair<uint64_t, int64_t>> CommTracker::times() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {time_ns_.begin(), time_ns_.end()};
+}
+
+}  // namespace effmetrics

@@ -1,0 +1,70 @@
+// Communication in flight, for a timed Profiler: each collective op (c10d) is matched to its
+// backend's work record ("gloo:all_reduce"), whose span is the collective's time, and an exposure
+// clock accumulates the time during which some communication is in flight and no other op runs
+// on any observed thread (exposed communication; with a p2p receive in flight: waiting for a
+// peer). A gloo collective is in flight from its start to its end on the backend's thread; a p2p
+// send or recv from posting it to the end of its wait (a send waited late looks long).
+// Collectives are rare next to ops, so one lock guards it all; the per-op cost is one relaxed
+// atomic load while no communication is in flight.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "effmetrics/op_call.h"
+
+namespace effmetrics {
+
+class CommTracker {
+ public:
+  // A collective op started: its cell (CellKey::pack) and the tensors its backend's work will
+  // name; tensorless: the work names none (a barrier).
+  void expect(uint64_t cell_key, const OpCall& call, bool tensorless);
+  // A backend work record started (tensor: its first tensor, or null). It takes the cell of the
+  // oldest expected collective that names that tensor (a tensorless work: the oldest expected
+  // barrier; a collective work naming none of them: the oldest expected), else fallback_key (the
+  // work's own name, at the root).
+  void work_start(uint64_t record, const void* tensor, uint64_t fallback_key, bool recv,
+                  int64_t now_ns);
+  void work_end(uint64_t record, int64_t now_ns);
+  // A top-level op other than a collective starts (+1) or ends (-1) on some observed thread;
+  // now_ns < 0: the steady clock, read only while some work is in flight.
+  void compute(int delta, int64_t now_ns = -1);
+
+  struct Totals {
+    int64_t exposed_ns = 0;
+    int64_t peer_wait_ns = 0;
+  };
+  Totals totals(int64_t now_ns);
+  // The communication time so far per cell key.
+  std::vector<std::pair<uint64_t, int64_t>> times();
+
+ private:
+  struct Expected {
+    uint64_t key;
+    std::vector<const void*> tensors;
+    bool tensorless;
+  };
+  struct Work {
+    int64_t t0;
+    uint64_t key;
+    bool recv;
+  };
+  void advance(int64_t now_ns);  // mu_ held: accumulate the exposure since the last event
+
+  std::atomic<int> computing_{0};  // threads inside a top-level non-collective op
+  std::atomic<int> in_flight_{0};  // backend works in flight (read without the lock)
+  std::mutex mu_;
+  std::deque<Expected> expected_;
+  std::unordered_map<uint64_t, Work> works_;  // by RecordFunction address
+  std::unordered_map<uint64_t, int64_t> time_ns_;
+  int open_ = 0, open_recv_ = 0;
+  int64_t mark_ns_ = 0;
+  Totals totals_;
+};
+
+}  // namespace effmetrics

@@ -1,0 +1,106 @@
+"""Distributed runs: one row per rank (em.gather) and the theoretical pipeline bubble.
+
+    c = em.Counter(model)            # on every rank, around its training loop
+    ...
+    df = em.gather(c)                # rank 0: DataFrame, one row per rank; others: None
+    df.attrs["slowest_rank"], df.attrs["spread"]
+
+Collectives themselves are counted by the observer like any op (README "Distributed runs").
+"""
+from __future__ import annotations
+
+import statistics
+
+#: The columns of em.gather's DataFrame, in order.
+GATHER_COLUMNS = ("rank", "steps", "step_time_median", "idle_fraction", "bubble_fraction",
+                  "comm_time_s", "exposed_comm_s", "peer_wait_s", "flops",
+                  "achieved_flops_per_s")
+
+_SCHEDULES = {"gpipe": "gpipe", "schedulegpipe": "gpipe", "1f1b": "1f1b",
+              "schedule1f1b": "1f1b"}
+
+
+def _row(source) -> dict:
+    """This rank's figures from a Counter (its summary and steps) or a Report."""
+    from effmetrics.counter import Counter
+    from effmetrics.report import Report
+
+    if isinstance(source, Counter):
+        s = source.summary()
+        flops = sum(r["flops"] for r in source._rows if r["flops"] is not None)
+        return {"steps": s["steps"], "step_time_median": s["step_time_median"],
+                "idle_fraction": s["idle_fraction"], "bubble_fraction": s["bubble_fraction"],
+                "comm_time_s": s["comm_time_s"], "exposed_comm_s": s["exposed_comm_s"],
+                "peer_wait_s": s["peer_wait_s"], "flops": flops,
+                "achieved_flops_per_s": s["achieved_flops_per_s"]}
+    if isinstance(source, Report):
+        wall = source.wall_s if source.timed else None
+        idle = source.idle_s / wall if wall else None
+        return {"steps": 1, "step_time_median": wall, "idle_fraction": idle,
+                "bubble_fraction": idle, "comm_time_s": source.comm_time_s if wall else None,
+                "exposed_comm_s": source.exposed_comm_s if wall else None,
+                "peer_wait_s": source.peer_wait_s if wall else None, "flops": source.flops,
+                "achieved_flops_per_s": source.flops / wall if wall else None}
+    raise TypeError(f"em.gather() takes an em.Counter (after its `with` block or between steps) "
+                    f"or an em.Report; got {type(source).__name__}")
+
+
+def gather(source, dst: int = 0):
+    """Every rank's figures on rank ``dst``: a DataFrame with one row per rank (columns
+    GATHER_COLUMNS), the cluster view in ``df.attrs``: ``world_size``, ``slowest_rank`` (the
+    largest step_time_median), ``spread`` (max / median of the ranks' step_time_median: 1.0 is
+    a balanced run). The other ranks get None. Every rank of the default group must call it
+    (it is a collective: torch.distributed.gather_object).
+
+    source: this rank's em.Counter or em.Report (a Report counts as one step: its wall time).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(
+            "em.gather() needs an initialized torch.distributed default process group: call "
+            "torch.distributed.init_process_group(...) first (e.g. in a script run by torchrun)")
+    world = dist.get_world_size()
+    if not isinstance(dst, int) or not 0 <= dst < world:
+        raise ValueError(f"em.gather(dst=...): a rank of the default group, 0..{world - 1}; "
+                         f"got {dst!r}")
+    row = {"rank": dist.get_rank(), **_row(source)}
+    rows = [None] * world if dist.get_rank() == dst else None
+    dist.gather_object(row, rows, dst=dst)
+    if rows is None:
+        return None
+    import pandas as pd
+
+    df = pd.DataFrame(sorted(rows, key=lambda r: r["rank"]), columns=list(GATHER_COLUMNS))
+    times = [t for t in df["step_time_median"] if t is not None]
+    df.attrs["world_size"] = world
+    if times:
+        slowest = max(range(len(df)), key=lambda i: df["step_time_median"].iloc[i] or 0.0)
+        df.attrs["slowest_rank"] = int(df["rank"].iloc[slowest])
+        median = statistics.median(times)
+        df.attrs["spread"] = max(times) / median if median > 0 else None
+    else:
+        df.attrs["slowest_rank"] = df.attrs["spread"] = None
+    return df
+
+
+def pipeline_bubble(schedule, stages: int, microbatches: int) -> float:
+    """The theoretical bubble fraction of a pipeline of ``stages`` equal stages running
+    ``microbatches`` microbatches per step: (p - 1) / (m + p - 1), for GPipe and 1F1B alike (1F1B
+    bounds the activations in flight, not the bubble).
+
+    schedule: "gpipe", "1f1b", or torch.distributed.pipelining's ScheduleGPipe / Schedule1F1B
+    (the class or an instance).
+    """
+    name = schedule if isinstance(schedule, str) else (
+        schedule.__name__ if isinstance(schedule, type) else type(schedule).__name__)
+    kind = _SCHEDULES.get(name.lower())
+    if kind is None:
+        raise ValueError(f"em.pipeline_bubble(): schedule 'gpipe' or '1f1b' (or ScheduleGPipe, "
+                         f"Schedule1F1B); got {name!r}: interleaved and zero-bubble schedules "
+                         f"have other bubbles")
+    for what, v in (("stages", stages), ("microbatches", microbatches)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"em.pipeline_bubble(): {what} must be a positive int; got {v!r}")
+    p, m = stages, microbatches
+    return (p - 1) / (m + p - 1)

@@ -1,0 +1,288 @@
+"""Collectives, DDP, em.gather and pipeline bubbles with real process groups: 2 processes on
+gloo, 1 thread each (distributed_worker.py runs one rank and writes what it measured). Every
+expected number is derived here from a formula; the launcher bounds the time of each run and
+kills what is left, so a hung rank fails its test instead of the suite."""
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+from distributed_worker import DDP_MLP, mlp
+
+import effmetrics as em
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORLD = 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(scenarios, tmp_path, timeout=90.0, pg_timeout=20.0, world=WORLD):
+    """Runs distributed_worker.py on `world` ranks; returns [(returncode, output, results)].
+    A rank still running after `timeout` seconds is killed (with the others) and the run fails
+    with every rank's output; once one rank has failed, the others get 30 s to end."""
+    port = _free_port()
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1",
+                   EM_OUT=str(tmp_path), EM_PG_TIMEOUT=str(pg_timeout),
+                   PYTHONPATH=os.pathsep.join([os.path.dirname(em.__path__[0]), HERE]))
+        procs.append(subprocess.Popen(
+            [sys.executable, os.path.join(HERE, "distributed_worker.py"), *scenarios],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    deadline = time.monotonic() + timeout
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = any(p.returncode not in (None, 0) for p in procs)
+            if failed:
+                deadline = min(deadline, time.monotonic() + 30.0)
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            time.sleep(0.05)
+    except TimeoutError:
+        outputs = []
+        for p in procs:
+            p.kill()
+            outputs.append(p.communicate()[0])
+        raise TimeoutError(f"ranks still running after {timeout:.0f} s, killed; outputs:\n"
+                           + "\n".join(o[-2000:] for o in outputs)) from None
+    out = []
+    for rank, p in enumerate(procs):
+        path = os.path.join(tmp_path, f"rank{rank}.json")
+        results = json.load(open(path)) if os.path.exists(path) else None
+        out.append((p.returncode, p.communicate()[0], results))
+    return out
+
+
+def _ok(runs):
+    for rank, (rc, output, _) in enumerate(runs):
+        assert rc == 0, f"rank {rank} exited with {rc}:\n{output[-3000:]}"
+    return [r for _, _, r in runs]
+
+
+@pytest.fixture(scope="module")
+def dp_runs(tmp_path_factory):
+    return _ok(run_ranks(["collectives", "ddp"], tmp_path_factory.mktemp("dp")))
+
+
+# ---------------------------------------------------------------- collectives
+
+def test_collective_bytes_and_bus_bytes(dp_runs):
+    n = WORLD
+    for rank, res in enumerate(dp_runs):
+        c = res["collectives"]
+        size = c["numel"] * c["itemsize"]  # every collective's tensor: 1000 float32
+        # (data size on this rank, nccl-tests' bus bytes factor), written out per op:
+        expected = {
+            "c10d::allreduce_": (size, 2 * (n - 1) / n),
+            "c10d::allgather_": (n * size, (n - 1) / n),  # the whole output
+            "c10d::_allgather_base_": (n * size, (n - 1) / n),
+            "c10d::_reduce_scatter_base_": (size, (n - 1) / n),  # the whole input
+            "c10d::broadcast_": (size, 1.0),
+            "c10d::reduce_": (size, 1.0),
+            "c10d::alltoall_base_": (size, (n - 1) / n),
+            "c10d::barrier": (0, 0.0),
+            "c10d::send" if rank == 0 else "c10d::recv_": (size, 1.0),
+        }
+        rows = c["collectives"]
+        assert set(rows) == set(expected)
+        for op, (nbytes, factor) in expected.items():
+            row = rows[op]
+            assert row["calls"] == 1, op
+            assert row["group_size"] == n, op
+            assert row["bytes"] == nbytes, op
+            assert row["bus_bytes"] == int(nbytes * factor), op
+            assert row["time_s"] > 0, op  # each backend work was matched to its collective
+        assert c["comm_bytes"] == sum(b for b, _ in expected.values())
+        # no FLOPs, never unsupported
+        assert c["flops"] == 0
+        assert not any(op.startswith(("c10d::", "gloo:")) for op in c["unsupported"])
+        # one collective at a time, waited for, nothing else running meanwhile: the time is
+        # exposed, up to the tensor allocations between them
+        assert c["exposed_comm_s"] <= c["comm_time_s"] + 1e-4
+        assert c["exposed_comm_s"] >= 0.5 * c["comm_time_s"]
+
+
+def test_overlapping_collectives_each_timed(dp_runs):
+    """Two all-reduces in flight at once: each its own time; exposed at most their union."""
+    for res in dp_runs:
+        o = res["collectives"]["overlapping"]
+        assert o["calls"] == 2
+        assert o["bytes"] == 2 * res["collectives"]["numel"] * 4
+        assert 0 < o["exposed_comm_s"] <= min(o["comm_time_s"], o["wall_s"]) + 1e-4
+
+
+def test_ddp_allreduce_bytes_flops_and_phase(dp_runs):
+    model = mlp(**DDP_MLP)
+    grad_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    n_grads = sum(p.numel() for p in model.parameters())
+    rows, cols = dp_runs[0]["ddp"]["batch"]
+    single = em.profile(model, torch.randn(rows, cols), backward=True).flops
+    for res in dp_runs:
+        d = res["ddp"]
+        coll = d["by_collective"]
+        steps = len(d["steps"]["flops"])
+        allreduce = coll["c10d::allreduce_"]
+        assert allreduce["bytes"] == steps * grad_bytes  # the gradients, every step
+        assert allreduce["bus_bytes"] == steps * grad_bytes * 2 * (WORLD - 1) // WORLD
+        assert allreduce["phase"] == "backward"  # the bucket all-reduces run in backward
+        # Besides: DDP's second forward broadcasts its rebuilt bucket layout (forward).
+        other = sum(r["bytes"] for op, r in coll.items() if op != "c10d::allreduce_")
+        assert all(r["phase"] == "forward" for op, r in coll.items()
+                   if op != "c10d::allreduce_")
+        per_step = d["steps"]["comm_bytes"]
+        assert all(b >= grad_bytes for b in per_step)
+        assert sum(per_step) == steps * grad_bytes + other
+        # FLOPs per rank = one process on its batch, plus DDP's averaging (the reducer scales
+        # each gradient by 1/world as it copies it into its bucket: aten::mul, 1 per element)
+        assert d["steps"]["flops"] == [single + n_grads] * steps
+        assert d["collective_flops"] == 0
+        assert not d["unsupported"]
+        exposed, comm = d["steps"]["exposed_comm_s"], d["steps"]["comm_time_s"]
+        assert sum(exposed) <= sum(comm) + 1e-4
+
+
+# ---------------------------------------------------------------- em.gather
+
+def test_gather_one_row_per_rank(dp_runs):
+    g = dp_runs[0]["ddp"]["gather"]
+    assert dp_runs[1]["ddp"]["gather"] is None  # not the destination
+    rows, attrs = g["rows"], g["attrs"]
+    assert list(rows) == list(em.distributed.GATHER_COLUMNS)
+    assert rows["rank"] == [0, 1]
+    assert rows["steps"] == [3, 3]
+    for rank in range(WORLD):  # each rank's own figures, as it measured them
+        mine = dp_runs[rank]["ddp"]["steps"]
+        assert rows["flops"][rank] == sum(mine["flops"])
+        assert rows["comm_time_s"][rank] == pytest.approx(sum(mine["comm_time_s"]))
+    times = rows["step_time_median"]
+    assert attrs["world_size"] == WORLD
+    assert attrs["slowest_rank"] == max(range(WORLD), key=lambda r: times[r])
+    assert attrs["spread"] == pytest.approx(max(times) / (sum(times) / 2))  # median of 2
+
+
+def test_gather_errors_and_one_process_group(tmp_path):
+    with pytest.raises(RuntimeError, match="init_process_group"):
+        em.gather(em.profile(torch.nn.Linear(2, 2), torch.randn(1, 2)))
+    dist.init_process_group("gloo", rank=0, world_size=1,
+                            init_method=f"file://{tmp_path / 'store'}")
+    try:
+        rep = em.profile(torch.nn.Linear(4, 3), torch.randn(2, 4), time=True)
+        df = em.gather(rep)
+        assert df["rank"].tolist() == [0]
+        assert df["flops"].tolist() == [2 * 2 * 4 * 3]  # addmm 2mkn (its bias is not counted)
+        assert df.attrs["spread"] == 1.0 and df.attrs["slowest_rank"] == 0
+        with pytest.raises(TypeError, match="em.Counter"):
+            em.gather(42)
+        with pytest.raises(ValueError, match="dst"):
+            em.gather(rep, dst=1)
+    finally:
+        dist.destroy_process_group()
+
+
+# ---------------------------------------------------------------- failures
+
+def test_a_failing_rank_fails_the_others_in_bounded_time(tmp_path):
+    t0 = time.monotonic()
+    (rc0, _, res0), (rc1, out1, _) = run_ranks(["fail"], tmp_path, timeout=60, pg_timeout=10)
+    assert rc1 != 0 and "rank 1 fails on purpose" in out1
+    err = res0["fail"]["error"]  # rank 0 saw its all-reduce fail, did not hang
+    assert err is not None and "RuntimeError" in err
+    assert res0["fail"]["after_s"] < 10  # before the process group's timeout
+    assert time.monotonic() - t0 < 60
+
+
+def test_a_hung_rank_is_killed(tmp_path):
+    with pytest.raises(TimeoutError, match="killed"):
+        run_ranks(["hang"], tmp_path, timeout=3, pg_timeout=60)
+
+
+# ---------------------------------------------------------------- pipelines
+
+def test_pipeline_bubble_formula():
+    from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe
+
+    for p, m in [(2, 1), (2, 8), (4, 4), (8, 32)]:
+        expected = (p - 1) / (m + p - 1)
+        assert em.pipeline_bubble("gpipe", p, m) == pytest.approx(expected)
+        assert em.pipeline_bubble(Schedule1F1B, p, m) == pytest.approx(expected)
+        assert em.pipeline_bubble(ScheduleGPipe, p, m) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="gpipe"):
+        em.pipeline_bubble("interleaved", 2, 4)
+    with pytest.raises(ValueError, match="microbatches"):
+        em.pipeline_bubble("1f1b", 2, 0)
+
+
+@pytest.fixture(scope="module")
+def pipe_runs(tmp_path_factory):
+    return _ok(run_ranks(["pipeline"], tmp_path_factory.mktemp("pipe"), timeout=120))
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2
+
+
+def test_pipeline_bubbles_match_theory(pipe_runs):
+    """Equal stages (each microbatch: two 8 ms holds forward, 16 ms backward): every stage's
+    measured bubble within 0.1 of (p-1)/(m+p-1), decreasing with m."""
+    p = WORLD
+    for rank, res in enumerate(pipe_runs):
+        by = {}
+        for c in res["pipeline"]["configs"]:
+            assert {"c10d::send", "c10d::recv_"} <= set(c["p2p_ops"])
+            if c["layers"][0] != c["layers"][1]:
+                continue
+            measured = _median(c["bubble"])
+            theory = (p - 1) / (c["m"] + p - 1)
+            assert abs(measured - theory) <= 0.1, (rank, c["schedule"], c["m"], c["bubble"])
+            by.setdefault(c["schedule"], []).append((c["m"], measured))
+        for schedule, points in by.items():
+            bubbles = [b for _, b in sorted(points)]
+            assert bubbles == sorted(bubbles, reverse=True), (rank, schedule, points)
+        assert sorted(by) == ["1f1b", "gpipe"]
+
+
+def gpipe_bubbles(f, b, m):
+    """Each stage's bubble in a 2-stage GPipe step, stage k taking f[k] forward and b[k]
+    backward per microbatch: the schedule played out (every forward, then every backward)."""
+    F0 = [(i + 1) * f[0] for i in range(m)]
+    F1 = []
+    for i in range(m):
+        F1.append(max(F0[i], F1[-1] if F1 else 0.0) + f[1])
+    B1 = []
+    for _ in range(m):
+        B1.append((B1[-1] if B1 else F1[-1]) + b[1])
+    B0 = []
+    for i in range(m):
+        B0.append(max(B1[i], B0[-1] if B0 else F0[-1]) + b[0])
+    total = B0[-1]
+    return [(total - m * (f[k] + b[k])) / total for k in (0, 1)]
+
+
+def test_imbalanced_pipeline_fast_stage_idles_more(pipe_runs):
+    """Stage 0 twice as long as stage 1: the fast stage waits for the slow one."""
+    imbalanced = [[c for c in res["pipeline"]["configs"] if c["layers"][0] != c["layers"][1]][0]
+                  for res in pipe_runs]
+    c = imbalanced[0]
+    assert c["schedule"] == "gpipe" and c["layers"] == [2 * c["layers"][1], c["layers"][1]]
+    slow, fast = (_median(c["bubble"]) for c in imbalanced)
+    assert fast > slow + 0.2
+    # backward = 2 x forward; stage 0 = 2 x stage 1
+    expected = gpipe_bubbles(f=[2.0, 1.0], b=[4.0, 2.0], m=c["m"])
+    assert abs(slow - expected[0]) <= 0.1 and abs(fast - expected[1]) <= 0.1, (slow, fast)
+
+
+def test_gpipe_bubbles_reduce_to_the_formula_for_equal_stages():
+    for m in (1, 2, 4, 8):
+        assert gpipe_bubbles([1.0, 1.0], [2.0, 2.0], m) == pytest.approx([1 / (m + 1)] * 2)
