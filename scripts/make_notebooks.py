@@ -99,23 +99,12 @@ c"""),
            "configuration of a depth x width grid on `meta` and keeps those within 15% of "
            "BERT-Base's FLOPs: to pay for 4x the tokens they give up most of the parameters, "
            "and they hold more activations and are predicted slower (per-op roofline)."),
-    ("code", """with torch.device("meta"):
-    bert_base = build("bert-base")  # 109,482,240 parameters, 512 tokens
-target = (bert_base, torch.zeros(1, 512, dtype=torch.long))
+    ("code", """from effmetrics.match import perceiver_io_case
 
-
-def bytes_bert(depth, dim):  # BERT over bytes: vocabulary 262, 2048 positions
-    return build("bert-base", depth=depth, dim=dim, heads=dim // 64, mlp=4 * dim, vocab=262,
-                 max_len=2048)
-
-
-space = {"depth": [4, 6, 12] if SMALL else [2, 4, 6, 8, 12],
-         "dim": [256, 384, 512] if SMALL else [256, 384, 512, 640, 768]}
-matched = em.match(bytes_bert, space, target, on="flops", tolerance=0.15,
-                   make_inputs=lambda config: torch.zeros(1, 2048, dtype=torch.long),
-                   hw=["H100", "cpu"], progress=False)
+# byte_bert(depth, dim) (effmetrics.models): BERT over UTF-8 bytes, vocabulary 262, 2048
+# positions; each config of the grid counted on meta, matched to BERT-Base (512 tokens) on FLOPs
+matched = perceiver_io_case(small=SMALL, hw=("H100", "cpu"))
 ref = matched.attrs["reference"]
-matched["params_lost"] = 1 - matched["params"] / ref["params"]
 print(f"BERT-Base at 512 tokens: {ref['params'] / 1e6:.1f}M params, {ref['flops'] / 1e9:.1f} "
       f"GFLOPs, predicted {ref['predicted_s_H100'] * 1e3:.2f} ms on an H100; "
       f"{len(matched)} of {matched.attrs['tried']} byte-level configs within 15% of its FLOPs")

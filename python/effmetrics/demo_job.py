@@ -14,6 +14,7 @@ import torch
 import effmetrics as em
 from effmetrics import plots
 from effmetrics.html import write_report
+from effmetrics.match import perceiver_io_case
 from effmetrics.models import vit
 from effmetrics.sweep import SWEEPS, effective_columns, run_named
 
@@ -77,6 +78,11 @@ def run_demo(out: str = "out") -> int:
     plots.save(plots.roofline_chart(table[table["depth"] == 2], em.calibrate_cpu()),
                os.path.join(out, "roofline"))
     plots.save(plots.module_breakdown(rep, depth=2), os.path.join(out, "modules"))
-    report = write_report(em.load(store), os.path.join(out, "report.html"))
+    matched = perceiver_io_case()
+    print(f"\n== Perceiver IO situation: {len(matched)} of {matched.attrs['tried']} byte-level "
+          "BERTs (2048 tokens) within 15% of BERT-Base's FLOPs (512 tokens) ==")
+    print(matched[["depth", "dim", "params", "params_lost", "flops", "relative_diff"]]
+          .to_string(index=False))
+    report = write_report(em.load(store), os.path.join(out, "report.html"), matched=matched)
     print(f"\nwrote {report} and plots in {out}/ ({time.perf_counter() - t0:.0f} s)")
     return 0

@@ -40,7 +40,8 @@ def _table(df: pd.DataFrame) -> str:
                       formatters={k: formatter(f) for k, f in fmt.items() if k in df.columns})
 
 
-def render(df: pd.DataFrame, title: str = "effmetrics report") -> str:
+def render(df: pd.DataFrame, title: str = "effmetrics report",
+           matched: pd.DataFrame | None = None) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
              f"</title><style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>",
              "<p>Parameters, FLOPs, measured latency and memory of each model; a <b>flip</b> is a "
@@ -68,11 +69,32 @@ def render(df: pd.DataFrame, title: str = "effmetrics report") -> str:
             if grid is not None:
                 imgs.append(_img(plots.depth_width(grid, metrics[:3]), True))
             parts.append("".join(imgs))
+    if matched is not None:
+        parts.append(_matched_section(matched))
     parts.append("</body></html>")
     return "\n".join(parts)
 
 
-def write_report(df: pd.DataFrame, path: str, title: str = "effmetrics report") -> str:
+def _matched_section(matched: pd.DataFrame) -> str:
+    """match.perceiver_io_case's result: what configurations matched on FLOPs give up."""
+    ref = matched.attrs.get("reference") or {}
+    cols = [c for c in ["depth", "dim", "params", "params_lost", "flops", "activation_bytes",
+                        "predicted_s_H100", "predicted_s_cpu", "relative_diff"]
+            if c in matched.columns]
+    head = (f"BERT-Base at 512 tokens: {ref['params']:,} parameters, {ref['flops'] / 1e9:.1f} "
+            f"GFLOPs. " if ref else "")
+    return ("<h2 id='perceiver-io'>Matched on FLOPs: the Perceiver IO situation</h2>"
+            f"<p>{head}Byte-level BERTs read 2048 tokens; of {matched.attrs.get('tried', '?')} "
+            f"depth x width configurations counted on meta, {len(matched)} lie within "
+            f"{100 * matched.attrs.get('tolerance', 0):.0f}% of its FLOPs, and they give up "
+            "most of its parameters (<code>params_lost</code>): a baseline matched on one cost "
+            "is handicapped on another.</p>" + _table(matched[cols]))
+
+
+def write_report(df: pd.DataFrame, path: str, title: str = "effmetrics report",
+                 matched: pd.DataFrame | None = None) -> str:
+    """The report of a results store (em.load); matched: a match() result to show as the
+    Perceiver IO section (match.perceiver_io_case)."""
     with open(path, "w") as f:
-        f.write(render(df, title))
+        f.write(render(df, title, matched))
     return path

@@ -318,3 +318,21 @@ def match(
                     counted=counted, reference=reference)
     return df
 
+
+def perceiver_io_case(small: bool = False, hw=("H100", "cpu")):
+    """The Perceiver IO situation (Dehghani et al. 2022, sec. 4): byte-level BERTs at 2048
+    tokens (models.byte_bert, a depth x width grid) matched to BERT-Base at 512 tokens on FLOPs
+    within 15%, counted on meta. The matches with params_lost (the share of BERT-Base's
+    parameters they give up); attrs as match()'s. small: a 3 x 3 grid (tests)."""
+    from effmetrics.models import build, byte_bert
+
+    with torch.device("meta"):
+        bert_base = build("bert-base")  # 109,482,240 parameters, 512 tokens
+    space = {"depth": [4, 6, 12] if small else [2, 4, 6, 8, 12],
+             "dim": [256, 384, 512] if small else [256, 384, 512, 640, 768]}
+    matched = match(byte_bert, space, (bert_base, torch.zeros(1, 512, dtype=torch.long)),
+                    on="flops", tolerance=0.15,
+                    make_inputs=lambda config: torch.zeros(1, 2048, dtype=torch.long),
+                    hw=list(hw), progress=False)
+    matched["params_lost"] = 1 - matched["params"] / matched.attrs["reference"]["params"]
+    return matched

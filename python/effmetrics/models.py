@@ -401,6 +401,13 @@ def build(name: str, **overrides) -> nn.Module:
     return cls(dataclasses.replace(config, **overrides))
 
 
+def byte_bert(depth: int, dim: int) -> nn.Module:
+    """BERT over UTF-8 bytes, Perceiver IO's baseline (Jaegle et al. 2022): a vocabulary of 262
+    (256 bytes and special tokens), 2048 positions, heads of 64 dimensions, MLP 4x."""
+    return build("bert-base", depth=depth, dim=dim, heads=dim // 64, mlp=4 * dim, vocab=262,
+                 max_len=2048)
+
+
 def magnitude_prune(model: nn.Module, amount: float | str) -> nn.Module:
     """Zero the smallest-magnitude weights of every nn.Linear in place (the sparsity sweep's
     models): a fraction `amount` of each layer's weight, or "2:4", the two smallest of each

@@ -144,3 +144,23 @@ def test_report_renders_in_headless_chromium(store, tmp_path):
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", f"file://{html_path}"], check=True,
                          timeout=120, capture_output=True, text=True).stdout
     assert dom.count("<table") >= 3 and "rank flips" in dom
+
+
+def test_report_shows_the_perceiver_io_situation(tmp_path):
+    """The HTML report's matched section: BERT-Base's parameters and every byte-level config
+    within 15% of its FLOPs, the parameters each gives up."""
+    from effmetrics.match import perceiver_io_case
+
+    matched = perceiver_io_case(small=True)
+    bert_base = 109_482_240  # published (ORACLES.md), pinned in test_zoo.py
+    assert matched.attrs["reference"]["params"] == bert_base
+    assert (matched["relative_diff"].abs() <= 0.15).all() and len(matched) >= 1
+    assert (matched["params_lost"] == 1 - matched["params"] / bert_base).all()
+    run_named("patch-size", str(tmp_path / "s.sqlite"), measure=("count",), progress=False)
+    path = write_report(em.load(str(tmp_path / "s.sqlite")), str(tmp_path / "r.html"),
+                        matched=matched)
+    html = open(path).read()
+    assert "Matched on FLOPs: the Perceiver IO situation" in html
+    assert f"{bert_base:,} parameters" in html
+    for params in matched["params"]:
+        assert f"{params:,}" in html
