@@ -12,7 +12,8 @@ STAMP   := .venv/.effmetrics-deps
 COMPAT_TESTS := tests/python/test_api.py tests/python/test_flop_counter.py \
   tests/python/test_params.py tests/python/test_vit_oracle.py tests/python/test_zoo.py \
   tests/python/test_memory.py tests/python/test_time.py tests/python/test_timing.py \
-  tests/python/test_compile.py tests/python/test_hf.py
+  tests/python/test_compile.py tests/python/test_hf.py tests/python/test_counter.py \
+  tests/python/test_rules.py tests/python/test_effective.py tests/python/test_predict.py
 COMPAT_TORCH := 2.14.1
 COMPAT_VENV  := .venv-compat
 COMPAT_PY    := $(COMPAT_VENV)/bin/python
