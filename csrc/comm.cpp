@@ -81,9 +81,11 @@ CommTracker::Totals CommTracker::totals(int64_t now_ns) {
   return totals_;
 }
 
-std::vector<std::pair<uint64_t, int64_t>> CommTracker::times() {
+std::vector<std::pair<uint64_t, int64_t>> CommTracker::times(int64_t now_ns) {
   std::lock_guard<std::mutex> lock(mu_);
-  return {time_ns_.begin(), time_ns_.end()};
+  std::unordered_map<uint64_t, int64_t> t = time_ns_;
+  for (const auto& [record, w] : works_) t[w.key] += std::max<int64_t>(now_ns - w.t0, 0);
+  return {t.begin(), t.end()};
 }
 
 }  // namespace effmetrics

@@ -40,8 +40,10 @@ class CommTracker {
     int64_t peer_wait_ns = 0;
   };
   Totals totals(int64_t now_ns);
-  // The communication time so far per cell key.
-  std::vector<std::pair<uint64_t, int64_t>> times();
+  // The communication time so far per cell key, works still in flight up to now_ns included
+  // (a collective's waiter may wake before its backend ends the work record: a step boundary
+  // then finds it in flight).
+  std::vector<std::pair<uint64_t, int64_t>> times(int64_t now_ns);
 
  private:
   struct Expected {

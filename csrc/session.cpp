@@ -371,8 +371,9 @@ std::vector<DeviceStep> Session::device_steps(bool wait, size_t first) {
 
 void Session::totals(Counts* counts, int64_t* busy_ns, CommTracker::Totals* comm) {
   if (comm_timing_) {
-    *comm = comm_.totals(steady_now_ns());
-    for (const auto& [key, ns] : comm_.times()) counts->comm_time_ns += ns;
+    const int64_t now = steady_now_ns();
+    *comm = comm_.totals(now);
+    for (const auto& [key, ns] : comm_.times(now)) counts->comm_time_ns += ns;
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& buf : buffers_) {
@@ -405,8 +406,9 @@ Report Session::collect(const std::vector<int64_t>& calls,
   }
   CommTracker::Totals comm;
   if (comm_timing_) {
-    comm = comm_.totals(steady_now_ns());
-    for (const auto& [key, ns] : comm_.times()) {  // merged with the collectives' own cells
+    const int64_t now = steady_now_ns();
+    comm = comm_.totals(now);
+    for (const auto& [key, ns] : comm_.times(now)) {  // merged with the collectives' own cells
       Cell cell;
       cell.kind = OpKind::kCollective;
       cell.counts.comm_time_ns = ns;
