@@ -435,6 +435,7 @@ Report Session::collect(const std::vector<int64_t>& calls,
                               at::RecordFunction::currentThreadId());
   }
   if (!watched_.empty()) std::tie(r.params_applied, r.params_touched) = watched_.totals(uses);
+  r.start_ns = start_ns_;
   r.exposed_comm_ns = comm.exposed_ns;
   r.peer_wait_ns = comm.peer_wait_ns;
   return r;

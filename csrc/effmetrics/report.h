@@ -130,6 +130,7 @@ struct Report {
   int64_t exposed_comm_ns = 0;
   int64_t peer_wait_ns = 0;
   std::vector<TraceEvent> events;  // ProfilerOptions::trace: ops and module spans, by start
+  int64_t start_ns = 0;            // the steady clock at start(): where event times count from
   // How times were measured: "" (not timed), "steady_clock" (host), "cuda_event" (device).
   // With a device clock wall_ns/busy_ns are the device's (sums over device_steps), module
   // times are device spans, and op times exist only with ProfilerOptions::time_ops.
