@@ -87,6 +87,7 @@ const OpInfo& ThreadBuffer::info(const at::RecordFunction& fn) {
 
 void ThreadBuffer::clear() {
   depth = 0;
+  nvtx_regions.clear();
   cells.clear();
   seq_scopes.clear();
   last_node_scope = kRootScope;
@@ -104,6 +105,7 @@ Session::Session(int slot, const ProfilerOptions& options, std::shared_ptr<Devic
       tracing_(options.trace),
       nvtx_ops_(options.nvtx_ops),
       time_ops_(timeline && options.time_ops),
+      nvtx_regions_(options.nvtx),
       comm_timing_(options.time),
       start_ns_(steady_now_ns()),
       device_(timeline ? std::make_unique<DeviceSteps>(timeline, options.trace, start_ns_)
@@ -125,8 +127,8 @@ ThreadBuffer* Session::register_thread() {
 }
 
 void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
-  if (fn.scope() == at::RecordScope::USER_SCOPE) {  // named regions: only backends' works count
-    on_comm_work(fn, tb, /*start=*/true);
+  if (fn.scope() == at::RecordScope::USER_SCOPE) {  // named regions: not ops
+    on_user_scope(fn, tb, /*start=*/true);
     return;
   }
   Frame& f = tb.push(fn.handle());
@@ -169,10 +171,27 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   open_span(f);
 }
 
-void Session::on_comm_work(const at::RecordFunction& fn, ThreadBuffer& tb, bool start) {
-  if (!comm_timing_) return;
+// A named region (record_function, a pipeline schedule's "Forward 3"): an NVTX range with nvtx
+// on (a region this thread opened while observed; asynchronous records are not nested). A
+// process-group backend's work: the time of its collective.
+void Session::on_user_scope(const at::RecordFunction& fn, ThreadBuffer& tb, bool start) {
   const OpInfo& info = tb.info(fn);
-  if (!info.comm_work) return;
+  if (info.comm_work) {
+    if (comm_timing_) on_comm_work(fn, info, start);
+    return;
+  }
+  if (!nvtx_regions_ || fn.isAsync()) return;
+  if (start) {
+    if (paused_.load(std::memory_order_relaxed) > 0) return;
+    nvtx_range_push(info.name);
+    tb.nvtx_regions.push_back(&fn);
+  } else if (!tb.nvtx_regions.empty() && tb.nvtx_regions.back() == &fn) {
+    nvtx_range_pop();
+    tb.nvtx_regions.pop_back();
+  }
+}
+
+void Session::on_comm_work(const at::RecordFunction& fn, const OpInfo& info, bool start) {
   const int64_t now = steady_now_ns();
   // Keyed by the RecordFunction itself, alive from the work's start to its end: handle() is 0
   // unless torch's own profiler numbers the records.
@@ -250,7 +269,7 @@ void Session::open_span(Frame& f) {
 
 void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   if (fn.scope() == at::RecordScope::USER_SCOPE) {
-    on_comm_work(fn, tb, /*start=*/false);
+    on_user_scope(fn, tb, /*start=*/false);
     return;
   }
   const int64_t t1 = host_timing_ ? steady_now_ns() : 0;

@@ -77,6 +77,7 @@ struct ThreadBuffer {
   int64_t busy_ns = 0;                    // time inside top-level ops (host timing only)
   std::vector<RawEvent> events;           // timed ops (trace only)
   std::vector<DeviceSpan> spans;          // device timeline: spans not yet read, in step order
+  std::vector<const void*> nvtx_regions;  // named regions with an NVTX range open, innermost last
 
   Frame* top() { return depth ? &stack[depth - 1] : nullptr; }
   // Pushes a frame for a starting op; frames and their OpCall buffers are reused.
@@ -131,8 +132,10 @@ class Session {
   void add_cell(ThreadBuffer& tb, const Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns,
                 int64_t span);
 
-  // A process-group backend's work record (user scope, not nested in the op stack).
-  void on_comm_work(const at::RecordFunction& fn, ThreadBuffer& tb, bool start);
+  // User-scope records: named regions (NVTX) and backends' work records (not nested in the op
+  // stack: a gloo work starts and ends on gloo's thread, a recv ends at its wait).
+  void on_user_scope(const at::RecordFunction& fn, ThreadBuffer& tb, bool start);
+  void on_comm_work(const at::RecordFunction& fn, const OpInfo& info, bool start);
   void compute_ends(const Frame& f) {
     if (f.computing) comm_.compute(-1);
   }
@@ -145,8 +148,9 @@ class Session {
   const bool host_timing_;  // host clocks per op (time without a device timeline, or trace)
   const bool tracing_;
   const bool nvtx_ops_;
-  const bool time_ops_;     // device timeline: mark every counted op too
-  const bool comm_timing_;  // timed: collectives' backend works and the exposure clock
+  const bool time_ops_;      // device timeline: mark every counted op too
+  const bool nvtx_regions_;  // NVTX ranges for named regions (record_function)
+  const bool comm_timing_;   // timed: collectives' backend works and the exposure clock
   const int64_t start_ns_;
   const std::unique_ptr<DeviceSteps> device_;  // null: host clocks
   const int8_t tl_type_;
