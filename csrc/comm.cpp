@@ -51,6 +51,7 @@ void CommTracker::work_end(uint64_t record, int64_t now_ns) {
   if (it == works_.end()) return;  // started before this profiler
   advance(now_ns);
   time_ns_[it->second.key] += now_ns - it->second.t0;
+  if (keep_spans_) spans_.push_back(Span{it->second.key, it->second.t0, now_ns - it->second.t0});
   open_ -= 1;
   open_recv_ -= it->second.recv ? 1 : 0;
   in_flight_.store(open_, std::memory_order_release);
@@ -73,6 +74,11 @@ void CommTracker::advance(int64_t now_ns) {
     if (open_recv_ > 0) totals_.peer_wait_ns += now_ns - mark_ns_;
   }
   mark_ns_ = now_ns;
+}
+
+std::vector<CommTracker::Span> CommTracker::spans() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return spans_;
 }
 
 CommTracker::Totals CommTracker::totals(int64_t now_ns) {

@@ -111,7 +111,9 @@ Session::Session(int slot, const ProfilerOptions& options, std::shared_ptr<Devic
       device_(timeline ? std::make_unique<DeviceSteps>(timeline, options.trace, start_ns_)
                        : nullptr),
       tl_type_(timeline ? timeline->device_type() : -1),
-      tl_index_(timeline ? timeline->device_index() : -1) {}
+      tl_index_(timeline ? timeline->device_index() : -1) {
+  if (tracing_) comm_.keep_spans();
+}
 
 Session::~Session() {
   for (auto& buf : buffers_) release_buffer(std::move(buf));
@@ -424,6 +426,13 @@ Report Session::collect(const std::vector<int64_t>& calls,
     }
   }
   CommTracker::Totals comm;
+  if (tracing_) {  // the backend works, on a track of their own
+    for (const CommTracker::Span& w : comm_.spans()) {
+      const CellKey k = CellKey::unpack(w.key);
+      events.emplace_back(kCommThread,
+                          RawEvent{k.op, k.scope, k.phase, w.start_ns, w.dur_ns, 0, 0});
+    }
+  }
   if (comm_timing_) {
     const int64_t now = steady_now_ns();
     comm = comm_.totals(now);

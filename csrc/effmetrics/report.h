@@ -90,6 +90,10 @@ struct RawCell {
   Counts counts;
 };
 
+// The host "thread" of the collectives' backend works in a trace (their time, as CommTracker
+// measures it: gloo's worker thread, a p2p work from posting to its wait's end).
+constexpr uint64_t kCommThread = 0x7fffffff;
+
 // One timed op (profile(trace=True)): times in ns since the profiler started.
 struct TraceEvent {
   std::string name;    // op name, or module name for a module span

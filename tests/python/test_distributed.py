@@ -18,6 +18,7 @@ import effmetrics as em
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORLD = 2
+COMM_TRACK = 0x7FFFFFFF  # the trace's "thread" of the backend works (report.h kCommThread)
 
 
 def _free_port() -> int:
@@ -188,6 +189,12 @@ def test_gather_merges_the_ranks_traces(dp_runs, dp_dir):
         mine = [e for e in spans if e["pid"] == 2 * rank]
         assert len(mine) == dp_runs[rank]["collectives"]["trace_events"]
         assert any(e["name"] == "c10d::barrier" for e in mine)
+        # the barrier's backend work on the communication track, with its name
+        comm = [e for e in mine if e["tid"] == COMM_TRACK]
+        assert [e["name"] for e in comm] == ["c10d::barrier"]
+        assert any(e.get("ph") == "M" and e["name"] == "thread_name" and e["pid"] == 2 * rank
+                   and e["tid"] == COMM_TRACK and e["args"]["name"] == "communication"
+                   for e in events)
     # one time line: the earliest rank starts at 0; both ranks profiled the same barrier, so
     # their first events lie within a second of each other on the host's clock
     firsts = [min(e["ts"] for e in spans if e["pid"] == 2 * r) for r in range(WORLD)]
