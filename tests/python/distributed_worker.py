@@ -160,7 +160,7 @@ class Hold(nn.Module):
         return hold(x, self.ms)
 
 
-def stage_module(layers, dim, work, hold_ms=8.0):
+def stage_module(layers, dim, work, hold_ms=12.0):
     """`layers` units of work: a linear layer and a tanh (work="matmul"), or a linear layer and
     a hold of hold_ms (work="hold": backward twice that)."""
     torch.manual_seed(0)

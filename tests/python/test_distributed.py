@@ -272,7 +272,7 @@ def _median(xs):
 
 
 def test_pipeline_bubbles_match_theory(pipe_runs):
-    """Equal stages (each microbatch: two 8 ms holds forward, 16 ms backward): every stage's
+    """Equal stages (each microbatch: two 12 ms holds forward, 24 ms backward): every stage's
     measured bubble within 0.1 of (p-1)/(m+p-1), decreasing with m."""
     p = WORLD
     for rank, res in enumerate(pipe_runs):
