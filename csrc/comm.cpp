@@ -51,6 +51,7 @@ void CommTracker::work_end(uint64_t record, int64_t now_ns) {
   if (it == works_.end()) return;  // started before this profiler
   advance(now_ns);
   time_ns_[it->second.key] += now_ns - it->second.t0;
+  if (keep_spans_) spans_.push_back(Span{it->second.key, it->second.t0, now_ns - it->second.t0});
   open_ -= 1;
   open_recv_ -= it->second.recv ? 1 : 0;
   in_flight_.store(open_, std::memory_order_release);
@@ -75,15 +76,22 @@ void CommTracker::advance(int64_t now_ns) {
   mark_ns_ = now_ns;
 }
 
+std::vector<CommTracker::Span> CommTracker::spans() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return spans_;
+}
+
 CommTracker::Totals CommTracker::totals(int64_t now_ns) {
   std::lock_guard<std::mutex> lock(mu_);
   advance(now_ns);
   return totals_;
 }
 
-std::vector<std::pair<uint64_t, int64_t>> CommTracker::times() {
+std::vector<std::pair<uint64_t, int64_t>> CommTracker::times(int64_t now_ns) {
   std::lock_guard<std::mutex> lock(mu_);
-  return {time_ns_.begin(), time_ns_.end()};
+  std::unordered_map<uint64_t, int64_t> t = time_ns_;
+  for (const auto& [record, w] : works_) t[w.key] += std::max<int64_t>(now_ns - w.t0, 0);
+  return {t.begin(), t.end()};
 }
 
 }  // namespace effmetrics

@@ -39,9 +39,18 @@ class CommTracker {
     int64_t exposed_ns = 0;
     int64_t peer_wait_ns = 0;
   };
+  // Keep every ended work's span (a traced profile).
+  void keep_spans() { keep_spans_ = true; }
+  struct Span {
+    uint64_t key;
+    int64_t start_ns, dur_ns;
+  };
+  std::vector<Span> spans();
   Totals totals(int64_t now_ns);
-  // The communication time so far per cell key.
-  std::vector<std::pair<uint64_t, int64_t>> times();
+  // The communication time so far per cell key, works still in flight up to now_ns included
+  // (a collective's waiter may wake before its backend ends the work record: a step boundary
+  // then finds it in flight).
+  std::vector<std::pair<uint64_t, int64_t>> times(int64_t now_ns);
 
  private:
   struct Expected {
@@ -63,6 +72,8 @@ class CommTracker {
   std::unordered_map<uint64_t, Work> works_;  // by RecordFunction address
   std::unordered_map<uint64_t, int64_t> time_ns_;
   int open_ = 0, open_recv_ = 0;
+  bool keep_spans_ = false;
+  std::vector<Span> spans_;
   int64_t mark_ns_ = 0;
   Totals totals_;
 };

@@ -231,6 +231,12 @@ std::string Report::to_chrome_trace() const {
       "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":0,\"args\":{\"name\":\"host\"}},"
       "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":1,\"args\":{\"name\":" +
       quote("device (" + (clock.empty() ? std::string("none") : clock) + ")") + "}}";
+  if (std::any_of(events.begin(), events.end(),
+                  [](const TraceEvent& e) { return !e.device && e.thread == kCommThread; })) {
+    os +=
+        ",{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":0,\"tid\":" + std::to_string(kCommThread) +
+        ",\"args\":{\"name\":\"communication\"}}";
+  }
   for (const TraceEvent& e : events) {
     os += ",{\"name\":" + quote(e.name) +
           ",\"cat\":" + quote(e.is_module ? "module" : phase_name(e.phase)) +

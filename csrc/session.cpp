@@ -82,6 +82,7 @@ int8_t coverage_class(OpKind kind) {
       return 0;
     case OpKind::kMemory:
     case OpKind::kView:
+    case OpKind::kCollective:  // a rule, no FLOPs: its host time posts the backend's work
       return 1;
     case OpKind::kUnsupported:
       return 2;
@@ -129,6 +130,7 @@ const OpInfo& ThreadBuffer::info(const at::RecordFunction& fn) {
 
 void ThreadBuffer::clear() {
   depth = 0;
+  nvtx_regions.clear();
   cells.clear();
   seq_scopes.clear();
   last_node_scope = kRootScope;
@@ -149,12 +151,15 @@ Session::Session(int slot, const ProfilerOptions& options, std::shared_ptr<Devic
       nvtx_ops_(options.nvtx_ops),
       time_ops_(timeline && options.time_ops),
       effective_(options.effective),
+      nvtx_regions_(options.nvtx),
       comm_timing_(options.time),
       start_ns_(steady_now_ns()),
       device_(timeline ? std::make_unique<DeviceSteps>(timeline, options.trace, start_ns_)
                        : nullptr),
       tl_type_(timeline ? timeline->device_type() : -1),
-      tl_index_(timeline ? timeline->device_index() : -1) {}
+      tl_index_(timeline ? timeline->device_index() : -1) {
+  if (tracing_) comm_.keep_spans();
+}
 
 Session::~Session() {
   for (auto& buf : buffers_) release_buffer(std::move(buf));
@@ -176,8 +181,8 @@ ThreadBuffer* Session::register_thread() {
 }
 
 void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
-  if (fn.scope() == at::RecordScope::USER_SCOPE) {  // named regions: only backends' works count
-    on_comm_work(fn, tb, /*start=*/true);
+  if (fn.scope() == at::RecordScope::USER_SCOPE) {  // named regions: not ops
+    on_user_scope(fn, tb, /*start=*/true);
     return;
   }
   Frame& f = tb.push(fn.handle());
@@ -227,10 +232,27 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   open_span(f);
 }
 
-void Session::on_comm_work(const at::RecordFunction& fn, ThreadBuffer& tb, bool start) {
-  if (!comm_timing_) return;
+// A named region (record_function, a pipeline schedule's "Forward 3"): an NVTX range with nvtx
+// on (a region this thread opened while observed; asynchronous records are not nested). A
+// process-group backend's work: the time of its collective.
+void Session::on_user_scope(const at::RecordFunction& fn, ThreadBuffer& tb, bool start) {
   const OpInfo& info = tb.info(fn);
-  if (!info.comm_work) return;
+  if (info.comm_work) {
+    if (comm_timing_) on_comm_work(fn, info, start);
+    return;
+  }
+  if (!nvtx_regions_ || fn.isAsync()) return;
+  if (start) {
+    if (paused_.load(std::memory_order_relaxed) > 0) return;
+    nvtx_range_push(info.name);
+    tb.nvtx_regions.push_back(&fn);
+  } else if (!tb.nvtx_regions.empty() && tb.nvtx_regions.back() == &fn) {
+    nvtx_range_pop();
+    tb.nvtx_regions.pop_back();
+  }
+}
+
+void Session::on_comm_work(const at::RecordFunction& fn, const OpInfo& info, bool start) {
   const int64_t now = steady_now_ns();
   // Keyed by the RecordFunction itself, alive from the work's start to its end: handle() is 0
   // unless torch's own profiler numbers the records.
@@ -354,7 +376,7 @@ void Session::open_span(Frame& f) {
 
 void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   if (fn.scope() == at::RecordScope::USER_SCOPE) {
-    on_comm_work(fn, tb, /*start=*/false);
+    on_user_scope(fn, tb, /*start=*/false);
     return;
   }
   const int64_t t1 = host_timing_ ? steady_now_ns() : 0;
@@ -537,8 +559,9 @@ std::vector<DeviceStep> Session::device_steps(bool wait, size_t first) {
 
 void Session::totals(Counts* counts, int64_t* busy_ns, CommTracker::Totals* comm) {
   if (comm_timing_) {
-    *comm = comm_.totals(steady_now_ns());
-    for (const auto& [key, ns] : comm_.times()) counts->comm_time_ns += ns;
+    const int64_t now = steady_now_ns();
+    *comm = comm_.totals(now);
+    for (const auto& [key, ns] : comm_.times(now)) counts->comm_time_ns += ns;
   }
   std::lock_guard<std::mutex> lock(mu_);
   for (auto& buf : buffers_) {
@@ -572,9 +595,17 @@ Report Session::collect(const std::vector<int64_t>& calls,
     }
   }
   CommTracker::Totals comm;
+  if (tracing_) {  // the backend works, on a track of their own
+    for (const CommTracker::Span& w : comm_.spans()) {
+      const CellKey k = CellKey::unpack(w.key);
+      events.emplace_back(kCommThread,
+                          RawEvent{k.op, k.scope, k.phase, w.start_ns, w.dur_ns, 0, 0});
+    }
+  }
   if (comm_timing_) {
-    comm = comm_.totals(steady_now_ns());
-    for (const auto& [key, ns] : comm_.times()) {  // merged with the collectives' own cells
+    const int64_t now = steady_now_ns();
+    comm = comm_.totals(now);
+    for (const auto& [key, ns] : comm_.times(now)) {  // merged with the collectives' own cells
       Cell cell;
       cell.kind = OpKind::kCollective;
       cell.counts.comm_time_ns = ns;
@@ -615,6 +646,7 @@ Report Session::collect(const std::vector<int64_t>& calls,
                               at::RecordFunction::currentThreadId());
   }
   if (!watched_.empty()) std::tie(r.params_applied, r.params_touched) = watched_.totals(uses);
+  r.start_ns = start_ns_;
   r.exposed_comm_ns = comm.exposed_ns;
   r.peer_wait_ns = comm.peer_wait_ns;
   return r;

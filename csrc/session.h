@@ -94,6 +94,7 @@ struct ThreadBuffer {
   // backward nodes (few: attention ops only).
   std::unordered_map<int64_t, std::pair<int64_t, int64_t>> seq_attention;
   std::array<int64_t, 3> coverage_ns{};  // Report::coverage_ns, this thread's share
+  std::vector<const void*> nvtx_regions;  // named regions with an NVTX range open, innermost last
 
   Frame* top() { return depth ? &stack[depth - 1] : nullptr; }
   // Pushes a frame for a starting op; frames and their OpCall buffers are reused.
@@ -154,8 +155,10 @@ class Session {
                        OpCost& cost);
   void rule_error(const Frame& f, const char* what);
 
-  // A process-group backend's work record (user scope, not nested in the op stack).
-  void on_comm_work(const at::RecordFunction& fn, ThreadBuffer& tb, bool start);
+  // User-scope records: named regions (NVTX) and backends' work records (not nested in the op
+  // stack: a gloo work starts and ends on gloo's thread, a recv ends at its wait).
+  void on_user_scope(const at::RecordFunction& fn, ThreadBuffer& tb, bool start);
+  void on_comm_work(const at::RecordFunction& fn, const OpInfo& info, bool start);
   void compute_ends(const Frame& f) {
     if (f.computing) comm_.compute(-1);
   }
@@ -169,9 +172,10 @@ class Session {
   const bool host_timing_;  // host clocks per op (time without a device timeline, or trace)
   const bool tracing_;
   const bool nvtx_ops_;
-  const bool time_ops_;     // device timeline: mark every counted op too
-  const bool effective_;    // read mask values (ProfilerOptions::effective)
-  const bool comm_timing_;  // timed: collectives' backend works and the exposure clock
+  const bool time_ops_;      // device timeline: mark every counted op too
+  const bool effective_;     // read mask values (ProfilerOptions::effective)
+  const bool nvtx_regions_;  // NVTX ranges for named regions (record_function)
+  const bool comm_timing_;   // timed: collectives' backend works and the exposure clock
   const int64_t start_ns_;
   const std::unique_ptr<DeviceSteps> device_;  // null: host clocks
   const int8_t tl_type_;

@@ -95,6 +95,10 @@ struct RawCell {
   Counts counts;
 };
 
+// The host "thread" of the collectives' backend works in a trace (their time, as CommTracker
+// measures it: gloo's worker thread, a p2p work from posting to its wait's end).
+constexpr uint64_t kCommThread = 0x7fffffff;
+
 // One timed op (profile(trace=True)): times in ns since the profiler started.
 struct TraceEvent {
   std::string name;    // op name, or module name for a module span
@@ -135,6 +139,7 @@ struct Report {
   int64_t exposed_comm_ns = 0;
   int64_t peer_wait_ns = 0;
   std::vector<TraceEvent> events;  // ProfilerOptions::trace: ops and module spans, by start
+  int64_t start_ns = 0;            // the steady clock at start(): where event times count from
   // How times were measured: "" (not timed), "steady_clock" (host), "cuda_event" (device).
   // With a device clock wall_ns/busy_ns are the device's (sums over device_steps), module
   // times are device spans, and op times exist only with ProfilerOptions::time_ops.

@@ -207,12 +207,15 @@ TEST(CommTracker, ExposureAndMatching) {
   recv.add_tensor({10});
   t.expect(kRecv, recv, false);
   t.work_start(2, nullptr, kFallback, /*recv=*/true, 200);  // names no tensor: unmatched
-  t.work_end(2, 230);                                       // all 30 exposed, peer wait
+  std::map<uint64_t, int64_t> times;
+  for (const auto& [key, ns] : t.times(210)) times[key] = ns;
+  EXPECT_EQ(times[kFallback], 10);  // in flight: its time so far
+  t.work_end(2, 230);               // all 30 exposed, peer wait
   em::CommTracker::Totals totals = t.totals(300);
   EXPECT_EQ(totals.exposed_ns, 60 + 30);
   EXPECT_EQ(totals.peer_wait_ns, 30);
-  std::map<uint64_t, int64_t> times;
-  for (const auto& [key, ns] : t.times()) times[key] = ns;
+  times.clear();
+  for (const auto& [key, ns] : t.times(300)) times[key] = ns;
   EXPECT_EQ(times[kAllreduce], 100);  // matched by its tensor
   EXPECT_EQ(times[kFallback], 30);    // a work no collective claims keeps its own row
   EXPECT_EQ(times.count(kRecv), 0u);

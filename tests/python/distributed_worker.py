@@ -48,9 +48,19 @@ def collectives(rank, world):
             w.wait()
 
     both = em.profile(overlapping, time=True)
+
+    def traced():
+        dist.barrier()
+        return torch.ones(1000) * 2
+
+    # each rank's own trace, and every rank's merged on rank 0
+    rep_t = em.profile(traced, trace=True)
+    em.gather(rep_t, trace=os.path.join(os.environ["EM_OUT"], "merged_trace.json"))
+    own = json.loads(rep_t._raw.to_chrome_trace())["traceEvents"]
     rep = em.profile(work, time=True)
     df = rep.by_collective()
     return {
+        "trace_events": sum(e.get("ph") == "X" for e in own),
         "overlapping": {"calls": int(both.by_collective().loc["c10d::allreduce_", "calls"]),
                         "bytes": both.comm_bytes, "comm_time_s": both.comm_time_s,
                         "exposed_comm_s": both.exposed_comm_s, "wall_s": both.wall_s},
@@ -150,7 +160,7 @@ class Hold(nn.Module):
         return hold(x, self.ms)
 
 
-def stage_module(layers, dim, work, hold_ms=8.0):
+def stage_module(layers, dim, work, hold_ms=12.0):
     """`layers` units of work: a linear layer and a tanh (work="matmul"), or a linear layer and
     a hold of hold_ms (work="hold": backward twice that)."""
     torch.manual_seed(0)

@@ -18,6 +18,7 @@ import effmetrics as em
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORLD = 2
+COMM_TRACK = 0x7FFFFFFF  # the trace's "thread" of the backend works (report.h kCommThread)
 
 
 def _free_port() -> int:
@@ -71,8 +72,13 @@ def _ok(runs):
 
 
 @pytest.fixture(scope="module")
-def dp_runs(tmp_path_factory):
-    return _ok(run_ranks(["collectives", "ddp"], tmp_path_factory.mktemp("dp")))
+def dp_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("dp")
+
+
+@pytest.fixture(scope="module")
+def dp_runs(dp_dir):
+    return _ok(run_ranks(["collectives", "ddp"], dp_dir))
 
 
 # ---------------------------------------------------------------- collectives
@@ -171,6 +177,30 @@ def test_gather_one_row_per_rank(dp_runs):
     assert attrs["spread"] == pytest.approx(max(times) / (sum(times) / 2))  # median of 2
 
 
+def test_gather_merges_the_ranks_traces(dp_runs, dp_dir):
+    with open(dp_dir / "merged_trace.json") as f:
+        events = json.load(f)["traceEvents"]
+    names = {e["pid"]: e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e["name"] == "process_name"}
+    assert names[0] == "rank 0 host" and names[2] == "rank 1 host"
+    assert names[1].startswith("rank 0 device") and names[3].startswith("rank 1 device")
+    spans = [e for e in events if e.get("ph") == "X"]
+    for rank in range(WORLD):  # each rank's events, all of them, in its own process
+        mine = [e for e in spans if e["pid"] == 2 * rank]
+        assert len(mine) == dp_runs[rank]["collectives"]["trace_events"]
+        assert any(e["name"] == "c10d::barrier" for e in mine)
+        # the barrier's backend work on the communication track, with its name
+        comm = [e for e in mine if e["tid"] == COMM_TRACK]
+        assert [e["name"] for e in comm] == ["c10d::barrier"]
+        assert any(e.get("ph") == "M" and e["name"] == "thread_name" and e["pid"] == 2 * rank
+                   and e["tid"] == COMM_TRACK and e["args"]["name"] == "communication"
+                   for e in events)
+    # one time line: the earliest rank starts at 0; both ranks profiled the same barrier, so
+    # their first events lie within a second of each other on the host's clock
+    firsts = [min(e["ts"] for e in spans if e["pid"] == 2 * r) for r in range(WORLD)]
+    assert min(firsts) >= 0 and abs(firsts[0] - firsts[1]) < 1e6
+
+
 def test_gather_errors_and_one_process_group(tmp_path):
     with pytest.raises(RuntimeError, match="init_process_group"):
         em.gather(em.profile(torch.nn.Linear(2, 2), torch.randn(1, 2)))
@@ -186,6 +216,14 @@ def test_gather_errors_and_one_process_group(tmp_path):
             em.gather(42)
         with pytest.raises(ValueError, match="dst"):
             em.gather(rep, dst=1)
+        with pytest.raises(ValueError, match="trace=True"):
+            em.gather(rep, trace=str(tmp_path / "t.json"))
+        traced = em.profile(torch.nn.Linear(4, 3), torch.randn(2, 4), trace=True)
+        em.gather(traced, trace=str(tmp_path / "t.json"))
+        with open(tmp_path / "t.json") as f:
+            events = json.load(f)["traceEvents"]
+        assert sum(e.get("ph") == "X" for e in events) == sum(
+            e.get("ph") == "X" for e in json.loads(traced._raw.to_chrome_trace())["traceEvents"])
     finally:
         dist.destroy_process_group()
 
@@ -234,7 +272,7 @@ def _median(xs):
 
 
 def test_pipeline_bubbles_match_theory(pipe_runs):
-    """Equal stages (each microbatch: two 8 ms holds forward, 16 ms backward): every stage's
+    """Equal stages (each microbatch: two 12 ms holds forward, 24 ms backward): every stage's
     measured bubble within 0.1 of (p-1)/(m+p-1), decreasing with m."""
     p = WORLD
     for rank, res in enumerate(pipe_runs):

@@ -83,3 +83,26 @@ def test_op_and_step_ranges_balanced_when_forward_raises(tmp_path):
     assert pushed.count("step 0") == 1 and pushed.count("step 1") == 1
     assert "step 2" in pushed  # the range of the step in progress at exit, closed by __exit__
     assert balanced(lines)
+
+
+def test_named_regions_reach_the_tool(tmp_path):
+    """record_function regions (a pipeline schedule names its actions "Forward 3", "Backward
+    3") become ranges with nvtx=True, around the module ranges inside them; none without."""
+    lines = run_captured(tmp_path, """
+        import torch, effmetrics as em
+        from torch import nn
+        from torch.profiler import record_function
+        class Stage(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.lin = nn.Linear(4, 4)
+            def forward(self, x):
+                with record_function("Forward 3"):
+                    return self.lin(x)
+        stage = Stage()
+        em.profile(stage, torch.randn(2, 4), nvtx=True)
+        em.profile(stage, torch.randn(2, 4))
+    """)
+    pushed = [line[5:] for line in lines if line.startswith("push ")]
+    assert pushed == ["Forward 3", "lin"]
+    assert balanced(lines)
