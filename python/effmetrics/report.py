@@ -111,10 +111,10 @@ class Report:
     def coverage(self) -> dict | None:
         """Where the measured time went (profile(time=True), host clocks): the share of the
         time of the counted ops spent in ops with a FLOP rule (``flop_rule``), in ops counted
-        as memory only (memory, view and collective rules: ``memory_only``) and in ops without a rule
-        (``unsupported``); the three sum to 1. The denominator (``time_s``) is the time of the
-        counted ops, each nanosecond once: an op's own time less that of the counted ops below
-        it (time between ops, in Python, is not in it). None when not timed on host clocks
+        as memory only (memory, view and collective rules: ``memory_only``) and in ops without
+        a rule (``unsupported``); the three sum to 1. The denominator (``time_s``) is the time
+        of the counted ops, each nanosecond once: an op's own time less that of the counted ops
+        below it (time between ops, in Python, is not in it). None when not timed on host clocks
         (CUDA events time modules, not every op)."""
         ns = self._raw.coverage_ns
         total = sum(ns)
