@@ -151,8 +151,6 @@ class Counter:
     ``steps`` and ``summary()`` wait.
     """
 
-    _STEP_FIELDS = (*_COUNTS, "busy_ns")
-
     def __init__(self, model: nn.Module | None = None, *, count: str | int = "auto",
                  all_threads: bool = False, nvtx: bool = False, nvtx_ops: bool = False,
                  device: str | torch.device | None = None, peak_flops: float | None = None):
