@@ -49,6 +49,8 @@ std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
   };
   info.recv = (info.comm_work && ends_with(":recv")) || interned == "c10d::recv_" ||
               interned == "c10d::recv_any_source_";
+  info.barrier = (info.comm_work || interned.rfind("c10d::", 0) == 0) &&
+                 interned.find("barrier") != std::string::npos;
   return *t.infos.emplace(std::string_view(interned), info).first;
 }
 

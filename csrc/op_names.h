@@ -26,7 +26,8 @@ struct OpInfo {
   // posting to the end of its wait), not nested in the ops around it. Its time is the
   // collective's.
   bool comm_work = false;
-  bool recv = false;  // a point-to-point receive (c10d op or backend work): waiting for a peer
+  bool recv = false;     // a point-to-point receive (c10d op or backend work): waiting for a peer
+  bool barrier = false;  // a c10d barrier (or its backend work): moves nothing
 };
 
 // The interned name (stable storage: thread caches key on it) and what we know of the op;

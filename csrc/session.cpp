@@ -5,7 +5,6 @@
 #include <torch/csrc/autograd/graph_task.h>
 
 #include <algorithm>
-#include <cstring>
 #include <exception>
 #include <optional>
 #include <tuple>
@@ -48,6 +47,10 @@ void release_buffer(std::unique_ptr<ThreadBuffer> buf) {
   std::lock_guard<std::mutex> lock(g_pool_mu);
   if (buffer_pool().size() < 64) buffer_pool().push_back(std::move(buf));
 }
+
+// A RecordFunction's identity from its start callback to its end one: its address (handle() is 0
+// unless torch's own profiler numbers the records).
+uint64_t record_key(const at::RecordFunction& fn) { return reinterpret_cast<uint64_t>(&fn); }
 
 bool is_view(const OpInfo& info) { return info.rule && info.rule->kind == OpKind::kView; }
 bool is_collective(const OpInfo& info) {
@@ -185,7 +188,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
     on_user_scope(fn, tb, /*start=*/true);
     return;
   }
-  Frame& f = tb.push(fn.handle());
+  Frame& f = tb.push(record_key(fn));
   if (paused_.load(std::memory_order_relaxed) > 0) {
     f.absorbed = true;  // e.g. a compiler's tracing: not the model's work
     return;
@@ -226,8 +229,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   if (f.info->attention && f.attn_pairs == 0) attention_scores(fn, f);
   if (comm_timing_ && is_collective(*f.info) && !f.call.unknown_shape()) {
     // Its time is its backend's work, which starts on another thread or later on this one.
-    const bool barrier = std::strstr(f.info->name, "barrier") != nullptr;
-    comm_.expect(CellKey{f.scope, f.info->id, f.phase, false}.pack(), f.call, barrier);
+    comm_.expect(CellKey{f.scope, f.info->id, f.phase, false}.pack(), f.call, f.info->barrier);
   }
   open_span(f);
 }
@@ -254,9 +256,7 @@ void Session::on_user_scope(const at::RecordFunction& fn, ThreadBuffer& tb, bool
 
 void Session::on_comm_work(const at::RecordFunction& fn, const OpInfo& info, bool start) {
   const int64_t now = steady_now_ns();
-  // Keyed by the RecordFunction itself, alive from the work's start to its end: handle() is 0
-  // unless torch's own profiler numbers the records.
-  const auto key = reinterpret_cast<uint64_t>(&fn);
+  const uint64_t key = record_key(fn);
   if (!start) {
     comm_.work_end(key, now);
   } else if (paused_.load(std::memory_order_relaxed) == 0) {
@@ -383,9 +383,10 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   if (tb.depth == 0) return;  // started before this profiler
   Frame& f = tb.stack[--tb.depth];
   compute_ends(f);
-  if (f.handle != fn.handle()) {
+  const uint64_t key = record_key(fn);
+  if (f.handle != key) {
     // Not the op we expect on top (cannot happen for strictly nested scopes): resynchronise.
-    while (tb.depth > 0 && tb.stack[tb.depth].handle != fn.handle()) {
+    while (tb.depth > 0 && tb.stack[tb.depth].handle != key) {
       --tb.depth;
       compute_ends(tb.stack[tb.depth]);
     }

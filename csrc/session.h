@@ -36,7 +36,10 @@ namespace effmetrics {
 
 // What the callbacks know of one op in flight; reset as a whole when a frame is reused.
 struct FrameState {
-  uint64_t handle = 0;  // the RecordFunction's handle: pairs the end callback with its start
+  // The RecordFunction's address (alive from its start callback to its end one): pairs the end
+  // callback with its start. Not RecordFunction::handle(), which is 0 unless torch's own
+  // profiler numbers the records.
+  uint64_t handle = 0;
   const OpInfo* info = nullptr;
   int64_t t0 = 0;  // steady_clock ns at start (host timing only)
   uint32_t scope = kRootScope;
@@ -93,7 +96,7 @@ struct ThreadBuffer {
   // Forward ops whose attention scores were partly masked: seqNr -> (kept, pairs), for their
   // backward nodes (few: attention ops only).
   std::unordered_map<int64_t, std::pair<int64_t, int64_t>> seq_attention;
-  std::array<int64_t, 3> coverage_ns{};  // Report::coverage_ns, this thread's share
+  std::array<int64_t, 3> coverage_ns{};   // Report::coverage_ns, this thread's share
   std::vector<const void*> nvtx_regions;  // named regions with an NVTX range open, innermost last
 
   Frame* top() { return depth ? &stack[depth - 1] : nullptr; }
