@@ -17,7 +17,7 @@ import datetime
 import os
 import socket
 import statistics
-import time
+import sys
 
 import torch
 import torch.distributed as dist
@@ -26,43 +26,16 @@ from torch import nn
 
 import effmetrics as em
 
+# The stages (a linear layer and a hold or a tanh, and the hold op) are the tests' own.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests",
+                                "python"))
+from distributed_worker import stage_module  # noqa: E402
+
 WORLD = 2
 
 
-@torch.library.custom_op("em_bench::hold", mutates_args=())
-def hold(x: torch.Tensor, ms: float) -> torch.Tensor:
-    time.sleep(ms / 1e3)
-    return x.clone()
-
-
-@hold.register_fake
-def _(x, ms):
-    return torch.empty_like(x)
-
-
-def _hold_setup(ctx, inputs, output):
-    ctx.ms = inputs[1]
-
-
-hold.register_autograd(lambda ctx, g: (hold(g, 2 * ctx.ms), None), setup_context=_hold_setup)
-
-
-class Hold(nn.Module):
-    def __init__(self, ms: float):
-        super().__init__()
-        self.ms = ms
-
-    def forward(self, x):
-        return hold(x, self.ms)
-
-
 def stage(args, layers: int) -> nn.Module:
-    torch.manual_seed(0)
-    mods = []
-    for _ in range(layers):
-        mods += [nn.Linear(args.dim, args.dim),
-                 nn.Tanh() if args.work == "matmul" else Hold(args.hold_ms)]
-    return nn.Sequential(*mods)
+    return stage_module(layers, args.dim, args.work, args.hold_ms)
 
 
 def run(rank: int, args, port: int) -> None:
