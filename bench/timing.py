@@ -7,6 +7,11 @@
 4. CUDA only (--cuda; scripts/gpu_check.sh runs it): the same on the GPU, where time=True records
    CUDA events around each outermost op (time_ops=True: around each counted op too), and the
    device busy time the events find vs torch.cuda.Event around the whole forward.
+5. CUDA only: a ViT-B/16 b32 bf16 training step (issue 12's GPU targets): Counter(count="auto")
+   steps <= 1.02x the bare step's wall time, em.profile(time=True) of the step <= 1.2x, and the
+   device busy time that profile's events find within 5% of events around the bare step.
+6. CUDA only: a chain of 2,000 one-element adds: the added host time per op of profile(),
+   time=True (events around each outermost op) and time_ops=True.
 
     python bench/timing.py [--rounds N] [--cuda]
 """
@@ -71,6 +76,108 @@ def cuda_section(rounds: int) -> None:
           f"the forward {ev * 1e3:.3f} ms: ratio {busy / ev:.3f}")
 
 
+def cuda_training_section(rounds: int) -> None:
+    """Blocks of steps per mode, the blocks' order rotated each round. A Counter observes its
+    thread between its steps (the data-loading prefix), so each Counter block enters its own
+    Counter and times only the steps after the first (counted) one; the bare block times the
+    same steps."""
+    torch.manual_seed(0)
+    model = vit("vit-b/16").cuda().to(torch.bfloat16).train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4)
+    x = torch.randn(32, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
+    y = torch.randint(0, 1000, (32,), device="cuda")
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    block = 6
+    walls = {"bare": [], "counter_auto": [], "profile_time": []}
+    events, busy, summaries = [], [], []
+
+    def bare_block():
+        for i in range(block):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0 = time.perf_counter()
+            start.record()
+            train_step()
+            end.record()
+            torch.cuda.synchronize()
+            if i:
+                walls["bare"].append(time.perf_counter() - t0)
+                events.append(start.elapsed_time(end) / 1e3)
+
+    def counter_block():
+        with em.Counter(model, count="auto", device="cuda") as c:
+            for i in range(block):
+                t0 = time.perf_counter()
+                train_step()
+                c.step(examples=32)
+                torch.cuda.synchronize()
+                if i:
+                    walls["counter_auto"].append(time.perf_counter() - t0)
+        assert int(c.steps["counted"].sum()) == 1, c.steps  # one signature: one counted step
+        summaries.append(c.summary())
+
+    def profile_block():
+        for _ in range(block // 2):
+            t0 = time.perf_counter()
+            rep = em.profile(train_step, time=True, device="cuda")
+            torch.cuda.synchronize()
+            walls["profile_time"].append(time.perf_counter() - t0)
+            busy.append(rep.busy_s)
+
+    blocks = [bare_block, counter_block, profile_block]
+    for b in blocks:  # warm-up
+        b()
+    for v in [*walls.values(), events, busy]:
+        v.clear()
+    for r in range(rounds):
+        for b in blocks[r % 3:] + blocks[:r % 3]:
+            b()
+    med = {m: statistics.median(v) for m, v in walls.items()}
+    ev, bz = statistics.median(events), statistics.median(busy)
+    print(f"5. CUDA ViT-B/16 b32 bf16 training step (SGD): bare {med['bare'] * 1e3:.2f} ms; "
+          f"Counter(count='auto') {med['counter_auto'] / med['bare']:.3f}x (target <= 1.02); "
+          f"profile(time=True) {med['profile_time'] / med['bare']:.3f}x (target <= 1.2)")
+    print(f"   device busy from profile(time=True)'s events {bz * 1e3:.3f} ms vs torch.cuda.Event "
+          f"around the bare step {ev * 1e3:.3f} ms: ratio {bz / ev:.3f} (target within 5%)")
+    s = summaries[-1]
+    print(f"   Counter summary (last block): mfu {s['mfu']}, hfu {s['hfu']}, peak "
+          f"{s['peak_flops']} ({s['peak_source']}, {s['dtype']}); energy "
+          f"{s.get('energy_j')} J from {s.get('energy_source')}, "
+          f"{s.get('joules_per_example')} J/example; idle_fraction {s['idle_fraction']}")
+
+
+def cuda_op_chain_section(rounds: int, n: int = 2000) -> None:
+    a = torch.ones(1, device="cuda")
+
+    def chain():
+        y = a
+        for _ in range(n):
+            y = y + 1
+        return y
+
+    def synced(fn):
+        def run():
+            fn()
+            torch.cuda.synchronize()
+        return run
+
+    med = interleaved({
+        "bare": synced(chain),
+        "profile": synced(lambda: em.profile(chain)),
+        "profile_time": synced(lambda: em.profile(chain, time=True, device="cuda")),
+        "profile_time_ops": synced(lambda: em.profile(chain, time=True, time_ops=True,
+                                                      device="cuda")),
+    }, rounds)
+    per_op = {m: (med[m] - med["bare"]) / n * 1e6 for m in med if m != "bare"}
+    print(f"6. CUDA chain of {n} one-element adds: bare {med['bare'] / n * 1e6:.2f} us/op; added "
+          f"per op: profile() {per_op['profile']:.2f} us, time=True {per_op['profile_time']:.2f} "
+          f"us, time_ops=True {per_op['profile_time_ops']:.2f} us")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=15)
@@ -80,6 +187,8 @@ def main():
         if not torch.cuda.is_available():
             raise SystemExit("bench/timing.py --cuda: CUDA is not available on this machine")
         cuda_section(args.rounds)
+        cuda_training_section(args.rounds)
+        cuda_op_chain_section(args.rounds)
         return
 
     a = torch.randn(384, 384)

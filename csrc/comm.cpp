@@ -1,6 +1,8 @@
 #include "comm.h"
 
 #include <algorithm>
+#include <chrono>
+#include <thread>
 
 #include "effmetrics/scope.h"
 
@@ -9,8 +11,8 @@ namespace {
 constexpr size_t kMaxExpected = 4096;  // collectives whose backend records no work: forgotten
 }
 
-void CommTracker::expect(uint64_t cell_key, const OpCall& call, bool tensorless) {
-  Expected e{cell_key, {}, tensorless};
+void CommTracker::expect(uint64_t cell_key, const OpCall& call, bool tensorless, bool device) {
+  Expected e{cell_key, {}, tensorless, device};
   if (!tensorless) {
     for (const TensorMeta& t : call.tensors()) {
       if (t.id != nullptr) e.tensors.push_back(t.id);
@@ -36,7 +38,9 @@ void CommTracker::work_start(uint64_t record, const void* tensor, uint64_t fallb
   }
   if (it != expected_.end()) {
     key = it->key;
+    const bool device = it->device;
     expected_.erase(it);
+    if (device) return;  // its launch only: device_work() has its time
   }
   advance(now_ns);
   works_[record] = Work{now_ns, key, recv};
@@ -76,6 +80,40 @@ void CommTracker::advance(int64_t now_ns) {
   mark_ns_ = now_ns;
 }
 
+void CommTracker::device_work(uint64_t cell_key, std::unique_ptr<DeviceWork> work) {
+  std::lock_guard<std::mutex> lock(mu_);
+  device_seen_ = true;
+  if (work) {
+    device_works_.emplace_back(cell_key, std::move(work));
+  } else {
+    totals_.device_unknown += 1;  // the op returned no work whose time can be read
+  }
+}
+
+void CommTracker::resolve_device(bool wait) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  size_t kept = 0;
+  for (auto& [key, work] : device_works_) {
+    bool done = work->done();
+    while (wait && !done && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+      done = work->done();
+    }
+    if (!done && !wait) {
+      device_works_[kept++] = {key, std::move(work)};  // in order: still running
+      continue;
+    }
+    const int64_t ns = done ? work->elapsed_ns() : -1;
+    if (ns >= 0) {
+      time_ns_[key] += ns;
+    } else {
+      totals_.device_unknown += 1;
+    }
+  }
+  device_works_.resize(kept);
+}
+
 std::vector<CommTracker::Span> CommTracker::spans() {
   std::lock_guard<std::mutex> lock(mu_);
   return spans_;
@@ -84,10 +122,13 @@ std::vector<CommTracker::Span> CommTracker::spans() {
 CommTracker::Totals CommTracker::totals(int64_t now_ns) {
   std::lock_guard<std::mutex> lock(mu_);
   advance(now_ns);
-  return totals_;
+  Totals t = totals_;
+  if (device_seen_) t.exposed_ns = t.peer_wait_ns = -1;
+  return t;
 }
 
 std::vector<std::pair<uint64_t, int64_t>> CommTracker::times(int64_t now_ns) {
+  resolve_device(/*wait=*/false);
   std::lock_guard<std::mutex> lock(mu_);
   std::unordered_map<uint64_t, int64_t> t = time_ns_;
   for (const auto& [record, w] : works_) t[w.key] += std::max<int64_t>(now_ns - w.t0, 0);

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -19,11 +20,27 @@
 
 namespace effmetrics {
 
+// A collective's asynchronous work on a device (an NCCL work, made by process_group.cpp): its
+// kernels run on the backend's own stream, so the host sees only their launch.
+class DeviceWork {
+ public:
+  virtual ~DeviceWork() = default;
+  virtual bool done() = 0;           // its kernels have finished (or it failed)
+  virtual int64_t elapsed_ns() = 0;  // device time from its start to its end event; -1: unknown
+};
+
 class CommTracker {
  public:
   // A collective op started: its cell (CellKey::pack) and the tensors its backend's work will
   // name; tensorless: the work names none (a barrier).
-  void expect(uint64_t cell_key, const OpCall& call, bool tensorless);
+  // device: its work runs on a device stream; the backend's host record (its launch) is then
+  // ignored, and device_work() gives its time.
+  void expect(uint64_t cell_key, const OpCall& call, bool tensorless, bool device = false);
+  // The device work a collective op returned: its device time goes to cell_key once it is done.
+  void device_work(uint64_t cell_key, std::unique_ptr<DeviceWork> work);
+  // Adds the device times of the works done by now; wait: waits for all of them first (bounded:
+  // a work that never finishes is dropped after 60 s, counted in Totals::device_unknown).
+  void resolve_device(bool wait);
   // A backend work record started (tensor: its first tensor, or null). It takes the cell of the
   // oldest expected collective that names that tensor (a tensorless work: the oldest expected
   // barrier; a collective work naming none of them: the oldest expected), else fallback_key (the
@@ -36,8 +53,11 @@ class CommTracker {
   void compute(int delta, int64_t now_ns = -1);
 
   struct Totals {
+    // -1 (unknown) once a device work was seen: its overlap with compute happens on the device,
+    // which the host clock cannot see.
     int64_t exposed_ns = 0;
     int64_t peer_wait_ns = 0;
+    int64_t device_unknown = 0;  // device works whose time could not be read
   };
   // Keep every ended work's span (a traced profile).
   void keep_spans() { keep_spans_ = true; }
@@ -57,6 +77,7 @@ class CommTracker {
     uint64_t key;
     std::vector<const void*> tensors;
     bool tensorless;
+    bool device;
   };
   struct Work {
     int64_t t0;
@@ -71,6 +92,8 @@ class CommTracker {
   std::deque<Expected> expected_;
   std::unordered_map<uint64_t, Work> works_;  // by RecordFunction address
   std::unordered_map<uint64_t, int64_t> time_ns_;
+  std::vector<std::pair<uint64_t, std::unique_ptr<DeviceWork>>> device_works_;  // not yet done
+  bool device_seen_ = false;
   int open_ = 0, open_recv_ = 0;
   bool keep_spans_ = false;
   std::vector<Span> spans_;

@@ -11,6 +11,7 @@
 
 #include "capture.h"
 #include "effmetrics/nvtx.h"
+#include "process_group.h"
 
 namespace effmetrics {
 namespace {
@@ -58,7 +59,7 @@ bool is_collective(const OpInfo& info) {
 }
 
 // The first tensor a backend's work record names (its input tensors), or null.
-const void* first_tensor(c10::ArrayRef<const c10::IValue> inputs) {
+const c10::TensorImpl* first_tensor(c10::ArrayRef<const c10::IValue> inputs) {
   for (const c10::IValue& v : inputs) {
     if (v.isTensor()) return v.toTensor().unsafeGetTensorImpl();
     if (v.isTensorList()) {
@@ -228,8 +229,13 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
   capture(fn, f, !f.in_op && f.phase == Phase::kForward && !watched_.empty(), tb);
   if (f.info->attention && f.attn_pairs == 0) attention_scores(fn, f);
   if (comm_timing_ && is_collective(*f.info) && !f.call.unknown_shape()) {
-    // Its time is its backend's work, which starts on another thread or later on this one.
-    comm_.expect(CellKey{f.scope, f.info->id, f.phase, false}.pack(), f.call, f.info->barrier);
+    // Its time is its backend's work, which starts on another thread or later on this one; on
+    // a device (NCCL), the work's start and end events on the backend's stream.
+    const c10::TensorImpl* t = first_tensor(fn.inputs());
+    f.device_comm = t != nullptr && t->device_type() != c10::DeviceType::CPU &&
+                    enable_collective_timing(fn.inputs());
+    comm_.expect(CellKey{f.scope, f.info->id, f.phase, false}.pack(), f.call, f.info->barrier,
+                 f.device_comm);
   }
   open_span(f);
 }
@@ -405,6 +411,10 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     add_cell(tb, f, OpKind::kUnsupported, OpCost::none(), dur_ns, span);  // fused, unseen
   }
   const bool counted = count(fn, f, tb, dur_ns, span);
+  if (f.device_comm) {
+    comm_.device_work(CellKey{f.scope, f.info->id, f.phase, false}.pack(),
+                      device_work(fn.outputs()));
+  }
   if (host_timing_) {
     // Coverage: each nanosecond once, to the innermost counted op it was spent in.
     Frame* parent = tb.top();
@@ -604,6 +614,7 @@ Report Session::collect(const std::vector<int64_t>& calls,
     }
   }
   if (comm_timing_) {
+    if (final) comm_.resolve_device(/*wait=*/true);
     const int64_t now = steady_now_ns();
     comm = comm_.totals(now);
     for (const auto& [key, ns] : comm_.times(now)) {  // merged with the collectives' own cells
@@ -650,6 +661,7 @@ Report Session::collect(const std::vector<int64_t>& calls,
   r.start_ns = start_ns_;
   r.exposed_comm_ns = comm.exposed_ns;
   r.peer_wait_ns = comm.peer_wait_ns;
+  r.comm_untimed = comm.device_unknown;
   return r;
 }
 

@@ -52,6 +52,7 @@ struct FrameState {
   bool flops_below = false;    // a descendant with a FLOP rule counted
   bool nvtx = false;           // an NVTX range is open for this op
   bool computing = false;      // a top-level op other than a collective (comm exposure clock)
+  bool device_comm = false;    // a timed collective on device tensors: its work has its time
   // Device timeline:
   bool on_device = false;   // a tensor or device argument on the timeline's device
   bool in_span = false;     // an ancestor holds an outer span

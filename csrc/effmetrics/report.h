@@ -136,8 +136,12 @@ struct Report {
   // Timed: communication time not overlapped with compute (a collective's or p2p work in flight
   // while no other op runs on any observed thread); the part of it with a p2p recv in flight (a
   // stage waiting for its peer).
+  // -1 (unknown) once a collective ran on a device: its overlap happens on the device.
   int64_t exposed_comm_ns = 0;
   int64_t peer_wait_ns = 0;
+  // Device collectives whose time could not be read (a backend without timing): not in
+  // comm_time_ns.
+  int64_t comm_untimed = 0;
   std::vector<TraceEvent> events;  // ProfilerOptions::trace: ops and module spans, by start
   int64_t start_ns = 0;            // the steady clock at start(): where event times count from
   // How times were measured: "" (not timed), "steady_clock" (host), "cuda_event" (device).

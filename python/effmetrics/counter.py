@@ -368,7 +368,9 @@ class Counter:
         if mode == "count":
             counts = _diff(t, self._t_last)
             busy = min((t["busy_ns"] - self._t_last["busy_ns"]) / 1e9, wall)
-            comm = {name: (t[ns] - self._t_last[ns]) / 1e9 for name, ns in _COMM_TIMES}
+            # Negative: not measured (exposure once a collective ran on a GPU): None.
+            comm = {name: None if t[ns] < 0 else (t[ns] - self._t_last[ns]) / 1e9
+                    for name, ns in _COMM_TIMES}
             model_part = _diff(t, self._t_call) if self._t_call is not None else counts
             self._learn(full, i, counts, model_part)
             row["counts_from"] = i
@@ -517,8 +519,10 @@ class Counter:
         joules = [r["energy_j"] for r in rows if r["energy_j"] is not None]
         energy = energy_summary(sum(joules) if joules else None, wall,
                                 sum(examples) if examples else None)
-        comm = {name: sum(r[name] for r in timed if r[name] is not None) if timed else None
-                 for name, _ in _COMM_TIMES}
+        comm = {}
+        for name, _ in _COMM_TIMES:
+            values = [r[name] for r in timed if r[name] is not None]
+            comm[name] = sum(values) if values else None
         return {
             "steps": len(rows),
             "counted_steps": sum(r["counted"] for r in rows),

@@ -174,15 +174,26 @@ class Report:
         return self.comm_time_ns / 1e9
 
     @property
-    def exposed_comm_s(self) -> float:
+    def exposed_comm_s(self) -> float | None:
         """Communication time not overlapped with compute (time=True): time during which some
-        collective or p2p work was in flight and no other op ran on any observed thread."""
-        return self._raw.exposed_comm_ns / 1e9
+        collective or p2p work was in flight and no other op ran on any observed thread. None
+        once a collective ran on a GPU: its work overlaps compute on the device, where the
+        host clock cannot see it (comm_time_s has its device time)."""
+        ns = self._raw.exposed_comm_ns
+        return None if ns < 0 else ns / 1e9
 
     @property
-    def peer_wait_s(self) -> float:
-        """The part of exposed_comm_s with a p2p receive in flight: waiting for a peer."""
-        return self._raw.peer_wait_ns / 1e9
+    def peer_wait_s(self) -> float | None:
+        """The part of exposed_comm_s with a p2p receive in flight: waiting for a peer (None
+        as exposed_comm_s)."""
+        ns = self._raw.peer_wait_ns
+        return None if ns < 0 else ns / 1e9
+
+    @property
+    def comm_untimed(self) -> int:
+        """GPU collectives whose device time could not be read (their backend keeps no start
+        and end events): their time is missing from comm_time_s."""
+        return self._raw.comm_untimed
 
     def by_collective(self):
         """One row per collective or p2p op (c10d name) and group size: calls, group_size,
@@ -350,8 +361,11 @@ class Report:
             line = (f"communication: {binary(self.comm_bytes)} "
                     f"({binary(self.comm_bus_bytes)} bus bytes), no FLOPs")
             if self.timed:
-                line += (f"; backend time {self.comm_time_s * 1e3:.2f} ms, exposed "
-                         f"{self.exposed_comm_s * 1e3:.2f} ms")
+                exposed = self.exposed_comm_s
+                line += f"; backend time {self.comm_time_s * 1e3:.2f} ms, exposed " + (
+                    "not measured on the GPU" if exposed is None else f"{exposed * 1e3:.2f} ms")
+                if self.comm_untimed:
+                    line += f", {self.comm_untimed} collective(s) untimed"
             parts.append(line + " (by_collective())")
         if self.params is not None:
             p = self.params

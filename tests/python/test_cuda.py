@@ -265,3 +265,52 @@ def test_cuda_reduce_overhead_model_is_counted_and_timed():
     assert rep.flops == eager.flops and rep.bytes_read == eager.bytes_read
     assert rep.compiled and rep.clock == "cuda_event" and rep.wall_s > 0
     print(f"\nreduce-overhead MLP: {rep.wall_s * 1e6:.1f} us per compiled run")
+
+
+@pytest.fixture
+def nccl_group():
+    """A single-rank NCCL process group on this GPU (in this process, a HashStore)."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_nccl_available()):
+        pytest.skip("this torch has no NCCL")
+    dist.init_process_group("nccl", store=dist.HashStore(), rank=0, world_size=1,
+                            device_id=torch.device("cuda", torch.cuda.current_device()))
+    try:
+        yield dist
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cuda_nccl_collective_time_agrees_with_cuda_events(nccl_group):
+    """An NCCL collective's time is its work on NCCL's own stream (start and end events there),
+    not its launch on the host: it agrees with CUDA events recorded around it on the current
+    stream, which waits for the work (async_op=False)."""
+    dist = nccl_group
+    n = 64 << 20  # 256 MiB of float32: all_gather_into_tensor on one rank copies it
+    x = torch.randn(n, device="cuda")
+    out = torch.empty(n, device="cuda")
+    dist.all_gather_into_tensor(out, x)  # the communicator is created here, outside the timing
+    torch.cuda.synchronize()
+    pairs = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+             for _ in range(5)]
+
+    def work():
+        for start, end in pairs:
+            start.record()
+            dist.all_gather_into_tensor(out, x)
+            end.record()
+
+    rep = em.profile(work, time=True, device="cuda")
+    torch.cuda.synchronize()
+    events_s = sum(s.elapsed_time(e) for s, e in pairs) / 1e3
+    coll = rep.by_collective()
+    print(f"NCCL all_gather_into_tensor x5, 256 MiB, 1 rank: effmetrics {rep.comm_time_s * 1e3:.3f}"
+          f" ms, CUDA events around them {events_s * 1e3:.3f} ms\n{coll}")
+    assert torch.equal(out, x)
+    assert rep.comm_untimed == 0
+    assert int(coll["calls"].sum()) == 5
+    assert rep.comm_bytes == 5 * n * 4  # the data size on this rank (nccl-tests' convention)
+    # The copy takes ~0.1-0.3 ms each at the H200's bandwidth; the events around it add only
+    # the launch and the stream wait.
+    assert events_s * 0.8 <= rep.comm_time_s <= events_s * 1.001
+    assert rep.exposed_comm_s is None  # overlap on the device: not measured by the host clock
