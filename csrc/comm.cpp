@@ -87,6 +87,9 @@ void CommTracker::device_work(uint64_t cell_key, std::unique_ptr<DeviceWork> wor
     device_works_.emplace_back(cell_key, std::move(work));
   } else {
     totals_.device_unknown += 1;  // the op returned no work whose time can be read
+    if (totals_.device_unknown_why.empty()) {
+      totals_.device_unknown_why = "the collective returned no c10d Work";
+    }
   }
 }
 
@@ -104,11 +107,13 @@ void CommTracker::resolve_device(bool wait) {
       device_works_[kept++] = {key, std::move(work)};  // in order: still running
       continue;
     }
-    const int64_t ns = done ? work->elapsed_ns() : -1;
+    std::string why = "still running after 60 s";
+    const int64_t ns = done ? work->elapsed_ns(why) : -1;
     if (ns >= 0) {
       time_ns_[key] += ns;
     } else {
       totals_.device_unknown += 1;
+      if (totals_.device_unknown_why.empty()) totals_.device_unknown_why = why;
     }
   }
   device_works_.resize(kept);

@@ -13,6 +13,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -25,8 +26,9 @@ namespace effmetrics {
 class DeviceWork {
  public:
   virtual ~DeviceWork() = default;
-  virtual bool done() = 0;           // its kernels have finished (or it failed)
-  virtual int64_t elapsed_ns() = 0;  // device time from its start to its end event; -1: unknown
+  virtual bool done() = 0;  // its kernels have finished (or it failed)
+  // Device time from its start to its end event; -1: unknown, why says why.
+  virtual int64_t elapsed_ns(std::string& why) = 0;
 };
 
 class CommTracker {
@@ -57,7 +59,8 @@ class CommTracker {
     // which the host clock cannot see.
     int64_t exposed_ns = 0;
     int64_t peer_wait_ns = 0;
-    int64_t device_unknown = 0;  // device works whose time could not be read
+    int64_t device_unknown = 0;      // device works whose time could not be read
+    std::string device_unknown_why;  // the first one's reason
   };
   // Keep every ended work's span (a traced profile).
   void keep_spans() { keep_spans_ = true; }

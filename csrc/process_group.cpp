@@ -50,10 +50,11 @@ class C10dDeviceWork final : public DeviceWork {
       return true;
     }
   }
-  int64_t elapsed_ns() override {
+  int64_t elapsed_ns(std::string& why) override {
     try {
       return static_cast<int64_t>(static_cast<double>(work_->getDuration()) * 1e6);  // ms
-    } catch (const std::exception&) {  // no timing on this backend, or it failed
+    } catch (const std::exception& e) {  // no timing on this backend, or it failed
+      why = e.what();
       return -1;
     }
   }

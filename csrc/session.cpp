@@ -662,6 +662,7 @@ Report Session::collect(const std::vector<int64_t>& calls,
   r.exposed_comm_ns = comm.exposed_ns;
   r.peer_wait_ns = comm.peer_wait_ns;
   r.comm_untimed = comm.device_unknown;
+  r.comm_untimed_why = comm.device_unknown_why;
   return r;
 }
 

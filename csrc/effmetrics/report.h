@@ -142,6 +142,7 @@ struct Report {
   // Device collectives whose time could not be read (a backend without timing): not in
   // comm_time_ns.
   int64_t comm_untimed = 0;
+  std::string comm_untimed_why;    // the first one's reason
   std::vector<TraceEvent> events;  // ProfilerOptions::trace: ops and module spans, by start
   int64_t start_ns = 0;            // the steady clock at start(): where event times count from
   // How times were measured: "" (not timed), "steady_clock" (host), "cuda_event" (device).

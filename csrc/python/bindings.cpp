@@ -221,6 +221,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("exposed_comm_ns", &Report::exposed_comm_ns)
       .def_readonly("peer_wait_ns", &Report::peer_wait_ns)
       .def_readonly("comm_untimed", &Report::comm_untimed)
+      .def_readonly("comm_untimed_why", &Report::comm_untimed_why)
       .def_readonly("start_ns", &Report::start_ns)
       .def_readonly("clock", &Report::clock)
       .def_readonly("op_times", &Report::op_times)

@@ -20,6 +20,7 @@ class Report:
     exposed_comm_ns: int
     peer_wait_ns: int
     comm_untimed: int
+    comm_untimed_why: str
     start_ns: int  # steady clock (CLOCK_MONOTONIC, as time.monotonic_ns) at the start
     clock: str  # "", "steady_clock", "cuda_event"
     op_times: bool

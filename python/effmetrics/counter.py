@@ -10,7 +10,7 @@ from torch import nn
 
 from effmetrics import _C
 from effmetrics.compiled import CompileWatch, counting_callable, unwrap
-from effmetrics.energy import energy_summary, open_meter
+from effmetrics.energy import MeterReader, energy_summary, open_meter
 from effmetrics.inputs import device_of, leaves, parse_device
 from effmetrics.params import scan
 from effmetrics.profiler import _report, _timeline
@@ -178,6 +178,7 @@ class Counter:
         self._filled = 0  # rows with their device figures (device timeline)
         self._compile_watch = None
         self._meter = None
+        self._reader: MeterReader | None = None  # reads the meter off the training thread
         self.report: Report | None = None
 
     # ------------------------------------------------------------ the `with` block
@@ -205,7 +206,9 @@ class Counter:
             self._t_last = self._profiler.totals()
             if self._meter is None:
                 self._meter = open_meter(self.device)
-            self._e_last = self._meter.read_j()
+            if self._meter:
+                self._reader = MeterReader(self._meter)
+                self._reader.mark()
             self._begin_step()
         except BaseException:
             self._close(None, None, None)
@@ -231,6 +234,9 @@ class Counter:
                 self._undo_call_hook = None
             if self._signatures is not None:
                 self._signatures.close()
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             if self._profiler.running:
                 raw = self._profiler.stop()
         finally:
@@ -396,10 +402,9 @@ class Counter:
                        else None)
         row.update(comm)
         self._bubble(row)
-        energy = self._meter.read_j()
-        row.update(examples=examples, tokens=tokens,
-                   energy_j=energy - self._e_last if self._meter else None)
-        self._e_last = energy
+        row.update(examples=examples, tokens=tokens, energy_j=None)
+        if self._reader is not None:
+            self._reader.mark(row)  # energy_j: filled by the reader thread
         self._t_last = t
         self._rows.append(row)
         if self._on_device:
@@ -453,6 +458,8 @@ class Counter:
             self._filled += 1
 
     def _resolve(self) -> None:
+        if self._reader is not None:
+            self._reader.flush()
         if self._on_device and self._profiler.running and self._filled < len(self._rows):
             self._fill_device(self._profiler.device_steps(wait=True, first=self._filled))
 

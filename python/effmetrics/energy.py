@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import math
 import os
+import queue
 import re
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["EnergyMeter", "EnergySpan", "NoMeter", "NvmlMeter", "RaplMeter", "energy_summary",
+__all__ = ["EnergyMeter", "EnergySpan", "MeterReader", "NoMeter", "NvmlMeter", "RaplMeter",
+           "energy_summary",
            "open_meter", "open_nvml", "open_rapl"]
 
 POWERCAP = "/sys/class/powercap"
@@ -122,6 +124,59 @@ class NvmlMeter(EnergyMeter):
         if self._open:
             self._open = False
             _nvml_shutdown(self._nvml)
+
+
+class MeterReader:
+    """Reads a meter on a thread of its own at each mark(), so the caller never waits for a
+    read: a slow read (NVML's energy counter) on the training thread between steps would be
+    device idle time the Counter itself creates. Reads happen in mark order, each within the
+    reader thread's wake-up latency of its mark; ctypes (pynvml) and file reads (RAPL) release
+    the GIL meanwhile."""
+
+    _STOP = object()
+
+    def __init__(self, meter: EnergyMeter):
+        self._meter = meter
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._cv = threading.Condition()
+        self._posted = self._done = 0
+        self._last: float | None = None
+        self._thread = threading.Thread(target=self._run, name="effmetrics-energy", daemon=True)
+        self._thread.start()
+
+    def mark(self, row: dict | None = None) -> None:
+        """A step boundary. row (None: the first mark): gets ``row["energy_j"]``, the joules
+        since the previous mark, once read (None if the meter failed)."""
+        with self._cv:
+            self._posted += 1
+        self._queue.put(row)
+
+    def _run(self) -> None:
+        while True:
+            row = self._queue.get()
+            if row is self._STOP:
+                return
+            try:
+                e = self._meter.read_j()
+            except Exception:  # a meter that fails mid-run: that step's energy is unknown
+                e = math.nan
+            if row is not None:
+                ok = self._last is not None and not math.isnan(e) and not math.isnan(self._last)
+                row["energy_j"] = e - self._last if ok else None
+            self._last = e
+            with self._cv:
+                self._done += 1
+                self._cv.notify_all()
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Waits until every mark so far has been read."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._done >= self._posted, timeout)
+
+    def close(self) -> None:
+        self.flush()
+        self._queue.put(self._STOP)
+        self._thread.join(timeout=30.0)
 
 
 def _read_int(path: Path) -> int:

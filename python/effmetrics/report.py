@@ -195,6 +195,11 @@ class Report:
         and end events): their time is missing from comm_time_s."""
         return self._raw.comm_untimed
 
+    @property
+    def comm_untimed_why(self) -> str:
+        """Why the first untimed GPU collective's time could not be read ("" if none)."""
+        return self._raw.comm_untimed_why
+
     def by_collective(self):
         """One row per collective or p2p op (c10d name) and group size: calls, group_size,
         bytes (the data size on this rank, nccl-tests' convention: README "Distributed runs"),
@@ -365,7 +370,8 @@ class Report:
                 line += f"; backend time {self.comm_time_s * 1e3:.2f} ms, exposed " + (
                     "not measured on the GPU" if exposed is None else f"{exposed * 1e3:.2f} ms")
                 if self.comm_untimed:
-                    line += f", {self.comm_untimed} collective(s) untimed"
+                    line += (f", {self.comm_untimed} collective(s) untimed: "
+                             f"{self.comm_untimed_why}")
             parts.append(line + " (by_collective())")
         if self.params is not None:
             p = self.params
