@@ -1,11 +1,15 @@
 """Pipeline parallelism with torch.distributed.pipelining: the theoretical bubble of a schedule
-(em.pipeline_bubble), played out from the schedule's own action lists.
+(em.pipeline_bubble), played out from the schedule's own action lists, and each stage's compute
+actions timed and named (NVTX `stage 1 F3`) under an em.Counter.
 
     em.pipeline_bubble("gpipe", stages=2, microbatches=4)                    # 0.2
     em.pipeline_bubble(ScheduleInterleaved1F1B, stages=4, microbatches=4)    # 2 ranks x 2: 1/9
+    with em.Counter([stage0, stage2], count="every") as c: ...              # a rank's stages
+    c.stage_steps   # per step and stage: forward_s, backward_s, weight_s, busy_s, actions
 """
 from __future__ import annotations
 
+import time
 import types
 
 #: Each action's cost in the theoretical bubble: forward F, the input-gradient half of the
@@ -221,3 +225,93 @@ def pipeline_bubble(schedule, stages: int, microbatches: int, *,
     _check(order, stages, microbatches)
     step, busy = play_out(order, stages, costs)
     return max((step - b) / step for b in busy.values())
+
+
+# ---------------------------------------------------------------- stages under a Counter
+
+_METHODS = (("forward_one_chunk", "F"), ("backward_one_chunk", "B"),
+            ("backward_weight_one_chunk", "W"))
+
+
+def pipeline_stages(model) -> list | None:
+    """The torch.distributed.pipelining stages in `model` (a stage, or a list or tuple of
+    them), or None when it is something else."""
+    items = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not items or not all(hasattr(x, "forward_one_chunk") and hasattr(x, "submod")
+                            for x in items):
+        return None
+    try:
+        from torch.distributed.pipelining.stage import _PipelineStageBase
+    except ImportError:
+        return None
+    return items if all(isinstance(x, _PipelineStageBase) for x in items) else None
+
+
+class StageActions:
+    """Times each compute action of a rank's stages (forward_one_chunk, backward_one_chunk,
+    backward_weight_one_chunk, whichever schedule calls them) on the host clock and, with
+    nvtx, names it in an NVTX range: ``stage {i} F{mb}``, ``B`` a whole backward, ``I`` its
+    input-gradient half (a zero-bubble schedule's split backward), ``W`` its weight-gradient
+    half. An action's time excludes the schedule's wait for its input (the receive is waited
+    for before the call)."""
+
+    def __init__(self, stages: list, nvtx: bool):
+        self.stages = stages
+        self.nvtx = nvtx
+        self._saved: list = []
+        self._open: dict = {}
+
+    def install(self) -> None:
+        for stage in self.stages:
+            for method, kind in _METHODS:
+                saved = stage.__dict__.get(method, _MISSING)
+                setattr(stage, method, self._wrap(stage, getattr(stage, method), kind))
+                self._saved.append((stage, method, saved))
+
+    def remove(self) -> None:
+        while self._saved:
+            stage, method, saved = self._saved.pop()
+            if saved is _MISSING:
+                stage.__dict__.pop(method, None)
+            else:
+                setattr(stage, method, saved)
+
+    def _wrap(self, stage, real, kind: str):
+        from effmetrics import _C
+
+        def action(chunk, *args, **kwargs):
+            letter = kind
+            if kind == "B":  # backward_one_chunk(chunk, loss=None, full_backward=True, ...)
+                full = kwargs.get("full_backward", args[1] if len(args) > 1 else True)
+                letter = "B" if full else "I"
+            if self.nvtx:
+                _C.nvtx_range_push(f"stage {stage.stage_index} {letter}{chunk}")
+            t0 = time.perf_counter()
+            try:
+                return real(chunk, *args, **kwargs)
+            finally:
+                dt = time.perf_counter() - t0
+                if self.nvtx:
+                    _C.nvtx_range_pop()
+                acc = self._open.setdefault(stage.stage_index, dict.fromkeys(_COMPUTE, 0.0))
+                acc[letter] += dt
+                acc["actions"] = acc.get("actions", 0) + 1
+
+        return action
+
+    def take(self, step: int) -> list:
+        """The rows of the step just ended (one per stage), and start the next."""
+        rows = []
+        for stage in self.stages:
+            acc = self._open.pop(stage.stage_index, None) or dict.fromkeys(_COMPUTE, 0.0)
+            fwd, bwd, wgt = acc["F"], acc["B"] + acc["I"], acc["W"]
+            rows.append({"step": step, "stage": stage.stage_index, "forward_s": fwd,
+                         "backward_s": bwd, "weight_s": wgt, "busy_s": fwd + bwd + wgt,
+                         "actions": acc.get("actions", 0)})
+        self._open.clear()
+        return rows
+
+
+STAGE_COLUMNS = ("step", "stage", "forward_s", "backward_s", "weight_s", "busy_s", "actions")
+
+_MISSING = object()

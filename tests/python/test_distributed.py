@@ -327,6 +327,12 @@ def test_pipeline_bubble_errors():
             em.pipeline_bubble("dualpipev", 4, 2)
 
 
+def test_counter_takes_pipeline_stages_only():
+    with pytest.raises(TypeError, match="pipelining stage"):
+        em.Counter([torch.nn.Linear(2, 2)])
+    assert em.Counter(torch.nn.Linear(2, 2)).stage_steps.empty
+
+
 @pytest.fixture(scope="module")
 def pipe_runs(tmp_path_factory):
     return _ok(run_ranks(["pipeline"], tmp_path_factory.mktemp("pipe"), timeout=120))
@@ -390,3 +396,69 @@ def test_imbalanced_pipeline_fast_stage_idles_more(pipe_runs):
 def test_gpipe_bubbles_reduce_to_the_formula_for_equal_stages():
     for m in (1, 2, 4, 8):
         assert gpipe_bubbles([1.0, 1.0], [2.0, 2.0], m) == pytest.approx([1 / (m + 1)] * 2)
+
+
+# ---------------------------------------------------------------- 2 stages per rank
+
+@pytest.fixture(scope="module")
+def multi_runs(tmp_path_factory):
+    return _ok(run_ranks(["pipeline_multi"], tmp_path_factory.mktemp("multi"), timeout=120))
+
+
+HOLD_S = 0.012  # distributed_worker.stage_module's hold: 12 ms forward, twice that backward
+
+
+def test_interleaved_1f1b_bubbles_match_theory(multi_runs):
+    """2 ranks x 2 stages of equal cost (interleaved 1F1B): each rank's measured bubble within
+    0.1 of (p-1)/(v m + p - 1), decreasing with m; each stage's actions timed."""
+    p, v = WORLD, 2
+    for rank, res in enumerate(multi_runs):
+        points = []
+        for c in res["pipeline_multi"]["configs"]:
+            if c["schedule"] != "ScheduleInterleaved1F1B":
+                continue
+            m = c["m"]
+            assert c["stages"] == [rank, rank + p]
+            assert {"c10d::send", "c10d::recv_"} <= set(c["p2p_ops"])
+            measured = _median(c["bubble"])
+            theory = (p - 1) / (v * m + p - 1)
+            assert abs(measured - theory) <= 0.1, (rank, m, c["bubble"])
+            points.append((m, measured))
+            ss = c["stage_steps"]
+            steps = len(c["bubble"])
+            assert ss["stage"] == c["stages"] * steps  # one row per stage and step
+            assert ss["actions"] == [2 * m] * (v * steps)  # m forwards, m backwards
+            assert ss["weight_s"] == [0.0] * (v * steps)  # no split backward
+            assert all(f >= m * HOLD_S for f in ss["forward_s"])
+            assert all(b >= m * 2 * HOLD_S for b in ss["backward_s"])
+            for k in range(steps):  # the rank's idle: at least the step less its actions
+                busy = sum(ss["busy_s"][v * k:v * k + v])
+                assert busy <= c["wall_s"][k]
+                assert c["idle"][k] >= c["wall_s"][k] - busy - 1e-3
+                assert c["peer_wait"][k] + c["other_idle"][k] == pytest.approx(c["bubble"][k])
+        bubbles = [b for _, b in sorted(points)]
+        assert len(bubbles) == 3 and bubbles == sorted(bubbles, reverse=True), (rank, points)
+
+
+def test_zero_bubble_schedules_run_under_a_counter(multi_runs):
+    """The zero-bubble schedules torch has, 2 ranks x 2 stages, m = 4: every stage's
+    microbatches each get one forward and one backward (whole, or split in I and W), timed; the
+    rank's idle splits into peer wait and the rest. (Their bubble with these stages is not
+    the unit-cost theory's: the hold is all input gradient, the W halves are nearly empty;
+    the first stage has no input gradient, its W runs its whole backward.)"""
+    import torch.distributed.pipelining as pp
+
+    present = [name for name in ZERO_BUBBLE if hasattr(pp, name)]
+    for res in multi_runs:
+        configs = {c["schedule"]: c for c in res["pipeline_multi"]["configs"]}
+        assert sorted(n for n in configs if n in ZERO_BUBBLE) == sorted(present)
+        for name in present:
+            c, m = configs[name], configs[name]["m"]
+            ss = c["stage_steps"]
+            for i in range(len(ss["stage"])):
+                assert 2 * m <= ss["actions"][i] <= 3 * m, (name, ss)
+                assert ss["forward_s"][i] >= m * HOLD_S
+                assert ss["backward_s"][i] + ss["weight_s"][i] >= m * 2 * HOLD_S
+            for k, bubble in enumerate(c["bubble"]):
+                assert 0 < bubble < 0.5, (name, c["bubble"])
+                assert c["peer_wait"][k] + c["other_idle"][k] == pytest.approx(bubble)
