@@ -213,7 +213,7 @@ def pipeline(rank, world):
     return {"configs": out}
 
 
-def _rank_stages(cls_name, rank, world, per_rank):
+def rank_stages(cls_name, rank, world, per_rank):
     """This rank's stage indices: looped (rank, rank + world, ...) or, for the V schedules,
     the V (rank, 2 world - 1 - rank)."""
     if cls_name in ("ScheduleZBVZeroBubble", "ScheduleDualPipeV"):
@@ -237,7 +237,7 @@ def pipeline_multi(rank, world):
     out = []
     for name, m, n_steps in configs:
         n = per_rank * world
-        idx = _rank_stages(name, rank, world, per_rank)
+        idx = rank_stages(name, rank, world, per_rank)
         mods = [stage_module(1, dim, "hold") for _ in idx]
         stages = [pp.PipelineStage(mod, i, n, torch.device("cpu")) for mod, i in zip(mods, idx)]
         sched = getattr(pp, name)(stages, n_microbatches=m, loss_fn=lambda y, t: y.sum())
