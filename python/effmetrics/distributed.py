@@ -1,5 +1,5 @@
-"""Distributed runs: one row per rank (em.gather); the theoretical pipeline bubble is
-effmetrics.pipeline's (em.pipeline_bubble).
+"""Distributed runs: one row per rank (em.gather). The theoretical pipeline bubble
+(em.pipeline_bubble) is in effmetrics.pipeline.
 
     c = em.Counter(model)            # on every rank, around its training loop
     ...
@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import statistics
 import time
-
-from effmetrics.pipeline import pipeline_bubble  # noqa: F401  (em.pipeline_bubble)
 
 #: The columns of em.gather's DataFrame, in order.
 GATHER_COLUMNS = ("rank", "steps", "step_time_median", "idle_fraction", "bubble_fraction",
