@@ -12,9 +12,10 @@ import torch  # noqa: F401  (loads libtorch before the extension that links it)
 from effmetrics import _C  # noqa: F401
 from effmetrics.compare import Comparison, compare
 from effmetrics.counter import Counter
-from effmetrics.distributed import gather, pipeline_bubble
+from effmetrics.distributed import gather
 from effmetrics.match import match
 from effmetrics.params import ParamCount, count_params
+from effmetrics.pipeline import pipeline_bubble
 from effmetrics.predict import predict_latency, predict_ops
 from effmetrics.profiler import profile
 from effmetrics.report import Report

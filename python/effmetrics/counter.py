@@ -13,6 +13,7 @@ from effmetrics.compiled import CompileWatch, counting_callable, unwrap
 from effmetrics.energy import MeterReader, energy_summary, open_meter
 from effmetrics.inputs import device_of, leaves, parse_device
 from effmetrics.params import scan
+from effmetrics.pipeline import STAGE_COLUMNS, StageActions, pipeline_stages
 from effmetrics.profiler import _report, _timeline
 from effmetrics.report import COUNT_FIELDS, Report
 from effmetrics.roofline import device_peak
@@ -131,6 +132,12 @@ class Counter:
     Backward ops are recognised by the autograd node they run in and attributed to the module
     of their forward op.
 
+    Pipeline parallelism: ``model`` may be a torch.distributed.pipelining stage, or the list
+    of a rank's stages (an interleaved schedule's 2): the Counter counts their modules, times
+    each stage's forward, backward and weight-gradient actions (``stage_steps``) and, with
+    ``nvtx=True``, names them in NVTX ranges (``stage 1 F3``, ``stage 1 B3``; ``I3``/``W3``
+    for a split backward's halves). ``bubble_fraction`` in ``steps`` is the rank's.
+
     MFU: ``summary()["mfu"]`` is the achieved matmul FLOP/s over the device's dense matmul
     peak for the dtype the model computes in (autocast's dtype where autocast is on at its
     first call, else its parameters'), from the one hardware table (``em.roofline``'s);
@@ -154,10 +161,15 @@ class Counter:
     def __init__(self, model: nn.Module | None = None, *, count: str | int = "auto",
                  all_threads: bool = False, nvtx: bool = False, nvtx_ops: bool = False,
                  device: str | torch.device | None = None, peak_flops: float | None = None):
-        if model is not None and not isinstance(model, nn.Module):
+        stages = pipeline_stages(model) if not isinstance(model, nn.Module) else None
+        if stages is not None:  # a rank's pipeline stages: their modules, their actions timed
+            model = stages[0].submod if len(stages) == 1 else nn.ModuleDict(
+                {f"stage{s.stage_index}": s.submod for s in stages})  # names: stage2.0.weight
+        elif model is not None and not isinstance(model, nn.Module):
             raise TypeError(
-                f"Counter(model): model must be a torch.nn.Module or None; got "
-                f"{type(model).__name__}"
+                f"Counter(model): model must be a torch.nn.Module, a "
+                f"torch.distributed.pipelining stage (or a list of a rank's stages) or None; "
+                f"got {type(model).__name__}"
             )
         every = _parse_count(count)
         # A compiled model is counted through its graphs (its calls in counted steps are sent
@@ -174,6 +186,8 @@ class Counter:
         self._profiler = _C.Profiler(all_threads=all_threads, time=True, nvtx=nvtx,
                                      nvtx_ops=nvtx_ops, device=_timeline(dev))
         self._on_device = self._profiler.device_timeline  # busy/idle from the device's events
+        self._stages = StageActions(stages, nvtx) if stages is not None else None
+        self._stage_rows: list[dict] = []
         self._rows: list[dict] = []
         self._filled = 0  # rows with their device figures (device timeline)
         self._compile_watch = None
@@ -185,7 +199,7 @@ class Counter:
 
     def __enter__(self) -> Counter:
         # Each `with` block is a run of its own: steps and totals start again.
-        self._rows, self._filled = [], 0
+        self._rows, self._filled, self._stage_rows = [], 0, []
         self._known: dict = {}  # step signature -> {"step", "whole", "model"} counts
         self._by_first: dict = {}  # auto: first call's signature -> the step signature counted
         self._missing: dict = {}  # step signature -> [(row, counts before its first call)]
@@ -203,6 +217,8 @@ class Counter:
             self._compiles = self._compile_watch.__enter__()  # compiling is not the model's work
             self._profiler.start()
             self._undo_call_hook = self._install_call_hook()
+            if self._stages is not None:
+                self._stages.install()
             self._t_last = self._profiler.totals()
             if self._meter is None:
                 self._meter = open_meter(self.device)
@@ -229,6 +245,8 @@ class Counter:
         """Undoes __enter__ (whatever of it happened); returns the profiler's report."""
         raw = None
         try:
+            if self._stages is not None:
+                self._stages.remove()
             if self._undo_call_hook is not None:
                 self._undo_call_hook()
                 self._undo_call_hook = None
@@ -407,6 +425,8 @@ class Counter:
             self._reader.mark(row)  # energy_j: filled by the reader thread
         self._t_last = t
         self._rows.append(row)
+        if self._stages is not None:
+            self._stage_rows += self._stages.take(i)
         if self._on_device:
             self._fill_device(self._profiler.device_steps(wait=False, first=self._filled))
         self._begin_step()
@@ -485,6 +505,20 @@ class Counter:
 
         self._resolve()
         return pd.DataFrame(self._rows, columns=list(self._COLUMNS))
+
+    @property
+    def stage_steps(self):
+        """A pipeline rank's stages (the Counter made of torch.distributed.pipelining stages):
+        one row per step and stage: the host time in its forward actions (forward_s),
+        backward actions (backward_s: whole backwards, or the input-gradient halves of a
+        zero-bubble schedule's split ones), weight-gradient actions (weight_s), their sum
+        (busy_s) and the number of actions. An action's time is its stage call's: the
+        schedule's wait for its input is not in it. The rank's idle time and bubble_fraction
+        are the step's (``steps``): one rank, whichever of its stages ran. Empty for a Counter
+        of a model."""
+        import pandas as pd
+
+        return pd.DataFrame(self._stage_rows, columns=list(STAGE_COLUMNS))
 
     def _repr_html_(self) -> str:
         """Jupyter: the whole run's figures (summary()) once steps are recorded."""

@@ -1,4 +1,5 @@
-"""Distributed runs: one row per rank (em.gather) and the theoretical pipeline bubble.
+"""Distributed runs: one row per rank (em.gather). The theoretical pipeline bubble
+(em.pipeline_bubble) is in effmetrics.pipeline.
 
     c = em.Counter(model)            # on every rank, around its training loop
     ...
@@ -17,10 +18,6 @@ import time
 GATHER_COLUMNS = ("rank", "steps", "step_time_median", "idle_fraction", "bubble_fraction",
                   "comm_time_s", "exposed_comm_s", "peer_wait_s", "flops",
                   "achieved_flops_per_s")
-
-_SCHEDULES = {"gpipe": "gpipe", "schedulegpipe": "gpipe", "1f1b": "1f1b",
-              "schedule1f1b": "1f1b"}
-
 
 def _row(source) -> dict:
     """This rank's figures from a Counter (its summary and steps) or a Report."""
@@ -130,25 +127,3 @@ def gather(source, dst: int = 0, trace: str | None = None):
     else:
         df.attrs["slowest_rank"] = df.attrs["spread"] = None
     return df
-
-
-def pipeline_bubble(schedule, stages: int, microbatches: int) -> float:
-    """The theoretical bubble fraction of a pipeline of ``stages`` equal stages running
-    ``microbatches`` microbatches per step: (p - 1) / (m + p - 1), for GPipe and 1F1B alike (1F1B
-    bounds the activations in flight, not the bubble).
-
-    schedule: "gpipe", "1f1b", or torch.distributed.pipelining's ScheduleGPipe / Schedule1F1B
-    (the class or an instance).
-    """
-    name = schedule if isinstance(schedule, str) else (
-        schedule.__name__ if isinstance(schedule, type) else type(schedule).__name__)
-    kind = _SCHEDULES.get(name.lower())
-    if kind is None:
-        raise ValueError(f"em.pipeline_bubble(): schedule 'gpipe' or '1f1b' (or ScheduleGPipe, "
-                         f"Schedule1F1B); got {name!r}: interleaved and zero-bubble schedules "
-                         f"have other bubbles")
-    for what, v in (("stages", stages), ("microbatches", microbatches)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"em.pipeline_bubble(): {what} must be a positive int; got {v!r}")
-    p, m = stages, microbatches
-    return (p - 1) / (m + p - 1)

@@ -213,8 +213,62 @@ def pipeline(rank, world):
     return {"configs": out}
 
 
+def rank_stages(cls_name, rank, world, per_rank):
+    """This rank's stage indices: looped (rank, rank + world, ...) or, for the V schedules,
+    the V (rank, 2 world - 1 - rank)."""
+    if cls_name in ("ScheduleZBVZeroBubble", "ScheduleDualPipeV"):
+        return [rank, 2 * world - 1 - rank]
+    return [rank + k * world for k in range(per_rank)]
+
+
+def pipeline_multi(rank, world):
+    """2 stages per rank (4 in all, one hold layer each: 12 ms forward, 24 ms backward): the
+    interleaved 1F1B at m = 2, 4, 8, and each zero-bubble schedule torch has at m = 4. One
+    Counter on the rank's two stages; per measured step: the rank's bubble and peer wait, and
+    each stage's action times."""
+    import torch.distributed.pipelining as pp
+
+    dim, mb_rows, per_rank = 64, 8, 2
+    steps = int(os.environ.get("EM_PIPE_STEPS", "3"))
+    configs = [("ScheduleInterleaved1F1B", m, steps) for m in (2, 4, 8)]
+    configs += [(name, 4, 2) for name in ("ScheduleInterleavedZeroBubble",
+                                           "ScheduleZBVZeroBubble", "ScheduleDualPipeV")
+                if hasattr(pp, name)]
+    out = []
+    for name, m, n_steps in configs:
+        n = per_rank * world
+        idx = rank_stages(name, rank, world, per_rank)
+        mods = [stage_module(1, dim, "hold") for _ in idx]
+        stages = [pp.PipelineStage(mod, i, n, torch.device("cpu")) for mod, i in zip(mods, idx)]
+        sched = getattr(pp, name)(stages, n_microbatches=m, loss_fn=lambda y, t: y.sum())
+        x = torch.randn(m * mb_rows, dim)
+        first, last = 0 in idx, n - 1 in idx
+        rows = []
+        with em.Counter(stages, count="every") as c:
+            for _ in range(n_steps + 1):  # the first step: warm-up
+                args = (x,) if first else ()
+                kwargs = {"target": x, "losses": []} if last else {}
+                sched.step(*args, **kwargs)
+                dist.barrier()
+                rows.append(c.step())
+        measured = rows[1:]
+        per_stage = c.stage_steps
+        per_stage = per_stage[per_stage["step"] > 0]
+        out.append({
+            "schedule": name, "m": m, "stages": idx,
+            "bubble": [r["bubble_fraction"] for r in measured],
+            "peer_wait": [r["peer_wait_s"] / r["wall_s"] for r in measured],
+            "other_idle": [r["other_idle_s"] / r["wall_s"] for r in measured],
+            "idle": [r["idle_s"] for r in measured],
+            "wall_s": [r["wall_s"] for r in measured],
+            "stage_steps": per_stage.to_dict("list"),
+            "p2p_ops": sorted(op for op in c.report.by_collective().index),
+        })
+    return {"configs": out}
+
+
 SCENARIOS = {"collectives": collectives, "ddp": ddp, "fail": fail, "hang": hang,
-             "pipeline": pipeline}
+             "pipeline": pipeline, "pipeline_multi": pipeline_multi}
 
 
 def main():

@@ -248,6 +248,8 @@ def test_a_hung_rank_is_killed(tmp_path):
 # ---------------------------------------------------------------- pipelines
 
 def test_pipeline_bubble_formula():
+    """The bubble played out from each schedule's action lists (F, I, W one unit each, B = 2)
+    against the closed forms, derived here."""
     from torch.distributed.pipelining import Schedule1F1B, ScheduleGPipe
 
     for p, m in [(2, 1), (2, 8), (4, 4), (8, 32)]:
@@ -255,10 +257,80 @@ def test_pipeline_bubble_formula():
         assert em.pipeline_bubble("gpipe", p, m) == pytest.approx(expected)
         assert em.pipeline_bubble(Schedule1F1B, p, m) == pytest.approx(expected)
         assert em.pipeline_bubble(ScheduleGPipe, p, m) == pytest.approx(expected)
-    with pytest.raises(ValueError, match="gpipe"):
+        assert em.pipeline_bubble("1f1b", p, m) == pytest.approx(expected)
+        # equal stages: any cost of forward and backward gives the same fraction
+        assert em.pipeline_bubble("gpipe", p, m, costs={"F": 3, "I": 2, "W": 0}) == \
+            pytest.approx(expected)
+
+
+def test_pipeline_bubble_interleaved_1f1b():
+    """Interleaved 1F1B (Narayanan et al. 2021) with v stages per rank: the fill and drain
+    shrink to (p-1)/v microbatches' time: (p-1)/(v m + p - 1), m a multiple of p. Looped BFS
+    (every microbatch through a rank's first stage, then its next) fills and drains the
+    same."""
+    from torch.distributed.pipelining import ScheduleInterleaved1F1B, ScheduleLoopedBFS
+
+    for p, v, m in [(2, 2, 2), (2, 2, 8), (4, 2, 4), (4, 2, 8), (2, 3, 6), (4, 4, 8), (3, 2, 6)]:
+        expected = (p - 1) / (v * m + p - 1)
+        assert em.pipeline_bubble(ScheduleInterleaved1F1B, p * v, m, stages_per_rank=v) == \
+            pytest.approx(expected), (p, v, m)
+        assert em.pipeline_bubble(ScheduleLoopedBFS, p * v, m, stages_per_rank=v) == \
+            pytest.approx(expected), (p, v, m)
+    # the default: 2 stages per rank
+    assert em.pipeline_bubble("interleaved_1f1b", 4, 4) == pytest.approx(1 / (2 * 4 + 1))
+
+
+ZERO_BUBBLE = ("ScheduleInterleavedZeroBubble", "ScheduleZBVZeroBubble", "ScheduleDualPipeV")
+
+
+def test_pipeline_bubble_zero_bubble_schedules():
+    """F, I, W one unit each, 2 stages per rank: the last rank cannot start before the first
+    forward has gone through the p-1 stages before it (p-1 units), and holds 3 v m units of
+    work; the zero-bubble schedules idle nothing else once m >= 2p: (p-1)/(3 v m + p - 1)."""
+    import torch.distributed.pipelining as pp
+
+    present = [name for name in ZERO_BUBBLE if hasattr(pp, name)]
+    assert present  # torch 2.13 has all three
+    v = 2
+    for name in present:
+        for p, m in [(2, 4), (2, 8), (3, 6), (4, 8), (4, 16)]:
+            expected = (p - 1) / (3 * v * m + p - 1)
+            assert em.pipeline_bubble(getattr(pp, name), v * p, m) == pytest.approx(expected), \
+                (name, p, m)
+    if "ScheduleZBVZeroBubble" in present:
+        # A small case by hand: 2 ranks, V placement (rank 0: stages 0 and 3, rank 1: 1 and 2),
+        # m = 2, torch's order (unit steps, [start, end)):
+        #   rank 0: 0F0 [0,1] 0F1 [1,2] 3F0 [3,4] (after 2F0) 3I0 [4,5] 3W0 [5,6] 3F1 [6,7]
+        #           (after 2F1) 3I1 [7,8] 3W1 [8,9] 0I0 [9,10] (1I0 ended at 8) 0W0 [10,11]
+        #           0I1 [12,13] (after 1I1) 0W1 [13,14]
+        #   rank 1: 1F0 [1,2] 2F0 [2,3] 1F1 [3,4] 2F1 [4,5] 2I0 [5,6] (after 3I0) 2W0 [6,7]
+        #           1I0 [7,8] 1W0 [8,9] 2I1 [9,10] (after 3I1) 2W1 [10,11] 1I1 [11,12] 1W1 [12,13]
+        # 12 units of work in a 14-unit step: 2/14 idle.
+        assert em.pipeline_bubble("zbv_zero_bubble", 4, 2) == pytest.approx(2 / 14)
+
+
+def test_pipeline_bubble_errors():
+    with pytest.raises(ValueError, match="unknown schedule 'interleaved'.*'gpipe'"):
         em.pipeline_bubble("interleaved", 2, 4)
     with pytest.raises(ValueError, match="microbatches"):
         em.pipeline_bubble("1f1b", 2, 0)
+    with pytest.raises(ValueError, match="one stage per rank"):
+        em.pipeline_bubble("gpipe", 4, 4, stages_per_rank=2)
+    with pytest.raises(ValueError, match="multiple of stages_per_rank"):
+        em.pipeline_bubble("interleaved1f1b", 5, 4)
+    with pytest.raises(ValueError, match="costs"):
+        em.pipeline_bubble("gpipe", 2, 4, costs={"B": 2})
+    import torch.distributed.pipelining as pp
+
+    if hasattr(pp, "ScheduleDualPipeV"):  # torch's own constraint, with what was asked
+        with pytest.raises(ValueError, match="DualPipeV with 4 stages on 2 ranks, 2 micro"):
+            em.pipeline_bubble("dualpipev", 4, 2)
+
+
+def test_counter_takes_pipeline_stages_only():
+    with pytest.raises(TypeError, match="pipelining stage"):
+        em.Counter([torch.nn.Linear(2, 2)])
+    assert em.Counter(torch.nn.Linear(2, 2)).stage_steps.empty
 
 
 @pytest.fixture(scope="module")
@@ -324,3 +396,69 @@ def test_imbalanced_pipeline_fast_stage_idles_more(pipe_runs):
 def test_gpipe_bubbles_reduce_to_the_formula_for_equal_stages():
     for m in (1, 2, 4, 8):
         assert gpipe_bubbles([1.0, 1.0], [2.0, 2.0], m) == pytest.approx([1 / (m + 1)] * 2)
+
+
+# ---------------------------------------------------------------- 2 stages per rank
+
+@pytest.fixture(scope="module")
+def multi_runs(tmp_path_factory):
+    return _ok(run_ranks(["pipeline_multi"], tmp_path_factory.mktemp("multi"), timeout=120))
+
+
+HOLD_S = 0.012  # distributed_worker.stage_module's hold: 12 ms forward, twice that backward
+
+
+def test_interleaved_1f1b_bubbles_match_theory(multi_runs):
+    """2 ranks x 2 stages of equal cost (interleaved 1F1B): each rank's measured bubble within
+    0.1 of (p-1)/(v m + p - 1), decreasing with m; each stage's actions timed."""
+    p, v = WORLD, 2
+    for rank, res in enumerate(multi_runs):
+        points = []
+        for c in res["pipeline_multi"]["configs"]:
+            if c["schedule"] != "ScheduleInterleaved1F1B":
+                continue
+            m = c["m"]
+            assert c["stages"] == [rank, rank + p]
+            assert {"c10d::send", "c10d::recv_"} <= set(c["p2p_ops"])
+            measured = _median(c["bubble"])
+            theory = (p - 1) / (v * m + p - 1)
+            assert abs(measured - theory) <= 0.1, (rank, m, c["bubble"])
+            points.append((m, measured))
+            ss = c["stage_steps"]
+            steps = len(c["bubble"])
+            assert ss["stage"] == c["stages"] * steps  # one row per stage and step
+            assert ss["actions"] == [2 * m] * (v * steps)  # m forwards, m backwards
+            assert ss["weight_s"] == [0.0] * (v * steps)  # no split backward
+            assert all(f >= m * HOLD_S for f in ss["forward_s"])
+            assert all(b >= m * 2 * HOLD_S for b in ss["backward_s"])
+            for k in range(steps):  # the rank's idle: at least the step less its actions
+                busy = sum(ss["busy_s"][v * k:v * k + v])
+                assert busy <= c["wall_s"][k]
+                assert c["idle"][k] >= c["wall_s"][k] - busy - 1e-3
+                assert c["peer_wait"][k] + c["other_idle"][k] == pytest.approx(c["bubble"][k])
+        bubbles = [b for _, b in sorted(points)]
+        assert len(bubbles) == 3 and bubbles == sorted(bubbles, reverse=True), (rank, points)
+
+
+def test_zero_bubble_schedules_run_under_a_counter(multi_runs):
+    """The zero-bubble schedules torch has, 2 ranks x 2 stages, m = 4: every stage's
+    microbatches each get one forward and one backward (whole, or split in I and W), timed; the
+    rank's idle splits into peer wait and the rest. (Their bubble with these stages is not
+    the unit-cost theory's: the hold is all input gradient, the W halves are nearly empty;
+    the first stage has no input gradient, its W runs its whole backward.)"""
+    import torch.distributed.pipelining as pp
+
+    present = [name for name in ZERO_BUBBLE if hasattr(pp, name)]
+    for res in multi_runs:
+        configs = {c["schedule"]: c for c in res["pipeline_multi"]["configs"]}
+        assert sorted(n for n in configs if n in ZERO_BUBBLE) == sorted(present)
+        for name in present:
+            c, m = configs[name], configs[name]["m"]
+            ss = c["stage_steps"]
+            for i in range(len(ss["stage"])):
+                assert 2 * m <= ss["actions"][i] <= 3 * m, (name, ss)
+                assert ss["forward_s"][i] >= m * HOLD_S
+                assert ss["backward_s"][i] + ss["weight_s"][i] >= m * 2 * HOLD_S
+            for k, bubble in enumerate(c["bubble"]):
+                assert 0 < bubble < 0.5, (name, c["bubble"])
+                assert c["peer_wait"][k] + c["other_idle"][k] == pytest.approx(bubble)

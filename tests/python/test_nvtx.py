@@ -106,3 +106,47 @@ def test_named_regions_reach_the_tool(tmp_path):
     pushed = [line[5:] for line in lines if line.startswith("push ")]
     assert pushed == ["Forward 3", "lin"]
     assert balanced(lines)
+
+
+def test_pipeline_actions_named_with_their_stage(tmp_path):
+    """A Counter on torch.distributed.pipelining stages names each compute action `stage {i}
+    {F|B|I|W}{microbatch}`, inside the schedule's own region ("PP:1F0", "Forward 0"): a
+    one-rank gloo group, 2 stages under the interleaved zero-bubble schedule (split backward:
+    I and W) and 1 stage under GPipe (whole backward B); no ranges without nvtx=True."""
+    m = 2
+    lines = run_captured(tmp_path, f"""
+        import tempfile, torch, torch.distributed as dist, effmetrics as em
+        import torch.distributed.pipelining as pp
+        dist.init_process_group("gloo", rank=0, world_size=1,
+                                init_method="file://" + tempfile.mktemp())
+        x = torch.randn(2 * {m}, 4)
+        loss = lambda y, t: y.sum()
+        stages = [pp.PipelineStage(torch.nn.Linear(4, 4), i, 2, torch.device("cpu"))
+                  for i in (0, 1)]
+        zb = pp.ScheduleInterleavedZeroBubble(stages, n_microbatches={m}, loss_fn=loss)
+        with em.Counter(stages, count="every", nvtx=True) as c:
+            zb.step(x, target=x, losses=[])
+            c.step()
+        one = pp.PipelineStage(torch.nn.Linear(4, 4), 0, 1, torch.device("cpu"))
+        gpipe = pp.ScheduleGPipe(one, n_microbatches={m}, loss_fn=loss)
+        for nvtx in (True, False):
+            with em.Counter(one, count="every", nvtx=nvtx) as c:
+                gpipe.step(x, target=x, losses=[])
+                c.step()
+        dist.destroy_process_group()
+    """)
+    pushed = [line[5:] for line in lines if line.startswith("push ")]
+    named = [p for p in pushed if p.startswith("stage ")]
+    zb = {f"stage {s} {kind}{mb}" for s in (0, 1) for kind in "FIW" for mb in range(m)}
+    gpipe = [f"stage 0 F{mb}" for mb in range(m)] + [f"stage 0 B{mb}" for mb in range(m)]
+    assert sorted(named[:len(zb)]) == sorted(zb)  # each action once
+    assert named[len(zb):] == gpipe  # GPipe: every forward, then every backward; once
+    for i, name in enumerate(pushed):  # inside the schedule's region for the same action
+        if name.startswith("stage "):
+            _, s, act = name.split()
+            gpipe_region = {"F": "Forward", "B": "Backward"}.get(act[0])
+            assert pushed[i - 1] in (f"PP:{s}{act}", f"{gpipe_region} {act[1:]}"), \
+                (pushed[i - 1], name)
+    # the stages' modules: their range inside the forward action, named by stage
+    assert pushed[pushed.index("stage 1 F0") + 1] == "stage1"
+    assert balanced(lines)
