@@ -68,8 +68,8 @@ def activate(delta: int) -> None:
 
 def _wrapped(call, mask_arg: int):
     def __call__(self, *args, **kwargs):
-        if not _active or getattr(_local, "inside", False):
-            return call(self, *args, **kwargs)
+        if not _active or getattr(_local, "inside", False) or not (args and _readable(args[0])):
+            return call(self, *args, **kwargs)  # not profiled; nested; traced (fake tensors)
         share = _share(args, kwargs, mask_arg)
         # The call's ops are seen (it runs eagerly, in a compiled region Dynamo made of
         # flex_attention's wrapper): that region is not fused code.
