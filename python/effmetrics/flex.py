@@ -70,7 +70,10 @@ def _wrapped(call, mask_arg: int):
     def __call__(self, *args, **kwargs):
         if not _active or getattr(_local, "inside", False) or not (args and _readable(args[0])):
             return call(self, *args, **kwargs)  # not profiled; nested; traced (fake tensors)
-        share = _share(args, kwargs, mask_arg)
+        try:
+            share = _share(args, kwargs, mask_arg)
+        except Exception:  # noqa: BLE001 - a layout this code does not know: never the model's
+            share = None  # error; the call's matmuls are then counted dense
         # The call's ops are seen (it runs eagerly, in a compiled region Dynamo made of
         # flex_attention's wrapper): that region is not fused code.
         _C.note_counted_graph()
