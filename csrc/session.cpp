@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <exception>
 #include <optional>
+#include <stdexcept>
 #include <tuple>
 
 #include "capture.h"
@@ -18,6 +19,7 @@ namespace {
 
 std::atomic<uint64_t> g_generation{1};
 thread_local uint64_t t_counted_graphs = 0;  // note_counted_graph() calls on this thread
+thread_local int64_t t_attn_kept = 0, t_attn_pairs = 0;  // set_attention_share() on this thread
 
 // Thread buffers outlive their session in a pool, so a new profiler on a thread reuses frames,
 // op-name cache and cell table (and allocates nothing while the model runs).
@@ -71,7 +73,7 @@ const c10::TensorImpl* first_tensor(c10::ArrayRef<const c10::IValue> inputs) {
 
 // Report::effective_basis, as bits while running.
 constexpr uint32_t kBasisCausal = 1, kBasisMask = 2, kBasisMaskNoData = 4,
-                   kBasisMaskNotRequested = 8, kBasisZeros = 16;
+                   kBasisMaskNotRequested = 8, kBasisZeros = 16, kBasisBlockMask = 32;
 
 // n * num / den without overflow (num <= den).
 int64_t scaled(int64_t n, int64_t num, int64_t den) {
@@ -113,6 +115,16 @@ int64_t count_true(const at::Tensor& mask) {
 }  // namespace
 
 void note_counted_graph() { ++t_counted_graphs; }
+
+std::pair<int64_t, int64_t> set_attention_share(int64_t kept, int64_t pairs) {
+  if (pairs < 0 || kept < 0 || kept > pairs) {
+    throw std::invalid_argument("effmetrics: an attention share needs 0 <= kept <= pairs");
+  }
+  std::pair<int64_t, int64_t> before{t_attn_kept, t_attn_pairs};
+  t_attn_kept = kept;
+  t_attn_pairs = pairs;
+  return before;
+}
 
 // ---------------------------------------------------------------- ThreadBuffer
 
@@ -498,6 +510,11 @@ void Session::apply_effective(const at::RecordFunction& fn, const Frame& f, Thre
       tb.seq_attention[fn.seqNr()] = {f.attn_kept, f.attn_pairs};
       any_seq_attention_.store(true, std::memory_order_relaxed);
     }
+  } else if (t_attn_pairs > 0) {
+    // Inside a call whose caller knows the share (flex_attention's block mask, from Python):
+    // forward and backward each set it on the thread that runs them.
+    eff = scaled(eff, t_attn_kept, t_attn_pairs);
+    basis_.fetch_or(kBasisBlockMask, std::memory_order_relaxed);
   }
   if (f.w_numel > 0 && f.phase == Phase::kForward) {
     eff = scaled(eff, f.w_nonzero, f.w_numel);
@@ -645,7 +662,8 @@ Report Session::collect(const std::vector<int64_t>& calls,
                                                     {kBasisMask, "mask"},
                                                     {kBasisMaskNoData, "mask:no-data"},
                                                     {kBasisMaskNotRequested, "mask:not-requested"},
-                                                    {kBasisZeros, "zeros"}};
+                                                    {kBasisZeros, "zeros"},
+                                                    {kBasisBlockMask, "block_mask"}};
   for (const auto& [bit, name] : names) {
     if (basis & bit) r.effective_basis.push_back(name);
   }

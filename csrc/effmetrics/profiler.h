@@ -71,6 +71,13 @@ class Session;
 // unsupported_ops under its name ("Torch-Compiled Region: 0/0"), never a silent zero.
 void note_counted_graph();
 
+// The share of attention scores kept (kept of pairs) for the matmul-class ops this thread runs
+// from now on that no attention op of their own describes (causal SDPA, boolean masks): their
+// flops_effective is scaled by kept/pairs (Report::effective_basis "block_mask"); pairs = 0
+// clears it. The Python side sets it around a flex_attention call from its BlockMask's kept
+// blocks, forward and backward each on the thread that runs them. Returns the previous share.
+std::pair<int64_t, int64_t> set_attention_share(int64_t kept, int64_t pairs);
+
 // The floor of the approach, for bench/overhead.py: a thread-local RecordFunction callback that
 // asks for inputs and outputs, as the Profiler's does, and does nothing with them.
 class EmptyObserver {

@@ -155,7 +155,8 @@ struct Report {
   // own time less that of the counted ops below it), split by how the op was counted: a FLOP
   // rule (matmul or vector), memory only (memory and view rules), unsupported.
   std::array<int64_t, 3> coverage_ns{};
-  // What flops_effective could use: "causal", "mask", "zeros", and what it could not:
+  // What flops_effective could use: "causal", "mask", "zeros", "block_mask" (a share set with
+  // set_attention_share: flex_attention's block masks), and what it could not:
   // "mask:no-data" (a boolean mask without values, e.g. on meta), "mask:not-requested"
   // (boolean masks are read only with ProfilerOptions::effective).
   std::vector<std::string> effective_basis;

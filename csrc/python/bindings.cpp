@@ -1,5 +1,6 @@
 // pybind11 bindings: translate between Python and the C++ core, compute nothing. Keyword
 // arguments with the C++ defaults, typed properties (python/effmetrics/_C.pyi lists them).
+#include <ATen/record_function.h>
 #include <pybind11/functional.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -410,6 +411,13 @@ PYBIND11_MODULE(_C, m) {
   m.def("scope_depth", &scope_depth);
   m.def("truncate_scopes", &truncate_scopes);
   m.def("note_counted_graph", &note_counted_graph);
+  m.def("set_attention_share", &set_attention_share, py::arg("kept"), py::arg("pairs"));
+  // RecordFunction callbacks on this thread on or off (every observer's); the previous state.
+  m.def("record_functions", [](bool enabled) {
+    const bool before = at::isRecordFunctionEnabled();
+    at::enableRecordFunction(enabled);
+    return before;
+  });
   m.def("max_profilers", [] { return Profiler::kMaxProfilers; });
   // bench/overhead.py's floor: `with _C.EmptyObserver():` observes this thread and does nothing
   struct EmptyObserverScope {

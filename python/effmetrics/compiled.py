@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from effmetrics import _C, scopes
+from effmetrics import _C, flex, scopes
 from effmetrics.scopes import MODULE_CALL, ModuleScopes
 
 # ---------------------------------------------------------------- what is compiled
@@ -301,9 +301,14 @@ class CompileWatch:
                  "paused": False}
         with cls._lock:
             cls._active[id(entry)] = entry
+        if profiler is not None:
+            flex.install()
+            flex.activate(+1)  # flex_attention's block masks reach flops_effective
         try:
             yield entry
         finally:
+            if profiler is not None:
+                flex.activate(-1)
             with cls._lock:
                 cls._active.pop(id(entry), None)
                 if entry["paused"] and profiler.running:

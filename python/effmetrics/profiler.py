@@ -141,8 +141,9 @@ def profile(
         effective: make ``flops_effective`` use values, not only shapes: zero weights (each
             weight's nonzero elements are counted, once per parameter version) and the True
             elements of boolean attention masks; also fills ``params.nonzero``. Causal masks
-            are always discounted (shapes suffice). ``report.effective_basis`` says what was
-            applied. README: "flops_effective".
+            (shapes suffice) and flex_attention's block masks (small, read anyway) are always
+            discounted. ``report.effective_basis`` says what was applied. README:
+            "flops_effective".
 
     Returns:
         A Report: totals, ``by_module()``, ``by_op()``, ``params``, ``unsupported_ops``.

@@ -86,9 +86,10 @@ class Report:
     @property
     def effective_basis(self) -> dict:
         """What ``flops_effective`` could remove in this pass, per kind of information:
-        "causal" (SDPA is_causal), "mask" (boolean attention masks' True elements), "zeros"
-        (zero weights of linear/matmul/conv), "2:4" (semi-structured sparse weights). Each
-        value says "applied", "none in this pass", or why it was not applied (not requested:
+        "causal" (SDPA is_causal), "mask" (boolean attention masks' True elements),
+        "block_mask" (flex_attention's BlockMask: the pairs in its kept blocks), "zeros" (zero
+        weights of linear/matmul/conv), "2:4" (semi-structured sparse weights). Each value says
+        "applied", "none in this pass", or why it was not applied (not requested:
         ``effective=True``; no values on meta)."""
         got = set(self._raw.effective_basis)
         mask = "none in this pass"
@@ -104,7 +105,9 @@ class Report:
         if "zeros" in got:
             zeros = "applied"
         return {"causal": "applied" if "causal" in got else "none in this pass",
-                "mask": mask, "zeros": zeros,
+                "mask": mask,
+                "block_mask": "applied" if "block_mask" in got else "none in this pass",
+                "zeros": zeros,
                 "2:4": self._basis.get("2:4", "none in this pass")}
 
     @property

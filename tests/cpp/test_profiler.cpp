@@ -587,3 +587,21 @@ TEST(Profiler, CausalAttentionEffectiveFlops) {
             2 * b * h * kept * (d + d));
   EXPECT_EQ(std::count(r.effective_basis.begin(), r.effective_basis.end(), "causal"), 1);
 }
+
+// A share set on the thread (flex_attention's block mask, set from Python) scales the matmul
+// work of the ops run while it is set, and only theirs; an attention op's own mask wins.
+TEST(Profiler, AttentionShareScalesMatmulsWhileSet) {
+  auto a = torch::randn({8, 16}), b = torch::randn({16, 4});
+  const int64_t mm = 2 * 8 * 16 * 4;
+  em::Profiler prof;
+  EXPECT_EQ(em::set_attention_share(3, 8), std::make_pair(int64_t{0}, int64_t{0}));
+  torch::mm(a, b);
+  torch::relu(a);  // vector work: unchanged
+  EXPECT_EQ(em::set_attention_share(0, 0), std::make_pair(int64_t{3}, int64_t{8}));
+  torch::mm(a, b);  // after: dense
+  em::Report r = prof.stop();
+  EXPECT_EQ(r.total.flops_matmul, 2 * mm);
+  EXPECT_EQ(r.total.flops_effective - (r.total.flops - r.total.flops_matmul), mm * 3 / 8 + mm);
+  EXPECT_EQ(std::count(r.effective_basis.begin(), r.effective_basis.end(), "block_mask"), 1);
+  EXPECT_THROW(em::set_attention_share(5, 4), std::invalid_argument);
+}

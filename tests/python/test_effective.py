@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import effmetrics as em
+from references import flex_reference_flops as reference_flops_flex
 from references import reference_flops
 
 BACKENDS = [SDPBackend.MATH, SDPBackend.FLASH_ATTENTION]  # the SDPA backends present on CPU
@@ -172,3 +173,162 @@ def test_no_information_means_effective_equals_flops():
                            effective=True)):
         assert rep.flops_effective == rep.flops
         assert rep.effective_basis["causal"] == "none in this pass"
+
+
+# ---------------------------------------------------------------- flex_attention block masks
+
+try:
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+except ImportError as e:  # a torch without flex_attention
+    FLEX = f"this torch has no torch.nn.attention.flex_attention: {e}"
+else:
+    FLEX = None
+needs_flex = pytest.mark.skipif(FLEX is not None, reason=FLEX or "")
+
+
+def causal_mod(b, h, q, kv):
+    return q >= kv
+
+
+def window_mod(b, h, q, kv):  # sliding window: the 100 latest keys, itself included
+    return (q >= kv) & (q - kv < 100)
+
+
+def block_mask_pairs(mask_mod, sq: int, sk: int, block: int) -> int:
+    """(i, j) pairs in the blocks a block mask keeps, from the mask's dense grid: a block is
+    computed (in full) when any of its pairs is kept; edge blocks are cut at the sequence ends."""
+    dense = mask_mod(0, 0, torch.arange(sq)[:, None], torch.arange(sk)[None, :])
+    kept = 0
+    for i in range(0, sq, block):
+        for j in range(0, sk, block):
+            tile = dense[i:i + block, j:j + block]
+            kept += tile.numel() if bool(tile.any()) else 0
+    return kept
+
+
+def no_effmetrics_warning(caught) -> bool:
+    return not [w for w in caught if "effmetrics" in str(w.message)]
+
+
+FLEX_CASES = {  # name: (mask_mod, s_q, s_kv, kept blocks of the block grid, written out)
+    "causal 4x4 blocks": (causal_mod, 512, 512, 10),  # 4 diagonal (partial) + 6 below (full)
+    "window 4x4 blocks": (window_mod, 512, 512, 7),  # 4 diagonal + 3 just below, all partial
+    "causal 3x3, cut ends": (causal_mod, 300, 300, 6),  # 128 + 128 + 44 rows and columns
+}
+
+
+@needs_flex
+@pytest.mark.parametrize("case", FLEX_CASES, ids=list(FLEX_CASES))
+def test_flex_attention_block_mask_forward(case):
+    import warnings
+
+    mask_mod, sq, sk, blocks = FLEX_CASES[case]
+    b, h, d, block = 2, 3, 16, 128
+    q, k, v = torch.randn(b, h, sq, d), torch.randn(b, h, sk, d), torch.randn(b, h, sk, d)
+    block_mask = create_block_mask(mask_mod, None, None, sq, sk, device="cpu",
+                                   BLOCK_SIZE=block)
+
+    def attn(q, k, v):
+        return flex_attention(q, k, v, block_mask=block_mask)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = em.profile(attn, q, k, v)
+    kept = block_mask_pairs(mask_mod, sq, sk, block)
+    if sq % block == 0:
+        assert kept == blocks * block * block  # the block count written above
+    # flops: the dense convention, 2*b*h*s_q*s_kv*(d_q + d_v), as FlopCounterMode counts it.
+    dense = 2 * b * h * sq * sk * (d + d)
+    assert rep.flops_matmul == dense == reference_flops_flex(q, k, v)
+    # flops_effective: QK^T and AV over the pairs of the kept blocks only.
+    assert matmul_effective(rep) == 2 * b * h * kept * (d + d)
+    assert vector_unchanged(rep)
+    assert rep.effective_basis["block_mask"] == "applied"
+    assert rep.effective_basis["causal"] == "none in this pass"
+    # The compiled region flex_attention runs in eagerly is seen op by op: not compiled code.
+    assert rep.unsupported_ops == {}
+    assert no_effmetrics_warning(caught)
+
+
+@needs_flex
+def test_flex_attention_per_head_block_mask():
+    b, h, s, d = 1, 2, 256, 8
+
+    def head_mod(b, h, q, kv):  # head 0 causal, head 1 everything
+        return (q >= kv) | (h == 1)
+
+    block_mask = create_block_mask(head_mod, None, h, s, s, device="cpu", BLOCK_SIZE=128)
+    q = torch.randn(b, h, s, d)
+    rep = em.profile(lambda q: flex_attention(q, q, q, block_mask=block_mask), q)
+    kept = 3 * 128 * 128 + 4 * 128 * 128  # head 0: 3 of 4 blocks; head 1: all 4
+    assert matmul_effective(rep) == 2 * b * kept * (d + d)
+    assert rep.flops_matmul == 2 * b * h * s * s * (d + d)
+
+
+@needs_flex
+def test_flex_attention_without_block_mask_is_dense():
+    q = torch.randn(1, 2, 256, 8)
+    rep = em.profile(lambda q: flex_attention(q, q, q), q)
+    assert rep.flops_effective == rep.flops
+    assert rep.effective_basis["block_mask"] == "none in this pass"
+    assert rep.unsupported_ops == {}
+
+
+@needs_flex
+def test_flex_attention_outside_a_profile_is_untouched():
+    q = torch.randn(1, 1, 256, 8)
+    block_mask = create_block_mask(causal_mod, None, None, 256, 256, device="cpu")
+    em.profile(lambda q: flex_attention(q, q, q, block_mask=block_mask), q)  # installs the hook
+    from effmetrics import _C
+
+    expected = flex_attention(q, q, q, block_mask=block_mask)
+    assert _C.set_attention_share(0, 0) == (0, 0)  # nothing left set on this thread
+    torch.testing.assert_close(expected, F.scaled_dot_product_attention(q, q, q, is_causal=True))
+
+
+@needs_flex
+def test_flex_attention_in_a_compiled_model():
+    b, h, s, d = 1, 2, 512, 8
+    block_mask = create_block_mask(causal_mod, None, None, s, s, device="cpu")
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj = nn.Linear(d, d)
+
+        def forward(self, x):
+            x = self.proj(x)
+            return flex_attention(x, x, x, block_mask=block_mask)
+
+    model, x = Attn().requires_grad_(False), torch.randn(b, h, s, d)  # no backward on CPU
+    rep = em.profile(torch.compile(model), x)  # counted through its graphs
+    proj = 2 * b * h * s * d * d
+    assert rep.flops_matmul == proj + 2 * b * h * s * s * (d + d)
+    assert matmul_effective(rep) == proj + 2 * b * h * 10 * 128 * 128 * (d + d)
+    assert rep.unsupported_ops == {}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex_attention's backward runs on "
+                    "CUDA only (CPU: 'FlexAttention does not support backward on CPU')")
+@needs_flex
+def test_flex_attention_block_mask_forward_and_backward_cuda():
+    b, h, s, d = 2, 3, 512, 16
+    block_mask = create_block_mask(causal_mod, None, None, s, s, device="cuda")
+    q, k, v = (torch.randn(b, h, s, d, device="cuda", requires_grad=True) for _ in range(3))
+
+    def attn(q, k, v):
+        return flex_attention(q, k, v, block_mask=block_mask)
+
+    rep = em.profile(attn, q, k, v, backward=True)
+    kept = block_mask_pairs(causal_mod, s, s, 128)
+    assert kept == 10 * 128 * 128
+    # Forward: QK^T, AV; backward (the dense backward): QK^T again, dP, dV, dQ, dK.
+    fwd, bwd = 2 * (d + d), 2 * (3 * d + 2 * d)
+    assert rep.flops_matmul == b * h * s * s * (fwd + bwd) == reference_flops_flex(
+        q, k, v, backward=True)
+    assert matmul_effective(rep) == b * h * kept * (fwd + bwd)
+    ops = rep.ops()
+    mm = ops[ops.kind == "matmul"]
+    assert mm[mm.phase == "backward"]["flops_effective"].sum() == b * h * kept * bwd
+    assert rep.effective_basis["block_mask"] == "applied"
+    assert rep.unsupported_ops == {}
