@@ -80,15 +80,16 @@ void CommTracker::advance(int64_t now_ns) {
   mark_ns_ = now_ns;
 }
 
-void CommTracker::device_work(uint64_t cell_key, std::unique_ptr<DeviceWork> work) {
+void CommTracker::device_work(uint64_t cell_key, std::unique_ptr<DeviceWork> work,
+                              const std::string& why) {
   std::lock_guard<std::mutex> lock(mu_);
   device_seen_ = true;
   if (work) {
     device_works_.emplace_back(cell_key, std::move(work));
-  } else {
+  } else if (!why.empty()) {
     totals_.device_unknown += 1;  // the op returned no work whose time can be read
     if (totals_.device_unknown_why.empty()) {
-      totals_.device_unknown_why = "the collective returned no c10d Work";
+      totals_.device_unknown_why = why;
     }
   }
 }

@@ -38,8 +38,9 @@ class CommTracker {
   // device: its work runs on a device stream; the backend's host record (its launch) is then
   // ignored, and device_work() gives its time.
   void expect(uint64_t cell_key, const OpCall& call, bool tensorless, bool device = false);
-  // The device work a collective op returned: its device time goes to cell_key once it is done.
-  void device_work(uint64_t cell_key, std::unique_ptr<DeviceWork> work);
+  // The device work a collective op returned: its device time goes to cell_key once it is done
+  // (null: none, why says why; null and no why: the op's own device span times it).
+  void device_work(uint64_t cell_key, std::unique_ptr<DeviceWork> work, const std::string& why);
   // Adds the device times of the works done by now; wait: waits for all of them first (bounded:
   // a work that never finishes is dropped after 60 s, counted in Totals::device_unknown).
   void resolve_device(bool wait);

@@ -45,6 +45,7 @@ void DeviceSteps::resolve(bool wait, const std::vector<ThreadSpans>& threads) {
           scope_time_[sp.scope] += dur;
         }
         if (sp.has_cell) thread.cells->at(sp.cell_key).counts.time_ns += dur;
+        if (sp.comm) thread.cells->at(sp.cell_key).counts.comm_time_ns += dur;
         if (trace_) {
           events_.push_back(RawEvent{sp.op, sp.scope, sp.phase,
                                      start_ns_ + tl_->elapsed_ns(origin_, sp.mark0), dur, 0, 0});

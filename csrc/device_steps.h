@@ -25,6 +25,9 @@ struct DeviceSpan {
   Phase phase;
   bool outer;             // the outermost op on the device: its span is busy time
   bool has_cell = false;  // time_ops: the span's time goes to this cell
+  // A collective run on this stream (a synchronous NCCL collective returns no work): the span's
+  // time is its comm_time, in cell_key.
+  bool comm = false;
   uint64_t cell_key = 0;
 };
 

@@ -6,6 +6,7 @@
 #include <ATen/core/ivalue.h>
 
 #include <memory>
+#include <string>
 
 #include "comm.h"
 
@@ -19,7 +20,7 @@ int process_group_size(const c10::IValue& v);
 // cannot.
 bool enable_collective_timing(c10::ArrayRef<const c10::IValue> inputs);
 
-// The work a collective op returned (c10d ops return one among their outputs), or null.
-std::unique_ptr<DeviceWork> device_work(const std::vector<c10::IValue>& outputs);
+// The work a collective op returned (c10d ops return one among their outputs), or null and why.
+std::unique_ptr<DeviceWork> device_work(const std::vector<c10::IValue>& outputs, std::string& why);
 
 }  // namespace effmetrics

@@ -424,8 +424,18 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   }
   const bool counted = count(fn, f, tb, dur_ns, span);
   if (f.device_comm) {
-    comm_.device_work(CellKey{f.scope, f.info->id, f.phase, false}.pack(),
-                      device_work(fn.outputs()));
+    const uint64_t cell = CellKey{f.scope, f.info->id, f.phase, false}.pack();
+    std::string why;
+    std::unique_ptr<DeviceWork> work = device_work(fn.outputs(), why);
+    if (!work && span >= 0) {
+      // No work: the backend ran it on this stream and made it synchronous there (NCCL with
+      // async_op=False), so the op's own span is its time.
+      tb.spans[span].comm = true;
+      tb.spans[span].cell_key = cell;
+      comm_.device_work(cell, nullptr, "");
+    } else {
+      comm_.device_work(cell, std::move(work), why);
+    }
   }
   if (host_timing_) {
     // Coverage: each nanosecond once, to the innermost counted op it was spent in.

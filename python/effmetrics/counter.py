@@ -211,6 +211,14 @@ class Counter:
         self._undo_call_hook = None
         self._dtype = None  # what the model computes in, seen at its first call
         try:
+            if self._meter is None:
+                self._meter = open_meter(self.device)
+            if self._meter:
+                # The first read before the first step opens: an NVML read (3-15 ms on the H200
+                # machine) holds up the host's kernel launches while it runs.
+                self._reader = MeterReader(self._meter)
+                self._reader.mark()
+                self._reader.flush()
             if self._scan:
                 self._profiler.watch(self._scan.watch)
             self._compile_watch = CompileWatch.watching(self._profiler)
@@ -220,11 +228,6 @@ class Counter:
             if self._stages is not None:
                 self._stages.install()
             self._t_last = self._profiler.totals()
-            if self._meter is None:
-                self._meter = open_meter(self.device)
-            if self._meter:
-                self._reader = MeterReader(self._meter)
-                self._reader.mark()
             self._begin_step()
         except BaseException:
             self._close(None, None, None)

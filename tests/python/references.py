@@ -51,13 +51,15 @@ def reference_flops(fn) -> int:
 
 
 
-def flex_reference_flops(query, key, value, backward: bool = False) -> int:
+def flex_reference_flops(query, key, value, backward: bool = False) -> int | None:
     """FlopCounterMode's count of a flex_attention call, from the formulas torch registers for
     the flex_attention operators (flop_registry). The mode itself cannot run flex_attention in
     eager mode here: its dispatch mode returns NotImplemented for the operator (torch 2.13 and
     2.14 raise "no implementation found for 'torch.ops.higher_order.flex_attention'"), and the
     failed call leaves Dynamo unable to compile flex_attention again in the same process."""
     hop = torch.ops.higher_order
+    if hop.flex_attention not in fc.flop_registry:  # torch 2.11 registers no formula for it
+        return None
     flops = fc.flop_registry[hop.flex_attention](query, key, value)
     if backward:
         out = torch.empty(*query.shape[:-1], value.shape[-1], device="meta")

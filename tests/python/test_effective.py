@@ -239,7 +239,8 @@ def test_flex_attention_block_mask_forward(case):
         assert kept == blocks * block * block  # the block count written above
     # flops: the dense convention, 2*b*h*s_q*s_kv*(d_q + d_v), as FlopCounterMode counts it.
     dense = 2 * b * h * sq * sk * (d + d)
-    assert rep.flops_matmul == dense == reference_flops_flex(q, k, v)
+    assert rep.flops_matmul == dense
+    assert reference_flops_flex(q, k, v) in (dense, None)  # None: this torch has no formula
     # flops_effective: QK^T and AV over the pairs of the kept blocks only.
     assert matmul_effective(rep) == 2 * b * h * kept * (d + d)
     assert vector_unchanged(rep)
@@ -324,8 +325,8 @@ def test_flex_attention_block_mask_forward_and_backward_cuda():
     assert kept == 10 * 128 * 128
     # Forward: QK^T, AV; backward (the dense backward): QK^T again, dP, dV, dQ, dK.
     fwd, bwd = 2 * (d + d), 2 * (3 * d + 2 * d)
-    assert rep.flops_matmul == b * h * s * s * (fwd + bwd) == reference_flops_flex(
-        q, k, v, backward=True)
+    assert rep.flops_matmul == b * h * s * s * (fwd + bwd)
+    assert reference_flops_flex(q, k, v, backward=True) in (b * h * s * s * (fwd + bwd), None)
     assert matmul_effective(rep) == b * h * kept * (fwd + bwd)
     ops = rep.ops()
     mm = ops[ops.kind == "matmul"]
