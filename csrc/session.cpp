@@ -155,6 +155,7 @@ void ThreadBuffer::clear() {
   coverage_ns = {};
   events.clear();
   spans.clear();
+  weight_views.clear();
 }
 
 // ---------------------------------------------------------------- Session
@@ -329,14 +330,24 @@ void Session::capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, 
       f.on_device = true;
     }
   };
+  auto weight = [&](int64_t nonzero, int64_t numel) {
+    // A weight with known zeros: its matmul below does nonzero/numel of its products. Two such
+    // weights in one op (a fused block): which product uses which is unknown, none.
+    f.w_numel = f.w_numel == 0 ? numel : -1;
+    f.w_nonzero = nonzero;
+  };
   auto on_tensor = [&](const at::Tensor& t) {
     if (counts_uses) {
       const int64_t i = watched_.count_use(t.unsafeGetTensorImpl(), tb.watched_uses);
       if (i >= 0 && watched_.nonzero(i) >= 0) {
-        // A weight with known zeros: its matmul below does nonzero/numel of its products. Two
-        // such weights in one op (a fused block): which product uses which is unknown, none.
-        f.w_numel = f.w_numel == 0 ? watched_.numel(i) : -1;
-        f.w_nonzero = watched_.nonzero(i);
+        weight(watched_.nonzero(i), watched_.numel(i));
+      } else if (i < 0 && !tb.weight_views.empty()) {
+        auto it = tb.weight_views.find(t.unsafeGetTensorImpl());
+        if (it != tb.weight_views.end() && t.has_storage() &&
+            t.storage().unsafeGetStorageImpl() == it->second.storage &&
+            t.numel() == it->second.numel) {
+          weight(it->second.nonzero, it->second.numel);  // its use was counted at the view
+        }
       }
     }
     if (device_) on_device(t.device());
@@ -423,6 +434,7 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     add_cell(tb, f, OpKind::kUnsupported, OpCost::none(), dur_ns, span);  // fused, unseen
   }
   const bool counted = count(fn, f, tb, dur_ns, span);
+  if (f.w_numel > 0 && !f.in_op && is_view(*f.info)) weight_view(fn, f, tb);
   if (f.device_comm) {
     const uint64_t cell = CellKey{f.scope, f.info->id, f.phase, false}.pack();
     std::string why;
@@ -452,6 +464,18 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     parent->child_counted |= (counted && !is_view(*f.info)) || f.child_counted;
     parent->flops_below |= (counted && owns_children(*f.info->rule)) || f.flops_below;
   }
+}
+
+// A top-level view of a weight with known zeros (W.t(), W.T, W.view(...)): the op that uses the
+// view discounts the weight's zeros as if it used the weight.
+void Session::weight_view(const at::RecordFunction& fn, const Frame& f, ThreadBuffer& tb) {
+  const auto& outputs = fn.outputs();
+  if (outputs.empty() || !outputs[0].isTensor()) return;
+  const at::Tensor& v = outputs[0].toTensor();
+  if (!v.defined() || !v.has_storage() || v.numel() != f.w_numel) return;
+  if (tb.weight_views.size() >= 4096) tb.weight_views.clear();  // stale entries: bounded
+  tb.weight_views[v.unsafeGetTensorImpl()] = {f.w_nonzero, f.w_numel,
+                                              v.storage().unsafeGetStorageImpl()};
 }
 
 int64_t Session::close_span(const Frame& f, ThreadBuffer& tb) {

@@ -99,6 +99,14 @@ struct ThreadBuffer {
   std::unordered_map<int64_t, std::pair<int64_t, int64_t>> seq_attention;
   std::array<int64_t, 3> coverage_ns{};   // Report::coverage_ns, this thread's share
   std::vector<const void*> nvtx_regions;  // named regions with an NVTX range open, innermost last
+  // Views of weights with known zeros made by top-level ops (W.t() in x @ W.t()): by the view's
+  // TensorImpl, the weight's (nonzero, numel) and the view's storage, checked on use (an address
+  // reused by another tensor has another storage, or is another view of the same weight).
+  struct WeightView {
+    int64_t nonzero, numel;
+    const void* storage;
+  };
+  std::unordered_map<const void*, WeightView> weight_views;
 
   Frame* top() { return depth ? &stack[depth - 1] : nullptr; }
   // Pushes a frame for a starting op; frames and their OpCall buffers are reused.
@@ -153,6 +161,7 @@ class Session {
   int64_t close_span(const Frame& f, ThreadBuffer& tb);  // the span's index, or -1
   bool count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, int64_t dur_ns,
              int64_t span);
+  void weight_view(const at::RecordFunction& fn, const Frame& f, ThreadBuffer& tb);
   void add_cell(ThreadBuffer& tb, Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns,
                 int64_t span);
   void apply_effective(const at::RecordFunction& fn, const Frame& f, ThreadBuffer& tb,

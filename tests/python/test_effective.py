@@ -333,3 +333,34 @@ def test_flex_attention_block_mask_forward_and_backward_cuda():
     assert mm[mm.phase == "backward"]["flops_effective"].sum() == b * h * kept * bwd
     assert rep.effective_basis["block_mask"] == "applied"
     assert rep.unsupported_ops == {}
+
+
+def test_zero_weights_used_through_a_view_are_discounted():
+    """x @ W.t(), x @ W.T, F.linear(x, W.view(...)): the matmul gets a view of the weight; its
+    zeros count as the weight's (the view's use of the parameter is counted once)."""
+
+    class ViewMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = nn.Parameter(torch.randn(64, 32))
+            self.w2 = nn.Parameter(torch.randn(16, 64))
+            self.w3 = nn.Parameter(torch.randn(16, 4, 4))  # a weight stored 3-D
+
+        def forward(self, x):
+            h = torch.relu(x @ self.w1.t())
+            h = torch.relu(h @ self.w2.T)
+            return nn.functional.linear(h, self.w3.view(16, 16))
+
+    model = ViewMLP()
+    with torch.no_grad():
+        model.w1[:, ::2] = 0  # half of w1
+        model.w2[::4] = 0  # a quarter of w2
+        model.w3[:4] = 0  # a quarter of w3
+    x = torch.randn(8, 32)
+    rep = em.profile(model, x, effective=True)
+    dense = [2 * 8 * 32 * 64, 2 * 8 * 64 * 16, 2 * 8 * 16 * 16]
+    assert rep.flops_matmul == sum(dense) == reference_flops(lambda: model(x))
+    assert matmul_effective(rep) == dense[0] // 2 + dense[1] * 3 // 4 + dense[2] * 3 // 4
+    assert rep.effective_basis["zeros"] == "applied"
+    # Each weight is one use per forward, at its view.
+    assert rep.params.applied == 64 * 32 + 16 * 64 + 16 * 16
