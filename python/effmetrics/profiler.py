@@ -174,7 +174,9 @@ def profile(
         args, kwargs = pytree.tree_map(
             lambda t: t.to(dev) if isinstance(t, torch.Tensor) else t, (args, kwargs))
     model_scan = scan(module) if module is not None else None
-    where = device_of(args, kwargs, module)
+    # Where the work runs: the device asked for (a function without tensor arguments that works
+    # on the GPU, timed on its events), else the arguments' or the model's.
+    where = dev if dev is not None else device_of(args, kwargs, module)
     # A compiled model is counted through its graphs, and timed (or measured) in a second run
     # of the compiled code itself; the first run leaves no trace in the model's state.
     second_run = compiled is not None and (time or memory)

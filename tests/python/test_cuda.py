@@ -286,6 +286,14 @@ def test_cuda_reduce_overhead_model_is_counted_and_timed():
     print(f"\nreduce-overhead MLP: {rep.wall_s * 1e6:.1f} us per compiled run")
 
 
+def test_cuda_profile_of_a_function_without_tensor_arguments_uses_the_device_timeline():
+    """device="cuda" says where a function's work runs when no argument does: CUDA events."""
+    a = torch.randn(1024, 1024, device="cuda")
+    rep = em.profile(lambda: torch.mm(a, a), time=True, device="cuda")
+    assert rep.clock == "cuda_event"
+    assert rep.busy_s > 0
+
+
 @pytest.fixture
 def nccl_group():
     """A single-rank NCCL process group on this GPU (in this process, a HashStore)."""
