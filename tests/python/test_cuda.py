@@ -342,9 +342,10 @@ def test_cuda_nccl_collective_time_agrees_with_cuda_events(nccl_group, async_op)
     assert int(coll["calls"].sum()) == 5
     assert rep.exposed_comm_s is None  # overlap on the device: not measured by the host clock
     if not async_op and rep.comm_untimed:
-        # Known gap (README "GPU figures"): torch 2.11's synchronous NCCL collective returns an
-        # empty work, and the op's own span did not time it there. Never a silent zero: each
-        # such call is counted as untimed, with the reason.
+        # torch 2.11's synchronous NCCL collective returns an empty work: it is timed by the
+        # op's own span on the current stream. Not yet seen working on a GPU (README
+        # "Distributed runs"); if it is untimed, never a silent zero: each such call is counted
+        # as untimed, with the reason.
         assert rep.comm_untimed == 5 and "no c10d Work" in rep.comm_untimed_why
         assert rep.comm_time_s == 0
         pytest.xfail(f"synchronous NCCL collective untimed: {rep.comm_untimed_why}")
