@@ -4,6 +4,8 @@ row that equal what counting every step gives.
 The oracle is count="every" on the same loop (every step observed, itself checked against
 FlopCounterMode and closed forms elsewhere), row by row.
 """
+import time
+
 import pandas as pd
 import pytest
 import torch
@@ -303,6 +305,51 @@ def test_energy_per_step_from_the_meter(monkeypatch):
     assert s["energy_j"] == 10.0 and s["energy_source"] == "fake"
     assert s["avg_power_w"] == pytest.approx(10.0 / steps["wall_s"].sum())
     assert s["joules_per_example"] == pytest.approx(10.0 / 16)
+
+
+class _SlowFailingMeter(_FakeMeter):
+    """Each read takes 50 ms (NVML took 3-17 ms a read on the H200); the fourth read fails."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads, self.threads = 0, set()
+
+    def read_j(self):
+        import threading
+
+        self.threads.add(threading.get_ident())
+        self.reads += 1
+        time.sleep(0.05)
+        if self.reads == 4:
+            raise OSError("the counter went away")
+        return super().read_j()
+
+
+def test_energy_is_read_off_the_training_thread(monkeypatch):
+    """step() does not wait for the meter (it reads on a thread of its own); a read that fails
+    gives that step's energy None, never an exception in the training loop."""
+    import threading
+
+    from effmetrics import counter
+
+    meter = _SlowFailingMeter()
+    monkeypatch.setattr(counter, "open_meter", lambda device: meter)
+    model, x = nn.Linear(8, 8), torch.randn(4, 8)
+    with em.Counter(model) as c:
+        times = []
+        for _ in range(5):
+            model(x)
+            t0 = time.perf_counter()
+            c.step()
+            times.append(time.perf_counter() - t0)
+    assert max(times) < 0.05  # a synchronous read alone would take 50 ms
+    assert threading.get_ident() not in meter.threads
+    energy = list(c.steps["energy_j"])
+    # Reads: 1 before the first step, then one per step; the 4th (step 2's) fails, so steps 2
+    # and 3 (which differ from it) have no figure; the others gained 2.5 J each.
+    assert energy[:2] == [2.5, 2.5] and energy[4] == 2.5
+    assert energy[2] is None or energy[2] != energy[2]  # None (NaN in a float column)
+    assert energy[3] is None or energy[3] != energy[3]
 
 
 def test_no_energy_meter_gives_none_and_the_reason(monkeypatch):
