@@ -103,6 +103,15 @@ std::unique_ptr<DeviceWork> device_work(const std::vector<c10::IValue>& outputs,
       return std::make_unique<C10dDeviceWork>(w);
     }
   }
+  for (const c10::IValue& v : outputs) {
+    if (v.isObject() && v.type()->str() == kWorkClass) {
+      why =
+          "a synchronous collective (its c10d Work is empty: NCCL with async_op=False runs it on "
+          "the current stream); its time is its own device span, which needs a profile timed on "
+          "that device (time=True with device='cuda')";
+      return nullptr;
+    }
+  }
   why = "the collective returned no c10d Work (its outputs:";
   for (const c10::IValue& v : outputs) {
     why += " " + (v.isObject() ? v.type()->str() : std::string(v.tagKind()));
