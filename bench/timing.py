@@ -41,15 +41,17 @@ def interleaved(modes: dict, rounds: int) -> dict:
     return {m: statistics.median(v) for m, v in times.items()}
 
 
+def synced(fn):
+    """fn, then a wait for the GPU: its host time covers its device work."""
+    def run():
+        fn()
+        torch.cuda.synchronize()
+    return run
+
+
 def cuda_section(rounds: int) -> None:
     model = vit("vit-b/16").cuda().to(torch.bfloat16).eval()
     x = torch.randn(32, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
-
-    def synced(fn):
-        def run():
-            fn()
-            torch.cuda.synchronize()
-        return run
 
     with torch.no_grad():
         med = interleaved({
@@ -158,12 +160,6 @@ def cuda_op_chain_section(rounds: int, n: int = 2000) -> None:
         for _ in range(n):
             y = y + 1
         return y
-
-    def synced(fn):
-        def run():
-            fn()
-            torch.cuda.synchronize()
-        return run
 
     med = interleaved({
         "bare": synced(chain),
