@@ -10,15 +10,28 @@ import effmetrics as em
 
 
 def test_median_agrees_with_torch_benchmark_timer(one_thread):
+    """Our median lies within the spread of Timer's own medians taken in the same window.
+
+    A shared machine moves a 100 us matmul by 10% or more from one tenth of a second to the
+    next (CI saw Timer's medians range 94-109 us), so a fixed +-10% band on one pair flakes.
+    Timer's spread over interleaved rounds is the noise floor; a timer that measured something
+    else (overhead, the wrong unit, the warm-up, one call for many) lands far outside it.
+    """
     a = torch.randn(192, 192)
     ours, theirs = [], []
-    for _ in range(5):  # interleaved, so drift hits both alike
+
+    def timer_median():
+        return Timer("torch.mm(a, a)", globals={"torch": torch, "a": a},
+                     num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=0.1).median
+
+    for i in range(6):  # interleaved, each going first in turn, so drift hits both alike
+        first_ours = i % 2 == 0
+        if not first_ours:
+            theirs.append(timer_median())
         ours.append(em.benchmark(torch.mm, a, a, min_run_time=0.1).median)
-        m = Timer("torch.mm(a, a)", globals={"torch": torch, "a": a},
-                  num_threads=torch.get_num_threads()).blocked_autorange(min_run_time=0.1)
-        theirs.append(m.median)
-    ratio = statistics.median(ours) / statistics.median(theirs)
-    assert 0.9 < ratio < 1.1, (ours, theirs)
+        if first_ours:
+            theirs.append(timer_median())
+    assert min(theirs) / 1.05 < statistics.median(ours) < max(theirs) * 1.05, (ours, theirs)
 
 
 def test_timing_fields_and_derived_rates():
