@@ -9,7 +9,7 @@ the floor (an empty RecordFunction callback asking for inputs and outputs, built
 project: _C.EmptyObserver); a ViT-Ti/16 batch 1 training step under Counter(count="auto")
 <= 1.005x bare, count="every" <= 1.03x; em.profile forward <= 1.05x.
 
-    python bench/overhead.py [--rounds N] [--only chain,train,profile]
+    python bench/overhead.py [--rounds N] [--only chain,instructions,train,profile]
 """
 from __future__ import annotations
 
@@ -111,26 +111,97 @@ def interleaved(modes: dict, rounds: int) -> dict:
 
 def measure_op_chain(rounds: int, n: int = 2000) -> tuple[float, float]:
     """Per-op added time of a chain of 1-element adds: the floor (an empty callback with
-    inputs and outputs) and em.profile, both over bare."""
+    inputs and outputs) and em.profile, both over bare.
+
+    Per op is the marginal cost: each mode runs a chain of n and one of 2n ops, and the
+    difference of the two (n ops) is what n more ops cost, so em.profile's fixed cost per call
+    (scan, report: measure_fixed_cost) drops out. The amortized figure (one chain of n, fixed
+    cost included) is printed beside it."""
     x = torch.ones(1)
 
-    def chain():
-        y = x
-        for _ in range(n):
-            y = y + 1
+    def chain(k):
+        def run():
+            y = x
+            for _ in range(k):
+                y = y + 1
+        return run
 
-    def floor():
-        with _C.EmptyObserver():
-            chain()
+    def floor(k):
+        def run():
+            with _C.EmptyObserver():
+                chain(k)()
+        return run
 
-    med = interleaved({"bare": chain, "floor": floor, "effmetrics": lambda: em.profile(chain)},
-                      rounds)
-    per_op = {m: (med[m] - med["bare"]) / n * 1e6 for m in ("floor", "effmetrics")}
-    print(f"\nchain of {n} 1-element adds, 1 thread ({rounds} interleaved rounds, medians)")
-    for m in med:
-        print(f"  {m:<12} {med[m] * 1e3:8.3f} ms" + (f"   +{per_op[m]:.2f} us/op" if m in per_op
-                                                      else ""))
+    def counted(k):
+        return lambda: em.profile(chain(k))
+
+    modes = {}
+    for name, make in (("bare", chain), ("floor", floor), ("effmetrics", counted)):
+        modes[name], modes[name + " 2n"] = make(n), make(2 * n)
+    med = interleaved(modes, rounds)
+    marginal = {m: med[m + " 2n"] - med[m] for m in ("bare", "floor", "effmetrics")}
+    per_op = {m: (marginal[m] - marginal["bare"]) / n * 1e6 for m in ("floor", "effmetrics")}
+    amortized = {m: (med[m] - med["bare"]) / n * 1e6 for m in ("floor", "effmetrics")}
+    print(f"\nchain of 1-element adds, 1 thread ({rounds} interleaved rounds, medians; per op: "
+          f"chain of {2 * n} minus chain of {n})")
+    for m in ("bare", "floor", "effmetrics"):
+        extra = "" if m == "bare" else (f"   +{per_op[m]:.2f} us/op  (+{amortized[m]:.2f} "
+                                        f"amortized over one chain of {n})")
+        print(f"  {m:<12} {marginal[m] / n * 1e6:8.3f} us/op{extra}")
     return per_op["floor"], per_op["effmetrics"]
+
+
+def measure_instructions(n: int = 1000) -> tuple[float, float]:
+    """The op chain's per-op cost in instructions (valgrind's callgrind, through torch's
+    Timer.collect_callgrind): exact and repeatable where wall-clock medians on a shared machine
+    move by more than the difference measured. One valgrind process; each repeat runs the next
+    of bare, floor and effmetrics at n and 2n ops, per op = the difference of the two over n."""
+    import os
+    import shutil
+    import sys
+
+    from torch.utils.benchmark import Timer
+
+    if shutil.which("valgrind") is None:
+        print("\ninstructions: valgrind is not installed (apt-get install valgrind); skipped")
+        return float("nan"), float("nan")
+    setup = f"""
+import itertools, torch, effmetrics as em
+from effmetrics import _C
+torch.set_num_threads(1)
+x = torch.ones(1)
+def chain(k):
+    y = x
+    for _ in range(k):
+        y = y + 1
+def floor(k):
+    with _C.EmptyObserver():
+        chain(k)
+def counted(k):
+    em.profile(lambda: chain(k))
+order = [(f, k) for f in (chain, floor, counted) for k in ({n}, {2 * n})]
+modes = itertools.cycle(order[-1:] + order[:-1])  # Timer's one warm-up call takes the last
+def run():
+    f, k = next(modes)
+    f(k)
+counted(10)
+"""
+    # Timer's valgrind child runs `python` from PATH: this interpreter's, so it finds torch.
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    stats = Timer("run()", setup=setup).collect_callgrind(number=1, repeats=6)
+    counts = [s.counts(denoise=True) for s in stats]
+    marginal = {m: (counts[2 * i + 1] - counts[2 * i]) / n
+                for i, m in enumerate(("bare", "floor", "effmetrics"))}
+    print(f"\nchain of 1-element adds, instructions per op (callgrind; chain of {2 * n} minus "
+          f"chain of {n})")
+    for m, v in marginal.items():
+        extra = "" if m == "bare" else f"   +{v - marginal['bare']:.0f}"
+        print(f"  {m:<12} {v:8.0f}{extra}")
+    floor = marginal["floor"] - marginal["bare"]
+    over = marginal["effmetrics"] - marginal["floor"]
+    print(f"  -> effmetrics - floor: +{over:.0f} instructions per op "
+          f"({over / marginal['bare']:.1%} of the bare op's; the floor adds {floor:.0f})")
+    return floor, over
 
 
 def measure_training(rounds: int, steps: int = 10) -> dict:
@@ -204,12 +275,14 @@ def measure_fixed_cost(rounds: int) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=0, help="default: 41 (Ti), 7 (B)")
-    parser.add_argument("--only", default="", help="comma-separated: chain, train, profile")
+    parser.add_argument("--only", default="", help="comma-separated: chain, instructions (valgrind), train, profile")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     threads = torch.get_num_threads()
     if only:
         torch.set_num_threads(1)
+        if "instructions" in only:
+            measure_instructions()
         if "chain" in only:
             floor, em_op = measure_op_chain(args.rounds or 41)
             print(f"  -> effmetrics - floor: {em_op - floor:+.2f} us/op (target <= 0.2)")

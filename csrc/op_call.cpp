@@ -4,28 +4,6 @@
 
 namespace effmetrics {
 
-TensorMeta OpCall::make_meta(const void* id, const int64_t* sizes, int ndim, int itemsize,
-                             bool defined, int scalar_type) {
-  TensorMeta t;
-  t.scalar_type = static_cast<int8_t>(scalar_type);
-  t.id = id;
-  t.defined = defined;
-  t.itemsize = static_cast<uint8_t>(itemsize);
-  t.dims_offset = static_cast<uint32_t>(dims_.size());
-  t.ndim = static_cast<uint8_t>(defined ? ndim : 0);
-  int64_t numel = defined ? 1 : 0;
-  for (int k = 0; k < t.ndim; ++k) {
-    dims_.push_back(sizes[k]);
-    numel *= sizes[k];
-  }
-  t.numel = numel;
-  return t;
-}
-
-Shape OpCall::shape_of(const TensorMeta& t) const {
-  return Shape{dims_.data() + t.dims_offset, t.ndim, t.numel, t.itemsize, t.defined, t.scalar_type};
-}
-
 void OpCall::add_int_list(const int64_t* v, size_t n, ArgType t) {
   Arg a{t, static_cast<int64_t>(n), 0.0, static_cast<uint32_t>(ints_.size())};
   ints_.insert(ints_.end(), v, v + n);
@@ -39,12 +17,6 @@ void OpCall::add_bool_list(std::initializer_list<bool> v) {
   args_.push_back(a);
 }
 
-void OpCall::add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined,
-                        int scalar_type) {
-  args_.push_back(Arg{ArgType::kTensor, 0, 0.0, static_cast<uint32_t>(tensors_.size())});
-  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined, scalar_type));
-}
-
 void OpCall::add_tensor(std::initializer_list<int64_t> sizes, int itemsize) {
   // Tests: every tensor distinct; use its position as identity.
   const void* id = reinterpret_cast<const void*>(static_cast<uintptr_t>(tensors_.size() + 1));
@@ -53,17 +25,6 @@ void OpCall::add_tensor(std::initializer_list<int64_t> sizes, int itemsize) {
 
 void OpCall::begin_tensor_list() {
   args_.push_back(Arg{ArgType::kTensorList, 0, 0.0, static_cast<uint32_t>(tensors_.size())});
-}
-
-void OpCall::add_list_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
-                             bool defined, int scalar_type) {
-  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined, scalar_type));
-  args_.back().i += 1;
-}
-
-void OpCall::add_output(const void* id, const int64_t* sizes, int ndim, int itemsize,
-                        int scalar_type) {
-  outputs_.push_back(make_meta(id, sizes, ndim, itemsize, true, scalar_type));
 }
 
 void OpCall::add_output(std::initializer_list<int64_t> sizes, int itemsize) {

@@ -93,6 +93,8 @@ bool pop_scope() {
 
 uint32_t current_scope() { return tls.stack.empty() ? kRootScope : tls.stack.back(); }
 
+const std::vector<uint32_t>* current_scope_stack() { return &tls.stack; }
+
 size_t scope_depth() { return tls.stack.size(); }
 
 std::string scope_name(uint32_t node) {

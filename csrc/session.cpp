@@ -128,13 +128,6 @@ std::pair<int64_t, int64_t> set_attention_share(int64_t kept, int64_t pairs) {
 
 // ---------------------------------------------------------------- ThreadBuffer
 
-Frame& ThreadBuffer::push(uint64_t handle) {
-  if (depth == stack.size()) stack.emplace_back();  // may move frames: callers re-read top()
-  Frame& f = stack[depth++];
-  f.reset(handle);
-  return f;
-}
-
 const OpInfo& ThreadBuffer::info(const at::RecordFunction& fn) {
   const char* name = fn.name();
   auto it = op_cache.find(std::string_view(name));
@@ -185,6 +178,7 @@ Session::~Session() {
 ThreadBuffer* Session::register_thread() {
   auto buf = acquire_buffer();
   buf->rf_thread_id = at::RecordFunction::currentThreadId();
+  buf->scopes = current_scope_stack();
   // Rules registered or removed since this buffer cached them: look every name up again.
   const uint64_t version = rules_version();
   if (buf->rules_version != version) {
@@ -202,19 +196,20 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
     on_user_scope(fn, tb, /*start=*/true);
     return;
   }
-  Frame& f = tb.push(record_key(fn));
   if (paused_.load(std::memory_order_relaxed) > 0) {
-    f.absorbed = true;  // e.g. a compiler's tracing: not the model's work
+    tb.push(record_key(fn), /*absorbed=*/true);  // e.g. a compiler's tracing: not the model's work
     return;
   }
-  Frame* parent = tb.depth > 1 ? &tb.stack[tb.depth - 2] : nullptr;
-  if (parent) {
-    parent->has_child = true;
-    if (parent->absorbed || (parent->info->rule && owns_children(*parent->info->rule))) {
-      f.absorbed = true;  // counted by the op with the FLOP rule above it: nothing to do
+  if (Frame* above = tb.top()) {
+    above->has_child = true;
+    if (above->absorbed || (above->info->rule && owns_children(*above->info->rule))) {
+      // Counted by the op with the FLOP rule above it: nothing to do.
+      tb.push(record_key(fn), /*absorbed=*/true);
       return;
     }
   }
+  Frame& f = tb.push(record_key(fn));
+  Frame* parent = tb.depth > 1 ? &tb.stack[tb.depth - 2] : nullptr;  // push may move frames
   f.info = &tb.info(fn);
   if (parent) {
     f.attn_kept = parent->attn_kept;
@@ -302,7 +297,7 @@ void Session::attribute(const at::RecordFunction& fn, Frame* parent, ThreadBuffe
     if (parent && !parent->info->is_op) parent->scope = f.scope;
   } else if (parent) {
     f.phase = parent->phase;
-    f.scope = parent->phase == Phase::kBackward ? parent->scope : current_scope();
+    f.scope = parent->phase == Phase::kBackward ? parent->scope : tb.current_scope();
   } else if (torch::autograd::get_current_graph_task_id() != -1) {
     // The engine's own ops between nodes (sum_to in validate_outputs, gradient accumulation):
     // backward, charged to the node that just ran on this thread.
@@ -310,7 +305,7 @@ void Session::attribute(const at::RecordFunction& fn, Frame* parent, ThreadBuffe
     f.scope = tb.last_node_scope;
   } else {
     f.phase = static_cast<Phase>(forced_phase_.load(std::memory_order_relaxed));
-    f.scope = current_scope();
+    f.scope = tb.current_scope();
   }
   if (f.phase == Phase::kForward) tb.seq_scopes.record(fn.seqNr(), f.scope);
 }

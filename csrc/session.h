@@ -75,14 +75,25 @@ struct FrameState {
 struct Frame : FrameState {
   OpCall call;  // keeps its capacity across reuse
   void reset(uint64_t handle) {
-    static_cast<FrameState&>(*this) = FrameState{};
+    // Copied from a constant: assigning FrameState{} builds a temporary (rep stos), then reads
+    // it back across the stores' boundaries, a stall on every op.
+    static const FrameState kFresh{};
+    static_cast<FrameState&>(*this) = kFresh;
     this->handle = handle;
     call.clear();
+  }
+  // A frame nothing is counted in (an absorbed op: most ops nest in one with a FLOP rule): only
+  // what on_end and its children read of it is set; the rest stays stale, unread.
+  void absorb(uint64_t handle) {
+    this->handle = handle;
+    absorbed = true;
+    computing = false;
   }
 };
 
 struct ThreadBuffer {
   uint64_t rf_thread_id = 0;  // at::RecordFunction::currentThreadId() of the owning thread
+  const std::vector<uint32_t>* scopes = nullptr;  // the owning thread's current_scope_stack()
   std::vector<Frame> stack;
   size_t depth = 0;
   std::unordered_map<std::string_view, OpInfo> op_cache;
@@ -109,8 +120,15 @@ struct ThreadBuffer {
   std::unordered_map<const void*, WeightView> weight_views;
 
   Frame* top() { return depth ? &stack[depth - 1] : nullptr; }
+  uint32_t current_scope() const { return scopes->empty() ? kRootScope : scopes->back(); }
   // Pushes a frame for a starting op; frames and their OpCall buffers are reused.
-  Frame& push(uint64_t handle);
+  // Inline: every op's start callback runs it, most of them absorbed.
+  Frame& push(uint64_t handle, bool absorbed = false) {
+    if (depth == stack.size()) stack.emplace_back();  // may move frames: callers re-read top()
+    Frame& f = stack[depth++];
+    absorbed ? f.absorb(handle) : f.reset(handle);
+    return f;
+  }
   // What we know of the op's name (cached per thread; resolve_op locks).
   const OpInfo& info(const at::RecordFunction& fn);
   void clear();  // back to a fresh state, capacities kept (pooling)

@@ -142,4 +142,42 @@ class OpCall {
   bool unknown_shape_ = false;
 };
 
+// The capture path's per-tensor calls, inline: they run for every tensor of every op.
+inline TensorMeta OpCall::make_meta(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                                    bool defined, int scalar_type) {
+  TensorMeta t;
+  t.scalar_type = static_cast<int8_t>(scalar_type);
+  t.id = id;
+  t.defined = defined;
+  t.itemsize = static_cast<uint8_t>(itemsize);
+  t.dims_offset = static_cast<uint32_t>(dims_.size());
+  t.ndim = static_cast<uint8_t>(defined ? ndim : 0);
+  dims_.insert(dims_.end(), sizes, sizes + t.ndim);
+  int64_t numel = defined ? 1 : 0;
+  for (int k = 0; k < t.ndim; ++k) numel *= sizes[k];
+  t.numel = numel;
+  return t;
+}
+
+inline Shape OpCall::shape_of(const TensorMeta& t) const {
+  return Shape{dims_.data() + t.dims_offset, t.ndim, t.numel, t.itemsize, t.defined, t.scalar_type};
+}
+
+inline void OpCall::add_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                               bool defined, int scalar_type) {
+  args_.push_back(Arg{ArgType::kTensor, 0, 0.0, static_cast<uint32_t>(tensors_.size())});
+  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined, scalar_type));
+}
+
+inline void OpCall::add_list_tensor(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                                    bool defined, int scalar_type) {
+  tensors_.push_back(make_meta(id, sizes, ndim, itemsize, defined, scalar_type));
+  args_.back().i += 1;
+}
+
+inline void OpCall::add_output(const void* id, const int64_t* sizes, int ndim, int itemsize,
+                               int scalar_type) {
+  outputs_.push_back(make_meta(id, sizes, ndim, itemsize, true, scalar_type));
+}
+
 }  // namespace effmetrics

@@ -29,6 +29,9 @@ void push_scope(std::string_view name);
 bool pop_scope();
 // Current thread's innermost scope node, and a node's name ("" for the root).
 uint32_t current_scope();
+// This thread's stack of scope nodes (innermost last), valid for the thread's life: a per-op
+// caller keeps the pointer rather than reach the thread-local on every op.
+const std::vector<uint32_t>* current_scope_stack();
 std::string scope_name(uint32_t node);
 size_t scope_depth();
 // Pop until the stack has `depth` entries (restores balance after an exception).
