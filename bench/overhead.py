@@ -275,7 +275,8 @@ def measure_fixed_cost(rounds: int) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=0, help="default: 41 (Ti), 7 (B)")
-    parser.add_argument("--only", default="", help="comma-separated: chain, instructions (valgrind), train, profile")
+    parser.add_argument("--only", default="",
+                        help="comma-separated: chain, instructions (valgrind), train, profile")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     threads = torch.get_num_threads()
