@@ -38,7 +38,8 @@ struct ThreadSlots {
 thread_local ThreadSlots t_slots;
 
 template <int S>
-ThreadBuffer* buffer_for(Session* s) {
+ThreadBuffer* buffer_for(Session* s, const at::RecordFunction& fn) {
+  if (ThreadBuffer* first = s->first_buffer(fn.threadId(), pthread_self())) return first;
   if (t_slots.generation[S] != s->generation()) {
     t_slots.buffer[S] = s->register_thread();
     t_slots.generation[S] = s->generation();
@@ -49,14 +50,14 @@ ThreadBuffer* buffer_for(Session* s) {
 template <int S>
 std::unique_ptr<at::ObserverContext> on_start(const at::RecordFunction& fn) {
   Session* s = g_slots[S].load(std::memory_order_acquire);
-  if (s) s->on_start(fn, *buffer_for<S>(s));
+  if (s) s->on_start(fn, *buffer_for<S>(s, fn));
   return nullptr;
 }
 
 template <int S>
 void on_end(const at::RecordFunction& fn, at::ObserverContext*) {
   Session* s = g_slots[S].load(std::memory_order_acquire);
-  if (s) s->on_end(fn, *buffer_for<S>(s));
+  if (s) s->on_end(fn, *buffer_for<S>(s, fn));
 }
 
 template <int... S>

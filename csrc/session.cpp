@@ -188,7 +188,13 @@ ThreadBuffer* Session::register_thread() {
   buf->watched_uses.assign(watched_.size(), 0);
   std::lock_guard<std::mutex> lock(mu_);
   buffers_.push_back(std::move(buf));
-  return buffers_.back().get();
+  ThreadBuffer* b = buffers_.back().get();
+  if (first_buffer_ == nullptr && b->rf_thread_id != 0) {
+    first_buffer_ = b;
+    first_pthread_ = pthread_self();
+    first_rf_thread_.store(b->rf_thread_id, std::memory_order_release);
+  }
+  return b;
 }
 
 void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {

@@ -7,6 +7,8 @@
 // and the clocks (host, or the device timeline's steps: device_steps.h).
 #pragma once
 
+#include <pthread.h>
+
 #include <array>
 #include <atomic>
 #include <cstdint>
@@ -142,6 +144,16 @@ class Session {
 
   int slot() const { return slot_; }
   uint64_t generation() const { return generation_; }
+  // The buffer of the first thread that registered, found without a thread-local lookup (the
+  // extension's thread-locals cost a __tls_get_addr call each): rf_thread is the record's
+  // RecordFunction::threadId(), unique per thread and never reused; self is pthread_self(),
+  // checked too because an end callback may run on another thread than its start (async).
+  ThreadBuffer* first_buffer(uint64_t rf_thread, pthread_t self) const {
+    return rf_thread == first_rf_thread_.load(std::memory_order_acquire) &&
+                   pthread_equal(self, first_pthread_)
+               ? first_buffer_
+               : nullptr;
+  }
   bool has_timeline() const { return device_ != nullptr; }
   // Step boundaries on the device timeline (start(), snapshot(), stop()).
   void open_step() { device_->open_step(); }
@@ -214,6 +226,10 @@ class Session {
   std::atomic<uint8_t> forced_phase_{static_cast<uint8_t>(Phase::kForward)};
   std::atomic<int> paused_{0};  // > 0: ops start unobserved (their frames are skipped)
   std::mutex mu_;  // buffers_ (registration, collect, backward lookups) and device_ reads
+  // first_buffer(): written once, under mu_, before first_rf_thread_ is published.
+  std::atomic<uint64_t> first_rf_thread_{0};
+  pthread_t first_pthread_{};
+  ThreadBuffer* first_buffer_ = nullptr;
   std::vector<std::unique_ptr<ThreadBuffer>> buffers_;
   WatchedParams watched_;  // read-only while running
   // What flops_effective used (Report::effective_basis), bits of kBasis* in session.cpp.
