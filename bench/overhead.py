@@ -151,11 +151,14 @@ def measure_op_chain(rounds: int, n: int = 2000) -> tuple[float, float]:
     return per_op["floor"], per_op["effmetrics"]
 
 
-def measure_instructions(n: int = 1000) -> tuple[float, float]:
+def measure_instructions(n: int = 3000, cycles: int = 3) -> tuple[float, float]:
     """The op chain's per-op cost in instructions (valgrind's callgrind, through torch's
     Timer.collect_callgrind): exact and repeatable where wall-clock medians on a shared machine
     move by more than the difference measured. One valgrind process; each repeat runs the next
-    of bare, floor and effmetrics at n and 2n ops, per op = the difference of the two over n."""
+    of bare, floor and effmetrics at n and 2n ops, per op = the difference of the two over n.
+    Events that land in one run and not another (the allocator consolidating its free lists)
+    add a million instructions or so: each mode runs `cycles` times and its least marginal
+    count is kept, and n is large enough that what is left is a few dozen per op."""
     import os
     import shutil
     import sys
@@ -165,8 +168,11 @@ def measure_instructions(n: int = 1000) -> tuple[float, float]:
     if shutil.which("valgrind") is None:
         print("\ninstructions: valgrind is not installed (apt-get install valgrind); skipped")
         return float("nan"), float("nan")
+    # The collector off: a collection landing in one run and not in another moves a run by
+    # millions of instructions. The chain makes no cycles, so nothing accumulates.
     setup = f"""
-import itertools, torch, effmetrics as em
+import gc, itertools, torch, effmetrics as em
+gc.disable()
 from effmetrics import _C
 torch.set_num_threads(1)
 x = torch.ones(1)
@@ -188,10 +194,18 @@ counted(10)
 """
     # Timer's valgrind child runs `python` from PATH: this interpreter's, so it finds torch.
     os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
-    stats = Timer("run()", setup=setup).collect_callgrind(number=1, repeats=6)
+    stats = Timer("run()", setup=setup).collect_callgrind(number=1, repeats=6 * cycles)
     counts = [s.counts(denoise=True) for s in stats]
-    marginal = {m: (counts[2 * i + 1] - counts[2 * i]) / n
-                for i, m in enumerate(("bare", "floor", "effmetrics"))}
+    marginal = {m: min(counts[6 * c + 2 * i + 1] - counts[6 * c + 2 * i] for c in range(cycles))
+                / n for i, m in enumerate(("bare", "floor", "effmetrics"))}
+
+    def own(stat):  # instructions in effmetrics' extension and the thread-local lookups it makes
+        fc = stat.stats(inclusive=False).filter(
+            lambda fn: "effmetrics/_C." in fn or "__tls_get_addr" in fn or "pthread_self" in fn)
+        return sum(c for c, _ in fc)
+
+    own_per_op = statistics.median(own(stats[6 * c + 5]) - own(stats[6 * c + 4])
+                                   for c in range(cycles)) / n
     print(f"\nchain of 1-element adds, instructions per op (callgrind; chain of {2 * n} minus "
           f"chain of {n})")
     for m, v in marginal.items():
@@ -200,7 +214,10 @@ counted(10)
     floor = marginal["floor"] - marginal["bare"]
     over = marginal["effmetrics"] - marginal["floor"]
     print(f"  -> effmetrics - floor: +{over:.0f} instructions per op "
-          f"({over / marginal['bare']:.1%} of the bare op's; the floor adds {floor:.0f})")
+          f"({over / marginal['bare']:.1%} of the bare op's; the floor adds {floor:.0f}); whole "
+          "runs move by ~1,000 per op from run to run (the interpreter and allocator's state)")
+    print(f"  -> effmetrics' own code (its extension and its thread-local lookups): "
+          f"{own_per_op:.0f} instructions per op, exact")
     return floor, over
 
 
