@@ -87,11 +87,13 @@ void CommTracker::device_work(uint64_t cell_key, std::unique_ptr<DeviceWork> wor
   if (work) {
     device_works_.emplace_back(cell_key, std::move(work));
   } else if (!why.empty()) {
-    totals_.device_unknown += 1;  // the op returned no work whose time can be read
-    if (totals_.device_unknown_why.empty()) {
-      totals_.device_unknown_why = why;
-    }
+    untimed(why);  // the op returned no work whose time can be read
   }
+}
+
+void CommTracker::untimed(const std::string& why) {
+  totals_.device_unknown += 1;
+  if (totals_.device_unknown_why.empty()) totals_.device_unknown_why = why;
 }
 
 void CommTracker::resolve_device(bool wait) {
@@ -113,8 +115,7 @@ void CommTracker::resolve_device(bool wait) {
     if (ns >= 0) {
       time_ns_[key] += ns;
     } else {
-      totals_.device_unknown += 1;
-      if (totals_.device_unknown_why.empty()) totals_.device_unknown_why = why;
+      untimed(why);
     }
   }
   device_works_.resize(kept);

@@ -88,7 +88,8 @@ class CommTracker {
     uint64_t key;
     bool recv;
   };
-  void advance(int64_t now_ns);  // mu_ held: accumulate the exposure since the last event
+  void advance(int64_t now_ns);          // mu_ held: accumulate the exposure since the last event
+  void untimed(const std::string& why);  // mu_ held: a device work without a time, counted
 
   std::atomic<int> computing_{0};  // threads inside a top-level non-collective op
   std::atomic<int> in_flight_{0};  // backend works in flight (read without the lock)

@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 __all__ = ["EnergyMeter", "EnergySpan", "MeterReader", "NoMeter", "NvmlMeter", "RaplMeter",
-           "energy_summary",
-           "open_meter", "open_nvml", "open_rapl"]
+           "energy_summary", "open_meter", "open_nvml", "open_rapl"]
 
 POWERCAP = "/sys/class/powercap"
 

@@ -195,14 +195,12 @@ def pipeline_bubble(schedule, stages: int, microbatches: int, *,
     costs: {"F": ..., "I": ..., "W": ...} to replace the unit costs (e.g. measured times).
     """
     cls_name = _schedule_name(schedule)
-    for what, v in (("stages", stages), ("microbatches", microbatches)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"em.pipeline_bubble(): {what} must be a positive int; got {v!r}")
     single = cls_name in _SINGLE
     per_rank = stages_per_rank if stages_per_rank is not None else (1 if single else 2)
-    if not isinstance(per_rank, int) or isinstance(per_rank, bool) or per_rank < 1:
-        raise ValueError(f"em.pipeline_bubble(): stages_per_rank must be a positive int; got "
-                         f"{per_rank!r}")
+    for what, v in (("stages", stages), ("microbatches", microbatches),
+                    ("stages_per_rank", per_rank)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"em.pipeline_bubble(): {what} must be a positive int; got {v!r}")
     if single and per_rank != 1:
         raise ValueError(f"em.pipeline_bubble(): {cls_name} runs one stage per rank; got "
                          f"stages_per_rank={per_rank} (use an interleaved schedule, e.g. "

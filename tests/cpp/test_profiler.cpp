@@ -589,7 +589,7 @@ TEST(Profiler, CausalAttentionEffectiveFlops) {
 }
 
 // A share set on the thread (flex_attention's block mask, set from Python) scales the matmul
-// work of the ops run while it is set, and only theirs; an attention op's own mask wins.
+// work of the ops run while it is set, and only theirs.
 TEST(Profiler, AttentionShareScalesMatmulsWhileSet) {
   auto a = torch::randn({8, 16}), b = torch::randn({16, 4});
   const int64_t mm = 2 * 8 * 16 * 4;

@@ -50,7 +50,6 @@ def reference_flops(fn) -> int:
     return mode.get_total_flops()
 
 
-
 def flex_reference_flops(query, key, value, backward: bool = False) -> int | None:
     """FlopCounterMode's count of a flex_attention call, from the formulas torch registers for
     the flex_attention operators (flop_registry). The mode itself cannot run flex_attention in
