@@ -9,7 +9,7 @@ the floor (an empty RecordFunction callback asking for inputs and outputs, built
 project: _C.EmptyObserver); a ViT-Ti/16 batch 1 training step under Counter(count="auto")
 <= 1.005x bare, count="every" <= 1.03x; em.profile forward <= 1.05x.
 
-    python bench/overhead.py [--rounds N] [--only chain,instructions,train,profile]
+    python bench/overhead.py [--rounds N] [--only chain,instructions,train,profile,vit]
 """
 from __future__ import annotations
 
@@ -293,7 +293,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=0, help="default: 41 (Ti), 7 (B)")
     parser.add_argument("--only", default="",
-                        help="comma-separated: chain, instructions (valgrind), train, profile")
+                        help="comma-separated: chain, instructions (valgrind), train, profile, "
+                        "vit (the ViT-Ti/16 row alone)")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     threads = torch.get_num_threads()
@@ -306,6 +307,10 @@ def main():
             print(f"  -> effmetrics - floor: {em_op - floor:+.2f} us/op (target <= 0.2)")
         if "profile" in only:
             measure_fixed_cost(args.rounds or 201)
+        if "vit" in only:
+            ti = vit("vit-ti/16").eval()
+            measure("ViT-Ti/16, batch 1, 1 thread", ti, torch.randn(1, 3, 224, 224),
+                    args.rounds or 41)
         if "train" in only:
             ratios = measure_training(args.rounds or 9)
             print(f"  -> auto {ratios['auto (uncounted steps)']:.3f}x (target <= 1.005), "

@@ -204,7 +204,7 @@ class Counter:
         self._by_first: dict = {}  # auto: first call's signature -> the step signature counted
         self._missing: dict = {}  # step signature -> [(row, counts before its first call)]
         self._scan = scan(self.model) if self.model is not None else None
-        self._scope_names: dict | None = None  # the names ModuleScopes took from us, if any
+        self._scope_names: tuple | None = None  # what ModuleScopes.acquire took, if anything
         self._depth = _C.scope_depth()
         self._signatures = (_Signatures(self.model)
                             if self.model is not None and self._every != 1 else None)
@@ -306,7 +306,8 @@ class Counter:
 
     def _acquire_scopes(self) -> None:
         if self._scope_names is None and self._scan is not None:
-            self._scope_names = ModuleScopes.acquire(self._scan.module_names)
+            self._scope_names = ModuleScopes.acquire(
+                self._scan.module_names, self._scan.modules if self._compiled is None else None)
 
     def _release_scopes(self) -> None:
         if self._scope_names is not None:

@@ -63,6 +63,7 @@ class ModelScan:
     module_names: dict  # id(module) -> its first qualified name ("" = the root)
     parameters: list  # each distinct parameter once (by memory: storage, offset, shape, strides)
     watch: list  # (TensorImpl address, numel) of each distinct parameter, for Profiler.watch
+    modules: list = dataclasses.field(default_factory=list)  # each module once, in pre-order
 
 
 def scan(model: nn.Module) -> ModelScan:
@@ -73,6 +74,7 @@ def scan(model: nn.Module) -> ModelScan:
     counts need off the tensors (which occurrences view the same memory, numel, requires_grad);
     inclusive sums add each module into its parent (the walk is pre-order)."""
     module_names: dict = {}
+    modules: list = []
     paths: list = []  # per module path, in pre-order: (name, parent index, occurrence indices)
     occ: list = []  # parameters, once per (module path, parameter name)
     in_embedding: list = []  # occurrence indices owned by embedding modules
@@ -80,7 +82,9 @@ def scan(model: nn.Module) -> ModelScan:
     stack = [("", model, -1)]
     while stack:
         mname, m, parent = stack.pop()
-        module_names.setdefault(id(m), mname)
+        if id(m) not in module_names:
+            module_names[id(m)] = mname
+            modules.append(m)
         direct = ()
         if m._parameters:
             n0 = len(occ)
@@ -122,7 +126,8 @@ def scan(model: nn.Module) -> ModelScan:
     counts = ParamCount(total=total, shared=shared, trainable=trainable,
                         frozen=total - trainable, buffers=buffers, embedding=embedding)
     return ModelScan(counts, _inclusive(paths, first, numel, shared > 0), module_names,
-                     [occ[i] for i in distinct], [(cdata[i], numel[i]) for i in distinct])
+                     [occ[i] for i in distinct], [(cdata[i], numel[i]) for i in distinct],
+                     modules)
 
 
 def _inclusive(paths: list, first: list, numel: list, has_shared: bool) -> dict:
@@ -150,14 +155,16 @@ def _inclusive(paths: list, first: list, numel: list, has_shared: bool) -> dict:
 _NONZERO_ATTR = "_effmetrics_nonzero"
 
 
+try:
+    from torch.sparse import SparseSemiStructuredTensor as _SEMI_STRUCTURED
+except ImportError:  # pragma: no cover - older torch
+    _SEMI_STRUCTURED = None
+
+
 def is_semi_structured(p: torch.Tensor) -> bool:
     """A 2:4 semi-structured sparse tensor (torch.sparse.to_sparse_semi_structured): half of
     each group of four is zero, and the kernels skip them."""
-    try:
-        from torch.sparse import SparseSemiStructuredTensor
-    except ImportError:  # pragma: no cover - older torch
-        return False
-    return isinstance(p, SparseSemiStructuredTensor)
+    return _SEMI_STRUCTURED is not None and isinstance(p, _SEMI_STRUCTURED)
 
 
 def nonzero_counts(parameters: list) -> list | None:

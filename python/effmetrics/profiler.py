@@ -31,10 +31,13 @@ from effmetrics.scopes import ModuleScopes
 
 
 @contextlib.contextmanager
-def _observing(model_scan: ModelScan | None, profiler, nonzero: list | None = None):
+def _observing(model_scan: ModelScan | None, profiler, nonzero: list | None = None,
+               eager: bool = False):
     """Module scopes + a running profiler; on any exit the scope stack is rebalanced and the
-    profiler stopped (its callbacks removed) before the exception, if any, propagates."""
-    added = ModuleScopes.acquire(model_scan.module_names if model_scan else {})
+    profiler stopped (its callbacks removed) before the exception, if any, propagates.
+    eager: the model runs eagerly (its modules' classes can carry the scopes: scopes.py)."""
+    added = ModuleScopes.acquire(model_scan.module_names if model_scan else {},
+                                 model_scan.modules if model_scan and eager else None)
     depth = _C.scope_depth()
     try:
         if model_scan:
@@ -186,7 +189,7 @@ def profile(
     mem: dict = {}
     params = model_scan.parameters if model_scan else ()
     nonzero, basis = _effective_inputs(model_scan, effective)
-    with _observing(model_scan, profiler, nonzero) as compiles:
+    with _observing(model_scan, profiler, nonzero, eager=compiled is None) as compiles:
         with preserved_state(module) if second_run else contextlib.nullcontext():
             measuring = memory and compiled is None
             with measure_memory(where, params) if measuring else contextlib.nullcontext() as m:

@@ -1,5 +1,7 @@
-"""Module scopes: global module hooks push each module's qualified name into the C++ scope stack
-(every op is charged to the scope on top of its thread's stack), and the interned name ids.
+"""Module scopes: each module's qualified name is pushed into the C++ scope stack while the module
+runs (every op is charged to the scope on top of its thread's stack), and the interned name ids.
+An eager model's modules get a scoped subclass of their class for the time; everything else the
+global module hooks.
 
 Under torch.compile the hooks are traced, not run: they do nothing then, so that they never
 change the graphs torch captures, except while effmetrics itself traces a model to count it
@@ -7,9 +9,11 @@ change the graphs torch captures, except while effmetrics itself traces a model 
 """
 from __future__ import annotations
 
+import copyreg
 import re
 import sys
 import threading
+import types
 import warnings
 
 import torch
@@ -58,16 +62,29 @@ _LIB, MODULE_CALL = _marker_op()
 
 
 class ModuleScopes:
-    """Global module hooks that push each module's qualified name into the C++ scope stack.
+    """Pushes each module's qualified name into the C++ scope stack while the module runs.
 
-    One set of hooks serves every active profile/Counter (nested or on other threads); names
+    Two ways, the same scopes:
+    - An eager model's modules get a subclass of their own class whose forward pushes and pops
+      (``acquire(..., modules=)``; the class goes back at release). A module call stays on
+      torch's fast path: about 0.5 us added, where any global module hook sends every module
+      call in the process down torch's slow path (about 5 us; README "Overhead").
+    - Global module hooks, for everything else: compiled models (Dynamo guards on a module's
+      class, so swapping it would recompile their code; the hooks also mark module calls in
+      effmetrics' counting traces), modules with a forward of their own in ``__dict__``,
+      TorchScript modules.
+
+    One set of scopes serves every active profile/Counter (nested or on other threads); names
     are the union of the registered models' qualified names (the first registration wins).
     Modules of no registered model are transparent: their ops go to the enclosing module.
     """
 
     _lock = threading.Lock()
     _users = 0
-    _names: dict[int, int] = {}  # id(module) -> interned scope name id
+    _hook_users = 0  # acquisitions that need the global hooks
+    _names: dict[int, int] = {}  # id(module) -> interned scope name id (every scoped module)
+    _hooked: dict[int, int] = {}  # the part of _names the global hooks push
+    _swapped: dict[int, int] = {}  # the part of _names whose class pushes (id -> name id)
     _interned: dict[str, int] = {}  # qualified name -> scope name id (interned once per process)
     _by_id: dict[int, str] = {}  # scope name id -> qualified name
     _hidden = False  # the hooks' code is hidden from Dynamo's frame compilation
@@ -103,36 +120,67 @@ class ModuleScopes:
         return cls._names.get(module_id)
 
     @classmethod
-    def acquire(cls, module_names: dict) -> dict:
-        """module_names: {id(module): qualified name}, as ModelScan.module_names. Returns the
-        entries this call added, for release()."""
-        # The root is the report's root row ("") already: no scope of its own.
-        ids = {key: cls.intern(name) for key, name in module_names.items() if name}
+    def acquire(cls, module_names: dict, modules: list | None = None) -> tuple:
+        """module_names: {id(module): qualified name}, as ModelScan.module_names. modules: the
+        modules themselves (ModelScan.modules) when the model runs eagerly: their classes are
+        swapped where they can be; None: global hooks for all. Returns what release() undoes."""
+        # Written for speed: profile() runs this for every pass (about 1 us a module).
+        interned, names = cls._interned, cls._names
+        ids = {}
+        for key, name in module_names.items():
+            if name:  # the root is the report's root row ("") already: no scope of its own
+                i = interned.get(name)
+                ids[key] = i if i is not None else cls.intern(name)
+        if modules is not None and any(_compiled(m) for m in modules):
+            modules = None  # Dynamo traces some of them: its guards must see their own classes
         with cls._lock:
-            if cls._users == 0:  # the common case: nothing registered, take every name
-                added = ids
-            else:
-                added = {key: i for key, i in ids.items() if key not in cls._names}
-            cls._names.update(added)
+            added = {key: i for key, i in ids.items() if key not in names} if names else ids
+            names.update(added)
+            swapped = []
+            hooked = added
+            if modules is not None:
+                for m in modules:
+                    i = added.get(id(m))
+                    if i is not None:
+                        original = _swap(m)
+                        if original is not None:
+                            swapped.append((m, original))
+                            cls._swapped[id(m)] = i
+                hooked = {key: i for key, i in added.items() if key not in cls._swapped}
+            cls._hooked.update(hooked)
+            hooks = modules is None or bool(hooked)
             cls.generation += 1
-            if cls._users == 0:
-                cls._install()
-                _ignore_optimized_module_warning(True)
+            if hooks:
+                if cls._hook_users == 0:
+                    cls._install()
+                    _ignore_optimized_module_warning(True)
+                cls._hook_users += 1
             cls._users += 1
-        return added
+        return added, swapped, hooks
 
     @classmethod
-    def release(cls, added: dict) -> None:
+    def release(cls, acquired: tuple) -> None:
+        added, swapped, hooks = acquired
         with cls._lock:
+            for m, original in swapped:
+                if type(m) is _SCOPED.get(original):  # unless someone changed it since
+                    _set_class(m, "__class__", original)
             cls._users -= 1
             cls.generation += 1
-            if cls._users == 0:  # every user gone: every name goes
+            if cls._users == 0:  # the common case: every name goes
                 cls._names.clear()
-                cls._uninstall()
-                _ignore_optimized_module_warning(False)
+                cls._hooked.clear()
+                cls._swapped.clear()
             else:
                 for key in added:
                     cls._names.pop(key, None)
+                    cls._hooked.pop(key, None)
+                    cls._swapped.pop(key, None)
+            if hooks:
+                cls._hook_users -= 1
+                if cls._hook_users == 0:
+                    cls._uninstall()
+                    _ignore_optimized_module_warning(False)
 
     @classmethod
     def _install(cls) -> None:
@@ -163,7 +211,7 @@ class ModuleScopes:
     @classmethod
     def _make_hooks(cls):
         # Closures over locals: these run twice per module call, keep them minimal.
-        names, push, pop = cls._names, _C.push_scope_id, _C.pop_scope
+        names, push, pop = cls._hooked, _C.push_scope_id, _C.pop_scope
         compiling = torch.compiler.is_compiling
 
         def pre(module, args):
@@ -195,6 +243,92 @@ class ModuleScopes:
         if skip_code is not None:
             if cls._hooks is None:
                 cls._hooks = cls._make_hooks()
-            for hook in cls._hooks:
-                skip_code(hook.__code__)
+            for code in (*(hook.__code__ for hook in cls._hooks), _scoped_forward_code()):
+                skip_code(code)
         cls._hidden = True
+
+
+# ---------------------------------------------------------------- scoped classes
+
+_SCOPED: dict = {}  # original class -> its scoped subclass (made once per class; None: cannot)
+_ORIGINAL: dict = {}  # scoped subclass -> original class
+_UNSEEN = object()
+_set_class = object.__setattr__
+
+
+def _compiled(m: nn.Module) -> bool:
+    """Compiled in place (module.compile()) or a torch.compile wrapper (OptimizedModule)."""
+    return (getattr(m, "_compiled_call_impl", None) is not None
+            or type(m).__name__ == "OptimizedModule")
+
+
+def _swap(m: nn.Module) -> type | None:
+    """Gives m the scoped subclass of its class, where that can be done cleanly: a plain Python
+    forward on the class, none of the instance's own (it would win over the class's), not
+    TorchScript. Returns m's class before, or None where m is left as it is (the global hooks
+    scope it)."""
+    cls = type(m)
+    scoped = _SCOPED.get(cls, _UNSEEN)
+    if scoped is _UNSEEN:  # once per class
+        scoped = None
+        if (cls not in _ORIGINAL and isinstance(getattr(cls, "forward", None), types.FunctionType)
+                and not issubclass(cls, torch.jit.ScriptModule)):
+            try:
+                scoped = _scoped_class(cls)
+                _ORIGINAL[scoped] = cls
+            except Exception:  # a metaclass or an __init_subclass__ that refuses
+                scoped = None
+        _SCOPED[cls] = scoped
+    if scoped is None or "forward" in m.__dict__:
+        return None
+    try:
+        _set_class(m, "__class__", scoped)  # not nn.Module.__setattr__: ~10x the cost, for nothing
+    except TypeError:  # a layout that differs
+        return None
+    return cls
+
+
+def _scoped_forward(base_forward, push, pop, scoped, compiling):
+    def forward(self, *args, **kwargs):
+        if compiling():  # traced by Dynamo (a compiled function calling the module): as hooks do
+            if MARK_MODULE_CALLS:
+                MODULE_CALL()
+            return base_forward(self, *args, **kwargs)
+        name_id = scoped.get(id(self))
+        if name_id is None:  # released on another thread while this call began
+            return base_forward(self, *args, **kwargs)
+        push(name_id)
+        try:
+            return base_forward(self, *args, **kwargs)
+        finally:
+            pop()
+
+    return forward
+
+
+def _scoped_forward_code():
+    return _scoped_forward(None, None, None, None, None).__code__
+
+
+def _reduce_ex(self, protocol):
+    """Copies and pickles of a scoped module are of its original class (copy.deepcopy and
+    pickle both go through __reduce_ex__): the scope belongs to the module, not to its copies,
+    and a file saved during a profile loads without effmetrics. (pickle insists that
+    copyreg.__newobj__ gets the object's own class: copyreg._reconstructor is its protocol-1
+    equal, which both know.)"""
+    scoped = type(self)
+    rv = super(scoped, self).__reduce_ex__(protocol)
+    if not isinstance(rv, tuple) or len(rv) < 2 or not rv[1] or rv[1][0] is not scoped:
+        return rv
+    if rv[0] is copyreg.__newobj__ and len(rv[1]) == 1:
+        rv = (copyreg._reconstructor, (scoped, object, None), *rv[2:])
+    return (rv[0], (_ORIGINAL[scoped], *rv[1][1:]), *rv[2:])
+
+
+def _scoped_class(cls: type) -> type:
+    """cls with a forward that pushes the module's scope around cls.forward; same name."""
+    forward = _scoped_forward(cls.forward, _C.push_scope_id, _C.pop_scope, ModuleScopes._swapped,
+                              torch.compiler.is_compiling)
+    return type(cls)(cls.__name__, (cls,), {
+        "forward": forward, "__reduce_ex__": _reduce_ex, "__module__": cls.__module__,
+        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})

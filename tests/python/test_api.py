@@ -1,4 +1,7 @@
 """The Python API: calling convention, errors, exception safety, nesting, Counter, output."""
+import abc
+import copy
+import io
 import json
 import threading
 import warnings
@@ -221,13 +224,108 @@ def test_exception_in_forward_propagates_and_leaves_nothing_behind():
             self.lin(x)
             raise err
 
+    net = Net()
     with pytest.raises(Boom) as info:
-        em.profile(Net(), torch.randn(2, 4))
+        em.profile(net, torch.randn(2, 4))
     assert info.value is err
-    assert _C.scope_depth() == 0 and global_hooks() == 0
+    assert _C.scope_depth() == 0 and global_hooks() == 0 and type(net.lin) is nn.Linear
     assert not torch.autograd.profiler._is_profiler_enabled
     rep = em.profile(nn.Linear(4, 4), torch.randn(2, 4))  # and the next profile is exact
     assert rep.macs == linear_macs(2, 4, 4)
+
+
+# ---------------------------------------------------------------- module scopes
+
+def test_scopes_leave_the_model_as_it_was():
+    """An eager model's modules carry their scopes on a subclass while the pass runs (torch's
+    fast path for module calls, no global hook): same name and repr, isinstance holds, their
+    own class afterwards; copies and pickles made during the pass are of the original class
+    and carry no scope (their ops go to the module that calls them)."""
+    seen = {}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+        def forward(self, x):
+            seen["a"] = (type(self.a) is nn.Linear, isinstance(self.a, nn.Linear), repr(self.a))
+            seen["hooks"] = global_hooks()
+            copied = copy.deepcopy(self.b)
+            buf = io.BytesIO()
+            torch.save(self.b, buf)
+            buf.seek(0)
+            loaded = torch.load(buf, weights_only=False)
+            seen["copies"] = (type(copied), type(loaded))
+            return self.a(x) + copied(x) + loaded(x)
+
+    net = Net()
+    rep = em.profile(net, torch.randn(2, 8))
+    assert seen["a"] == (False, True, repr(net.a)) and seen["hooks"] == 0
+    assert seen["copies"] == (nn.Linear, nn.Linear)
+    assert type(net.a) is nn.Linear and type(net.b) is nn.Linear
+    df = rep.by_module()
+    assert df.loc["a", "macs"] == linear_macs(2, 8, 8)
+    assert df.loc["", "self_macs"] == 2 * linear_macs(2, 8, 8)  # the copies' linears
+
+
+class _Sealed(nn.Module):
+    """A class that refuses subclasses: effmetrics cannot give it a scoped one."""
+
+    def __init_subclass__(cls, **kwargs):
+        raise TypeError("sealed")
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+class _Abstract(nn.Module, metaclass=abc.ABCMeta):  # a metaclass of its own
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_modules_that_keep_their_class_are_scoped_by_hooks():
+    """A class that refuses subclasses and a module with a forward of its own (as accelerate
+    installs) are scoped by the global hooks; a metaclass of its own takes the subclass."""
+    own = nn.Linear(8, 8)
+    own.forward = lambda x: nn.Linear.forward(own, x) * 2
+    model = nn.Sequential(_Sealed(), own, _Abstract())
+    hooks = []
+    model[0].register_forward_pre_hook(lambda m, a: hooks.append(global_hooks()))
+    rep = em.profile(model, torch.randn(2, 8))
+    df = rep.by_module()
+    for name in ("0", "1", "2"):
+        assert df.loc[name, "macs"] == linear_macs(2, 8, 8), name
+    assert df.loc["1", "self_flops"] == 2 * linear_macs(2, 8, 8) + 2 * 8  # and its own * 2
+    assert hooks == [2] and global_hooks() == 0
+    assert [type(m) for m in model] == [_Sealed, nn.Linear, _Abstract]
+
+
+def test_a_model_with_a_compiled_part_keeps_its_classes():
+    """Dynamo guards on a module's class: where any part of the model is compiled, every
+    module keeps its class (the hooks scope them), so the compiled code is not recompiled."""
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(type(self) is Probe)
+            return x * 2
+
+    model = nn.Sequential(nn.Linear(8, 8), Probe())
+    model[0].compile(backend="eager")
+    x = torch.randn(2, 8)
+    model(x)
+    rep = em.profile(model, x)
+    assert seen == [True, True]
+    assert rep.by_module().loc["0", "macs"] == linear_macs(2, 8, 8)
 
 
 # ---------------------------------------------------------------- nesting and threads

@@ -72,13 +72,14 @@ def test_auto_counts_each_new_signature_and_reuses_the_rest():
 
 
 def test_uncounted_steps_run_without_callbacks_or_module_hooks():
-    """In a reused step the model's forward sees no global module hook and none of its ops is
-    observed (the report holds the counted step's ops only)."""
+    """In a reused step the model's forward sees no global module hook, its modules have their
+    own classes again (a counted step's scopes are on a subclass: scopes.py), and none of its
+    ops is observed (the report holds the counted step's ops only)."""
     seen = []
 
     class Probe(nn.Module):
         def forward(self, x):
-            seen.append(len(nn.modules.module._global_forward_pre_hooks))
+            seen.append((len(nn.modules.module._global_forward_pre_hooks), type(self) is Probe))
             return x * 2
 
     model = nn.Sequential(nn.Linear(8, 8), Probe())
@@ -87,8 +88,8 @@ def test_uncounted_steps_run_without_callbacks_or_module_hooks():
         for _ in range(4):
             model(x)
             c.step()
-    assert seen == [1, 0, 0, 0]
-    assert list(c.steps["counted"]) == [True, False, False, False]
+    assert seen == [(0, False), (0, True), (0, True), (0, True)]
+    assert type(model[1]) is Probe and list(c.steps["counted"]) == [True, False, False, False]
     assert c.report.by_op().loc["aten::mul", "calls"] == 1  # the counted step's only
     assert (c.steps["flops"] == c.steps.loc[0, "flops"]).all()
 
