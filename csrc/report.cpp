@@ -200,7 +200,8 @@ std::string Report::to_json() const {
         ",\"params_touched\":" + num(params_touched) + ",\"wall_ns\":" + num(wall_ns) +
         ",\"busy_ns\":" + num(busy_ns) + ",\"exposed_comm_ns\":" + num(exposed_comm_ns) +
         ",\"peer_wait_ns\":" + num(peer_wait_ns) + ",\"comm_untimed\":" + num(comm_untimed) +
-        ",\"clock\":" + quote(clock) + ",\"op_times\":" + (op_times ? "true" : "false") +
+        ",\"comm_untimed_why\":" + quote(comm_untimed_why) + ",\"clock\":" + quote(clock) +
+        ",\"op_times\":" + (op_times ? "true" : "false") +
         ",\"coverage_ns\":{\"flop_rule\":" + num(coverage_ns[0]) +
         ",\"memory_only\":" + num(coverage_ns[1]) + ",\"unsupported\":" + num(coverage_ns[2]) +
         "},\"effective_basis\":[";

@@ -108,4 +108,12 @@ TEST(Report, IntensityAndJson) {
             std::string::npos);
   EXPECT_NE(json.find("\"unsupported_ops\":{}"), std::string::npos);
   EXPECT_NE(json.find("\"params_applied\":-1"), std::string::npos);
+  // an untimed collective's reason travels with its count ("quoted" as JSON)
+  r.comm_untimed = 2;
+  r.comm_untimed_why = "a synchronous \"collective\"";
+  json = r.to_json();
+  EXPECT_NE(json.find("\"comm_untimed\":2,\"comm_untimed_why\":\"a synchronous "
+                      "\\\"collective\\\"\""),
+            std::string::npos)
+      << json;
 }
