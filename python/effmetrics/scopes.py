@@ -73,6 +73,9 @@ class ModuleScopes:
       class, so swapping it would recompile their code; the hooks also mark module calls in
       effmetrics' counting traces), modules with a forward of their own in ``__dict__``,
       TorchScript modules.
+    The one difference: ops run by a module's own forward pre-hooks (the user's) go to the
+    module under the global hooks (torch runs global pre-hooks first) and to its caller under
+    the subclass (the scope is the forward); its forward hooks' ops go to the caller either way.
 
     One set of scopes serves every active profile/Counter (nested or on other threads); names
     are the union of the registered models' qualified names (the first registration wins).
