@@ -9,7 +9,7 @@ the floor (an empty RecordFunction callback asking for inputs and outputs, built
 project: _C.EmptyObserver); a ViT-Ti/16 batch 1 training step under Counter(count="auto")
 <= 1.005x bare, count="every" <= 1.03x; em.profile forward <= 1.05x.
 
-    python bench/overhead.py [--rounds N] [--only chain,instructions,train,profile,vit]
+    python bench/overhead.py [--rounds N] [--only chain,instructions,train,profile,vit,modules]
 """
 from __future__ import annotations
 
@@ -289,12 +289,53 @@ def measure_fixed_cost(rounds: int) -> float:
     return fixed
 
 
+def measure_module_calls(rounds: int, n: int = 200) -> dict:
+    """The cost of module scopes per module call: a Sequential of n do-nothing modules, bare,
+    scoped by subclasses (an eager model's way) and by the global module hooks (a compiled
+    model's way, and the only way before 2026-11-30). No profiler runs: the scopes alone."""
+    from effmetrics.params import scan
+    from effmetrics.scopes import ModuleScopes
+
+    class Nothing(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    model, x = torch.nn.Sequential(*[Nothing() for _ in range(n)]), torch.zeros(1)
+    model_scan = scan(model)
+
+    def scoped(modules, call=True):
+        def run():
+            taken = ModuleScopes.acquire(model_scan.module_names, modules)
+            try:
+                if call:
+                    model(x)
+            finally:
+                ModuleScopes.release(taken)
+        return run
+
+    med = interleaved({"bare": lambda: model(x), "subclasses": scoped(model_scan.modules),
+                       "global hooks": scoped(None),
+                       "take+give (subclasses)": scoped(model_scan.modules, call=False),
+                       "take+give (hooks)": scoped(None, call=False)}, rounds)
+    calls = n + 1
+    print(f"\nmodule scopes, a Sequential of {n} do-nothing modules, each called once "
+          f"({rounds} interleaved rounds, medians, per module)")
+    print(f"  bare                    {med['bare'] / calls * 1e6:6.2f} us a call")
+    for way, take in (("subclasses", "take+give (subclasses)"), ("global hooks",
+                                                                  "take+give (hooks)")):
+        added = (med[way] - med["bare"]) / calls * 1e6
+        taking = med[take] / calls * 1e6
+        print(f"  {way:<23} +{added:5.2f} us a call, all told: +{added - taking:.2f} us the "
+              f"call itself, {taking:.2f} us taking and giving back the scope")
+    return med
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=0, help="default: 41 (Ti), 7 (B)")
     parser.add_argument("--only", default="",
                         help="comma-separated: chain, instructions (valgrind), train, profile, "
-                        "vit (the ViT-Ti/16 row alone)")
+                        "vit (the ViT-Ti/16 row alone), modules (module scopes per call)")
     args = parser.parse_args()
     only = set(filter(None, args.only.split(",")))
     threads = torch.get_num_threads()
@@ -307,6 +348,8 @@ def main():
             print(f"  -> effmetrics - floor: {em_op - floor:+.2f} us/op (target <= 0.2)")
         if "profile" in only:
             measure_fixed_cost(args.rounds or 201)
+        if "modules" in only:
+            measure_module_calls(args.rounds or 101)
         if "vit" in only:
             ti = vit("vit-ti/16").eval()
             measure("ViT-Ti/16, batch 1, 1 thread", ti, torch.randn(1, 3, 224, 224),

@@ -67,8 +67,9 @@ class ModuleScopes:
     Two ways, the same scopes:
     - An eager model's modules get a subclass of their own class whose forward pushes and pops
       (``acquire(..., modules=)``; the class goes back at release). A module call stays on
-      torch's fast path: about 0.5 us added, where any global module hook sends every module
-      call in the process down torch's slow path (about 5 us; README "Overhead").
+      torch's fast path: about 1 us added, where any global module hook sends every module
+      call in the process down torch's slow path (3-4 us; taking and giving back a module's
+      scope costs ~1.2 us more this way: bench/overhead.py --only modules).
     - Global module hooks, for everything else: compiled models (Dynamo guards on a module's
       class, so swapping it would recompile their code; the hooks also mark module calls in
       effmetrics' counting traces), modules with a forward of their own in ``__dict__``,
