@@ -322,11 +322,13 @@ def _reduce_ex(self, protocol):
     equal, which both know.)"""
     scoped = type(self)
     rv = super(scoped, self).__reduce_ex__(protocol)
-    if not isinstance(rv, tuple) or len(rv) < 2 or not rv[1] or rv[1][0] is not scoped:
+    original = _ORIGINAL.get(scoped)  # None: a class made on top of ours since (parametrize)
+    if (original is None or not isinstance(rv, tuple) or len(rv) < 2 or not rv[1]
+            or rv[1][0] is not scoped):
         return rv
     if rv[0] is copyreg.__newobj__ and len(rv[1]) == 1:
         rv = (copyreg._reconstructor, (scoped, object, None), *rv[2:])
-    return (rv[0], (_ORIGINAL[scoped], *rv[1][1:]), *rv[2:])
+    return (rv[0], (original, *rv[1][1:]), *rv[2:])
 
 
 def _scoped_class(cls: type) -> type:
