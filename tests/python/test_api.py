@@ -298,9 +298,11 @@ def test_modules_that_keep_their_class_are_scoped_by_hooks():
     own = nn.Linear(8, 8)
     own.forward = lambda x: nn.Linear.forward(own, x) * 2
     model = nn.Sequential(_Sealed(), own, _Abstract())
-    hooks = []
+    hooks, abstract = [], []
     model[0].register_forward_pre_hook(lambda m, a: hooks.append(global_hooks()))
+    model[2].register_forward_pre_hook(lambda m, a: abstract.append(type(m) is _Abstract))
     rep = em.profile(model, torch.randn(2, 8))
+    assert abstract == [False]  # its scoped subclass, made through ABCMeta
     df = rep.by_module()
     for name in ("0", "1", "2"):
         assert df.loc[name, "macs"] == linear_macs(2, 8, 8), name
