@@ -151,6 +151,19 @@ def measure_op_chain(rounds: int, n: int = 2000) -> tuple[float, float]:
     return per_op["floor"], per_op["effmetrics"]
 
 
+def callgrind_ready() -> bool:
+    """Whether valgrind is here; if so, puts this interpreter first on PATH: the valgrind child
+    of torch's Timer.collect_callgrind runs `python` from PATH, and must find torch."""
+    import os
+    import shutil
+    import sys
+
+    if shutil.which("valgrind") is None:
+        return False
+    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
+    return True
+
+
 def measure_instructions(n: int = 3000, cycles: int = 3) -> tuple[float, float]:
     """The op chain's per-op cost in instructions (valgrind's callgrind, through torch's
     Timer.collect_callgrind): exact and repeatable where wall-clock medians on a shared machine
@@ -159,13 +172,9 @@ def measure_instructions(n: int = 3000, cycles: int = 3) -> tuple[float, float]:
     Events that land in one run and not another (the allocator consolidating its free lists)
     add a million instructions or so: each mode runs `cycles` times and its least marginal
     count is kept, and n is large enough that what is left is a few dozen per op."""
-    import os
-    import shutil
-    import sys
-
     from torch.utils.benchmark import Timer
 
-    if shutil.which("valgrind") is None:
+    if not callgrind_ready():
         print("\ninstructions: valgrind is not installed (apt-get install valgrind); skipped")
         return float("nan"), float("nan")
     # The collector off: a collection landing in one run and not in another moves a run by
@@ -192,8 +201,6 @@ def run():
     f(k)
 counted(10)
 """
-    # Timer's valgrind child runs `python` from PATH: this interpreter's, so it finds torch.
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     stats = Timer("run()", setup=setup).collect_callgrind(number=1, repeats=6 * cycles)
     counts = [s.counts(denoise=True) for s in stats]
     marginal = {m: min(counts[6 * c + 2 * i + 1] - counts[6 * c + 2 * i] for c in range(cycles))

@@ -12,10 +12,9 @@ gets), the observer with the scopes, and em.profile end to end with each.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
 
+from overhead import callgrind_ready  # bench/ is on sys.path when this script runs
 from torch.utils.benchmark import Timer
 
 SETUP = """
@@ -79,10 +78,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=2)
     args = parser.parse_args()
-    if shutil.which("valgrind") is None:
+    if not callgrind_ready():
         sys.exit("valgrind is not installed (apt-get install valgrind)")
-    # Timer's valgrind child runs `python` from PATH: this interpreter's, so it finds torch.
-    os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
     k = len(NAMES)
     stats = Timer("run()", setup=SETUP).collect_callgrind(number=1, repeats=k * args.cycles)
     counts = [s.counts(denoise=True) for s in stats]

@@ -63,7 +63,7 @@ class ModelScan:
     module_names: dict  # id(module) -> its first qualified name ("" = the root)
     parameters: list  # each distinct parameter once (by memory: storage, offset, shape, strides)
     watch: list  # (TensorImpl address, numel) of each distinct parameter, for Profiler.watch
-    modules: list = dataclasses.field(default_factory=list)  # each module once, in pre-order
+    modules: list  # each module once, in pre-order (module_names' keys are their ids)
 
 
 def scan(model: nn.Module) -> ModelScan:

@@ -86,9 +86,9 @@ class ModuleScopes:
     _lock = threading.Lock()
     _users = 0
     _hook_users = 0  # acquisitions that need the global hooks
-    _names: dict[int, int] = {}  # id(module) -> interned scope name id (every scoped module)
-    _hooked: dict[int, int] = {}  # the part of _names the global hooks push
-    _swapped: dict[int, int] = {}  # the part of _names whose class pushes (id -> name id)
+    # id(module) -> interned scope name id, each scoped module in one of the two
+    _hooked: dict[int, int] = {}  # the global hooks push these
+    _swapped: dict[int, int] = {}  # their scoped subclass pushes these
     _interned: dict[str, int] = {}  # qualified name -> scope name id (interned once per process)
     _by_id: dict[int, str] = {}  # scope name id -> qualified name
     _hidden = False  # the hooks' code is hidden from Dynamo's frame compilation
@@ -121,7 +121,8 @@ class ModuleScopes:
     @classmethod
     def name_id_of_module(cls, module_id: int) -> int | None:
         """The scope name id registered for id(module), or None (transparent)."""
-        return cls._names.get(module_id)
+        name_id = cls._swapped.get(module_id)
+        return name_id if name_id is not None else cls._hooked.get(module_id)
 
     @classmethod
     def acquire(cls, module_names: dict, modules: list | None = None) -> tuple:
@@ -129,7 +130,7 @@ class ModuleScopes:
         modules themselves (ModelScan.modules) when the model runs eagerly: their classes are
         swapped where they can be; None: global hooks for all. Returns what release() undoes."""
         # Written for speed: profile() runs this for every pass (about 1 us a module).
-        interned, names = cls._interned, cls._names
+        interned, hooked, swapped = cls._interned, cls._hooked, cls._swapped
         ids = {}
         for key, name in module_names.items():
             if name:  # the root is the report's root row ("") already: no scope of its own
@@ -138,21 +139,21 @@ class ModuleScopes:
         if modules is not None and any(_compiled(m) for m in modules):
             modules = None  # Dynamo traces some of them: its guards must see their own classes
         with cls._lock:
-            added = {key: i for key, i in ids.items() if key not in names} if names else ids
-            names.update(added)
-            swapped = []
-            hooked = added
+            added = ({key: i for key, i in ids.items() if key not in hooked and key not in swapped}
+                     if hooked or swapped else ids)
+            classes = []  # (module, its class before)
+            mine = added
             if modules is not None:
                 for m in modules:
                     i = added.get(id(m))
                     if i is not None:
                         original = _swap(m)
                         if original is not None:
-                            swapped.append((m, original))
-                            cls._swapped[id(m)] = i
-                hooked = {key: i for key, i in added.items() if key not in cls._swapped}
-            cls._hooked.update(hooked)
-            hooks = modules is None or bool(hooked)
+                            classes.append((m, original))
+                            swapped[id(m)] = i
+                mine = {key: i for key, i in added.items() if key not in swapped}
+            hooked.update(mine)
+            hooks = modules is None or bool(mine)
             cls.generation += 1
             if hooks:
                 if cls._hook_users == 0:
@@ -160,24 +161,22 @@ class ModuleScopes:
                     _ignore_optimized_module_warning(True)
                 cls._hook_users += 1
             cls._users += 1
-        return added, swapped, hooks
+        return added, classes, hooks
 
     @classmethod
     def release(cls, acquired: tuple) -> None:
-        added, swapped, hooks = acquired
+        added, classes, hooks = acquired
         with cls._lock:
-            for m, original in swapped:
+            for m, original in classes:
                 if type(m) is _SCOPED.get(original):  # unless someone changed it since
                     _set_class(m, "__class__", original)
             cls._users -= 1
             cls.generation += 1
             if cls._users == 0:  # the common case: every name goes
-                cls._names.clear()
                 cls._hooked.clear()
                 cls._swapped.clear()
             else:
                 for key in added:
-                    cls._names.pop(key, None)
                     cls._hooked.pop(key, None)
                     cls._swapped.pop(key, None)
             if hooks:
@@ -247,7 +246,7 @@ class ModuleScopes:
         if skip_code is not None:
             if cls._hooks is None:
                 cls._hooks = cls._make_hooks()
-            for code in (*(hook.__code__ for hook in cls._hooks), _scoped_forward_code()):
+            for code in (*(hook.__code__ for hook in cls._hooks), _SCOPED_FORWARD_CODE):
                 skip_code(code)
         cls._hidden = True
 
@@ -310,8 +309,7 @@ def _scoped_forward(base_forward, push, pop, scoped, compiling):
     return forward
 
 
-def _scoped_forward_code():
-    return _scoped_forward(None, None, None, None, None).__code__
+_SCOPED_FORWARD_CODE = _scoped_forward(None, None, None, None, None).__code__  # every class's
 
 
 def _reduce_ex(self, protocol):
