@@ -41,23 +41,27 @@ void CellTable::grow() {
   for (uint32_t i : used) at(old[i].key) = old[i].cell;
 }
 
-std::vector<RawCell> merge_cells(std::vector<std::pair<uint64_t, Cell>> keyed) {
-  auto by_key = [](const auto& a, const auto& b) { return a.first < b.first; };
-  std::sort(keyed.begin(), keyed.end(), by_key);
-  size_t out = 0;
-  for (size_t i = 0; i < keyed.size(); ++i) {
-    if (out > 0 && keyed[out - 1].first == keyed[i].first) {
-      keyed[out - 1].second.counts.add(keyed[i].second.counts);
+std::vector<RawCell> merge_cells(std::vector<std::pair<uint64_t, Cell>> keyed_cells) {
+  // Sorted by key through (key, index) pairs: a Cell is 17 words, too big to move around.
+  std::vector<std::pair<uint64_t, uint32_t>> sorted(keyed_cells.size());
+  for (size_t i = 0; i < keyed_cells.size(); ++i) {
+    sorted[i] = {keyed_cells[i].first, static_cast<uint32_t>(i)};
+  }
+  std::sort(sorted.begin(), sorted.end());
+  std::vector<std::pair<uint64_t, Cell>> keyed;  // one per key, ascending
+  keyed.reserve(sorted.size());
+  for (const auto& [key, i] : sorted) {
+    if (!keyed.empty() && keyed.back().first == key) {
+      keyed.back().second.counts.add(keyed_cells[i].second.counts);
     } else {
-      keyed[out++] = keyed[i];
+      keyed.push_back(keyed_cells[i]);
     }
   }
-  keyed.resize(out);
   std::vector<uint32_t> ops;  // distinct op ids, ascending
   for (const auto& kc : keyed) ops.push_back(CellKey::unpack(kc.first).op);
   std::sort(ops.begin(), ops.end());
   ops.erase(std::unique(ops.begin(), ops.end()), ops.end());
-  std::vector<std::string> names = op_names(ops);
+  std::vector<std::string_view> names = op_names(ops);
   std::vector<uint32_t> by_name(ops.size());  // indices into ops, in name order
   std::iota(by_name.begin(), by_name.end(), 0u);
   std::sort(by_name.begin(), by_name.end(),

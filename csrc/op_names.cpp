@@ -54,10 +54,10 @@ std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
   return *t.infos.emplace(std::string_view(interned), info).first;
 }
 
-std::vector<std::string> op_names(const std::vector<uint32_t>& ids) {
+std::vector<std::string_view> op_names(const std::vector<uint32_t>& ids) {
   OpNames& t = table();
   std::lock_guard<std::mutex> lock(t.mu);
-  std::vector<std::string> out;
+  std::vector<std::string_view> out;
   out.reserve(ids.size());
   for (uint32_t id : ids) out.push_back(t.names.at(id));
   return out;

@@ -36,7 +36,7 @@ struct OpInfo {
 // register_rule/unregister_rule (rules_version() changed) every name's rule is looked up again,
 // and callers drop their caches at the next profiler start.
 std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op);
-// Interned names by id, in the order given.
-std::vector<std::string> op_names(const std::vector<uint32_t>& ids);
+// Interned names by id, in the order given (views of stable storage, valid for the process).
+std::vector<std::string_view> op_names(const std::vector<uint32_t>& ids);
 
 }  // namespace effmetrics

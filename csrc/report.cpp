@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cstdio>
+#include <stdexcept>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 
@@ -46,74 +48,80 @@ Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeN
                      const std::vector<int64_t>& calls, const std::vector<int64_t>* scope_time_ns) {
   Report r;
   const size_t n = nodes.size();
-  std::vector<Counts> self(n), total(n);
-  std::vector<char> used(n, 0);
-  auto mark = [&](uint32_t node) {
-    for (uint32_t k = node;; k = nodes[k].parent) {
-      used[k] = 1;
-      if (k == kRootScope) break;
+  for (size_t k = 1; k < n; ++k) {
+    if (nodes[k].parent >= k) {
+      throw std::invalid_argument(
+          "effmetrics: Report::build needs every scope node after its parent (as scope_nodes() "
+          "gives them); node " +
+          std::to_string(k) + " has parent " + std::to_string(nodes[k].parent));
     }
-  };
-  mark(kRootScope);
+  }
+  // Each node's own counts, then the inclusive ones summed bottom-up once (children come after
+  // their parents): one add per node, not one per cell and ancestor.
+  std::vector<Counts> self(n);
+  std::vector<char> used(n, 0);  // the node or a descendant has a cell, a call or a time
+  used[kRootScope] = 1;
   r.ops.reserve(cells.size());
   for (size_t k = 0; k < calls.size() && k < n; ++k) {
-    if (calls[k] > 0) mark(static_cast<uint32_t>(k));
+    if (calls[k] > 0) used[k] = 1;
   }
   for (const RawCell& c : cells) {
-    uint32_t node = c.scope < n ? c.scope : kRootScope;
-    mark(node);
+    const uint32_t node = c.scope < n ? c.scope : kRootScope;
+    used[node] = 1;
     self[node].add(c.counts);
-    for (uint32_t k = node;; k = nodes[k].parent) {
-      total[k].add(c.counts);
-      if (k == kRootScope) break;
-    }
-    r.total.add(c.counts);
-    r.ops.push_back(OpRow{nodes[node].name, c.op, c.phase, c.kind, c.counts});
-    if (c.kind == OpKind::kUnsupported) r.unsupported_ops[c.op] += c.counts.calls;
+    r.ops.push_back(OpRow{nodes[node].name, std::string(c.op), c.phase, c.kind, c.counts});
+    if (c.kind == OpKind::kUnsupported) r.unsupported_ops[std::string(c.op)] += c.counts.calls;
   }
-  if (scope_time_ns) {
-    r.total.time_ns = 0;
-    for (size_t k = 0; k < n; ++k) self[k].time_ns = total[k].time_ns = 0;
-    for (size_t k = 0; k < n && k < scope_time_ns->size(); ++k) {
-      const int64_t t = (*scope_time_ns)[k];
-      if (t == 0) continue;
-      mark(static_cast<uint32_t>(k));
+  if (scope_time_ns) {  // measured scope times replace the sums of the ops' times
+    for (size_t k = 0; k < n; ++k) {
+      const int64_t t = k < scope_time_ns->size() ? (*scope_time_ns)[k] : 0;
       self[k].time_ns = t;
-      for (uint32_t a = static_cast<uint32_t>(k);; a = nodes[a].parent) {
-        total[a].time_ns += t;
-        if (a == kRootScope) break;
-      }
-      r.total.time_ns += t;
+      if (t != 0) used[k] = 1;
     }
   }
-  // Pre-order walk, children in creation (= first execution) order.
-  std::vector<std::vector<uint32_t>> children(n);
-  for (uint32_t k = 1; k < n; ++k) {
-    if (used[k]) children[nodes[k].parent].push_back(k);
+  std::vector<Counts> total = self;
+  for (size_t k = n; k-- > 1;) {
+    if (!used[k]) continue;
+    used[nodes[k].parent] = 1;
+    total[nodes[k].parent].add(total[k]);
   }
-  std::unordered_map<std::string, size_t> row_of;  // a module reached by two paths: one row
+  r.total = total[kRootScope];
+  // Pre-order walk, children in creation (= first execution) order: sibling lists in three
+  // flat vectors (no allocation per node).
+  constexpr uint32_t kNone = ~uint32_t{0};
+  std::vector<uint32_t> first_child(n, kNone), last_child(n, kNone), next_sibling(n, kNone);
+  for (uint32_t k = 1; k < n; ++k) {
+    if (!used[k]) continue;
+    const uint32_t p = nodes[k].parent;
+    (last_child[p] == kNone ? first_child[p] : next_sibling[last_child[p]]) = k;
+    last_child[p] = k;
+  }
+  std::unordered_map<std::string_view, size_t> row_of;  // a module reached by two paths: one row
+  row_of.reserve(n);
   auto visit = [&](uint32_t k) {
-    auto it = row_of.find(nodes[k].name);
-    if (it == row_of.end()) {
-      row_of.emplace(nodes[k].name, r.modules.size());
+    auto [it, fresh] = row_of.try_emplace(nodes[k].name, r.modules.size());
+    if (fresh) {
       ModuleRow row;
       row.name = nodes[k].name;
       row.parent = k == kRootScope ? "" : nodes[nodes[k].parent].name;
       row.depth = nodes[k].depth;
-      r.modules.push_back(row);
-      it = row_of.find(nodes[k].name);
+      r.modules.push_back(std::move(row));
     }
     ModuleRow& row = r.modules[it->second];
     row.calls += k < calls.size() ? calls[k] : 0;
     row.self.add(self[k]);
     row.total.add(total[k]);
   };
-  std::vector<uint32_t> stack{kRootScope};
-  while (!stack.empty()) {
-    const uint32_t k = stack.back();
-    stack.pop_back();
+  // Depth first: a node, then its children's subtrees in order (the next sibling of the node
+  // or of the nearest ancestor that has one).
+  for (uint32_t k = kRootScope; k != kNone;) {
     visit(k);
-    stack.insert(stack.end(), children[k].rbegin(), children[k].rend());
+    if (first_child[k] != kNone) {
+      k = first_child[k];
+      continue;
+    }
+    while (k != kRootScope && next_sibling[k] == kNone) k = nodes[k].parent;
+    k = k == kRootScope ? kNone : next_sibling[k];
   }
   return r;
 }

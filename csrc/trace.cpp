@@ -16,7 +16,7 @@ std::vector<TraceEvent> assemble_trace(const std::vector<std::pair<uint64_t, Raw
   for (const auto& te : events) ops.push_back(te.second.op);
   std::sort(ops.begin(), ops.end());
   ops.erase(std::unique(ops.begin(), ops.end()), ops.end());
-  const std::vector<std::string> names = op_names(ops);
+  const std::vector<std::string_view> names = op_names(ops);
   std::vector<TraceEvent> out;
   out.reserve(events.size() + scope_events.size() / 2);
   for (const auto& [thread, e] : events) {

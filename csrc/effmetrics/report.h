@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "effmetrics/rules.h"
@@ -89,7 +90,7 @@ struct ModuleRow {
 // Raw cell as the observer accumulates it (scope node and interned op name).
 struct RawCell {
   uint32_t scope = kRootScope;
-  std::string op;
+  std::string_view op;  // an interned op name (or a literal): outlives the cell
   Phase phase = Phase::kForward;
   OpKind kind = OpKind::kUnsupported;
   Counts counts;
