@@ -1,7 +1,9 @@
 """Parameter counts: unique vs shared vs applied, trainable vs frozen, buffers, embeddings."""
 from __future__ import annotations
 
+import copy
 import dataclasses
+import weakref
 
 import torch
 from torch import nn
@@ -66,18 +68,54 @@ class ModelScan:
     modules: list  # each module once, in pre-order (module_names' keys are their ids)
 
 
-def scan(model: nn.Module) -> ModelScan:
-    """Walk the module tree once: parameter counts, per-module counts, names.
+@dataclasses.dataclass
+class _Walk:
+    """What one walk over a module tree found; reused while the tree is the same (_structure).
+    The root is not held (the cache is keyed weakly by it): everything here is below it."""
 
-    profile() runs this before every pass, so it is written for speed: one walk over the module
-    tree collecting every (module, parameter) occurrence, then one C++ call reads what the
-    counts need off the tensors (which occurrences view the same memory, numel, requires_grad);
-    inclusive sums add each module into its parent (the walk is pre-order)."""
+    structure: list  # _structure() of the tree as walked
+    module_names: dict
+    below: list  # the modules after the root, in pre-order
+    paths: list  # per module path, in pre-order: (name, parent index, occurrence indices)
+    occ: list  # parameters, once per (module path, parameter name)
+    in_embedding: list  # occurrence indices owned by embedding modules
+    bufs: list
+    facts: tuple | None = None  # tensor_facts of occ and bufs the scan below was made from
+    scanned: ModelScan | None = None
+
+
+# model -> its last _Walk. Weak keys: a model's walk goes with it (the walk holds no reference to
+# the root; nothing below a module refers back to it in torch's tree).
+_WALKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _structure(root: nn.Module, below: list) -> list:
+    """Everything a walk reads off the tree, flat, in walk order: each module's class and its
+    _modules, _parameters and _buffers keys and values, the values by id(). The walk is the same
+    when the list is equal (torch's registration hooks miss `del` and direct dict edits, and
+    Module._apply replaces parameters in _parameters directly). Ids are sound here: the cached
+    walk holds every module, parameter and buffer it walked, so no other object has their ids."""
+    out: list = []
+    extend, append = out.extend, out.append
+    for m in (root, *below):
+        append(type(m))
+        for d in (m._modules, m._parameters, m._buffers):
+            if d:
+                append(len(d))
+                extend(d)
+                extend(map(id, d.values()))
+            else:
+                append(0)
+    return out
+
+
+def _walk(model: nn.Module) -> _Walk:
+    """One walk over the module tree collecting every (module, parameter) occurrence."""
     module_names: dict = {}
     modules: list = []
-    paths: list = []  # per module path, in pre-order: (name, parent index, occurrence indices)
-    occ: list = []  # parameters, once per (module path, parameter name)
-    in_embedding: list = []  # occurrence indices owned by embedding modules
+    paths: list = []
+    occ: list = []
+    in_embedding: list = []
     bufs: list = []
     stack = [("", model, -1)]
     while stack:
@@ -102,12 +140,43 @@ def scan(model: nn.Module) -> ModelScan:
             for cname, child in reversed(m._modules.items()):
                 if child is not None:
                     stack.append((prefix + cname, child, index))
-    cdata = [p._cdata for p in occ]
-    first, numel, grad = _C.tensor_facts(cdata)
+    below = modules[1:]
+    return _Walk(_structure(model, below), module_names, below, paths, occ, in_embedding, bufs)
+
+
+def scan(model: nn.Module) -> ModelScan:
+    """Walk the module tree once: parameter counts, per-module counts, names.
+
+    profile() runs this before every pass, so it is written for speed: the walk of a model is
+    kept and reused while the tree is the same object by object (_structure, a few us for every
+    hundred modules; a changed tree is walked again); the tensors' facts (which occurrences view
+    the same memory, numel, requires_grad) are read again each time, in one C++ call, and the
+    counts made again when they changed. Each call returns its own ParamCount."""
+    walk = _WALKS.get(model)
+    if walk is None or walk.structure != _structure(model, walk.below):
+        walk = _walk(model)
+        try:
+            _WALKS[model] = walk
+        except TypeError:  # a module type that takes no weak references: walked every time
+            pass
+    cdata = [p._cdata for p in walk.occ]  # per call: torch.utils.swap_tensors changes it
+    facts = (cdata, _C.tensor_facts(cdata),
+             _C.tensor_facts([b._cdata for b in walk.bufs]) if walk.bufs else None)
+    if walk.scanned is None or walk.facts != facts:
+        walk.scanned, walk.facts = _scanned(walk, *facts), facts
+    s = walk.scanned  # without the root (the cache holds none): its modules are added here
+    return dataclasses.replace(s, counts=copy.copy(s.counts), modules=[model, *walk.below])
+
+
+def _scanned(walk: _Walk, cdata: list, facts: tuple, buffer_facts: tuple | None) -> ModelScan:
+    """The counts of a walk from its tensors' facts; inclusive sums add each module into its
+    parent (the walk is pre-order)."""
+    occ, paths = walk.occ, walk.paths
+    first, numel, grad = facts
     names = [0] * len(occ)
     for f in first:
         names[f] += 1
-    embedding_set = {first[i] for i in in_embedding}
+    embedding_set = {first[i] for i in walk.in_embedding}
     distinct = [i for i, f in enumerate(first) if f == i]
     total = shared = trainable = embedding = 0
     for i in distinct:
@@ -120,14 +189,13 @@ def scan(model: nn.Module) -> ModelScan:
         if i in embedding_set:
             embedding += k
     buffers = 0
-    if bufs:
-        bfirst, bnumel, _ = _C.tensor_facts([b._cdata for b in bufs])
+    if buffer_facts is not None:
+        bfirst, bnumel, _ = buffer_facts
         buffers = sum(k for i, (f, k) in enumerate(zip(bfirst, bnumel)) if f == i)
     counts = ParamCount(total=total, shared=shared, trainable=trainable,
                         frozen=total - trainable, buffers=buffers, embedding=embedding)
-    return ModelScan(counts, _inclusive(paths, first, numel, shared > 0), module_names,
-                     [occ[i] for i in distinct], [(cdata[i], numel[i]) for i in distinct],
-                     modules)
+    return ModelScan(counts, _inclusive(paths, first, numel, shared > 0), walk.module_names,
+                     [occ[i] for i in distinct], [(cdata[i], numel[i]) for i in distinct], [])
 
 
 def _inclusive(paths: list, first: list, numel: list, has_shared: bool) -> dict:

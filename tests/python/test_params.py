@@ -116,3 +116,86 @@ def test_parameters_without_storage_and_wrapper_subclasses_count():
     pc = em.count_params(nn.ModuleList([sparse, wrapped, shifted]))
     assert pc.total == (16 + 4) + (9 + 3) + (4 + 4)
     assert pc.shared == 0
+
+
+# ---- the walk kept per model (params.scan): edits between two counts are always seen
+
+
+def _expected(model):
+    """Counts from torch's own iterators (named_parameters dedups by object, as scan does by
+    memory here: no two parameters of these models share memory)."""
+    params = list(model.parameters())
+    return {"total": sum(p.numel() for p in params),
+            "trainable": sum(p.numel() for p in params if p.requires_grad),
+            "buffers": sum(b.numel() for b in model.buffers()),
+            "modules": {name for name, _ in model.named_modules()}}
+
+
+def _edits():
+    def replace_submodule(m):  # __setattr__: torch's registration hook sees it
+        m[1] = nn.Linear(8, 8, bias=False)
+
+    def delete_submodule(m):  # del: no registration hook
+        del m[2]
+
+    def edit_modules_dict(m):  # a direct dict edit, same key: no hook, same length
+        m._modules["0"] = nn.Linear(8, 8)
+
+    def replace_parameter_in_dict(m):  # as Module._apply does without set_data
+        m[0]._parameters["weight"] = nn.Parameter(torch.randn(8, 8))
+
+    def resize_parameter_data(m):  # p.data = ...: the same Parameter object, a new size
+        m[3].bias.data = torch.zeros(8)
+        m[3].weight.data = torch.zeros(8, 8)
+
+    def freeze(m):  # requires_grad_: nothing in the tree changes
+        m[0].weight.requires_grad_(False)
+
+    def add_buffer(m):
+        m[0].register_buffer("scale", torch.ones(5))
+
+    def swap_tensors(m):  # swaps the Python objects' tensors: same objects, new TensorImpls
+        other = nn.Parameter(torch.randn(8, 8))
+        torch.utils.swap_tensors(m[0].weight, other)
+        return other  # alive: its TensorImpl (the weight's before) is not freed and reused
+
+    return [replace_submodule, delete_submodule, edit_modules_dict, replace_parameter_in_dict,
+            resize_parameter_data, freeze, add_buffer, swap_tensors]
+
+
+def test_counts_follow_every_edit_between_profiles():
+    for edit in _edits():
+        model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Identity(), nn.Linear(8, 8))
+        em.profile(model, torch.randn(2, 8))  # walked and kept
+        kept = edit(model)  # noqa: F841 (kept alive for the second profile)
+        want = _expected(model)
+        rep = em.profile(model, torch.randn(2, 8))
+        pc = em.count_params(model)
+        got = {"total": pc.total, "trainable": pc.trainable, "buffers": pc.buffers}
+        assert got == {k: want[k] for k in got}, edit.__name__
+        assert rep.params.total == want["total"], edit.__name__
+        # parameters used in the pass are the model's own now (watched by their TensorImpls)
+        assert rep.params.touched == want["total"], edit.__name__
+        modules = set(rep.by_module().index) - {""}
+        assert modules <= want["modules"], edit.__name__
+
+
+def test_kept_walk_does_not_keep_the_model_alive():
+    import gc
+    import weakref
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    em.profile(model, torch.randn(2, 8))
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
+
+
+def test_each_count_is_its_own_object():
+    model = nn.Linear(4, 4)
+    first, second = em.profile(model, torch.randn(1, 4), effective=True), em.profile(
+        model, torch.randn(1, 4))
+    assert first.params.nonzero == 20  # effective=True counts the nonzero weights
+    assert second.params.nonzero is None  # not asked for here: not the first report's
+    assert first.params is not second.params
