@@ -66,6 +66,7 @@ class ModelScan:
     parameters: list  # each distinct parameter once (by memory: storage, offset, shape, strides)
     watch: list  # (TensorImpl address, numel) of each distinct parameter, for Profiler.watch
     modules: list  # each module once, in pre-order (module_names' keys are their ids)
+    semi_structured: bool = False  # some parameter is a 2:4 semi-structured sparse tensor
 
 
 @dataclasses.dataclass
@@ -195,7 +196,8 @@ def _scanned(walk: _Walk, cdata: list, facts: tuple, buffer_facts: tuple | None)
     counts = ParamCount(total=total, shared=shared, trainable=trainable,
                         frozen=total - trainable, buffers=buffers, embedding=embedding)
     return ModelScan(counts, _inclusive(paths, first, numel, shared > 0), walk.module_names,
-                     [occ[i] for i in distinct], [(cdata[i], numel[i]) for i in distinct], [])
+                     [occ[i] for i in distinct], [(cdata[i], numel[i]) for i in distinct], [],
+                     any([is_semi_structured(occ[i]) for i in distinct]))
 
 
 def _inclusive(paths: list, first: list, numel: list, has_shared: bool) -> dict:

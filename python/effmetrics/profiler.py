@@ -25,7 +25,7 @@ from effmetrics.compiled import (
 )
 from effmetrics.inputs import device_of, leaves, parse_device
 from effmetrics.memory import measure_memory
-from effmetrics.params import ModelScan, is_semi_structured, nonzero_counts, scan
+from effmetrics.params import ModelScan, nonzero_counts, scan
 from effmetrics.report import Report
 from effmetrics.scopes import ModuleScopes
 
@@ -222,7 +222,7 @@ def _effective_inputs(model_scan: ModelScan | None, effective: bool) -> tuple:
     """The nonzero count to watch per parameter (-1: not discounted; weights only, 2-D and up)
     and what Python knows of flops_effective's basis (zeros, 2:4)."""
     params = model_scan.parameters if model_scan is not None else []
-    semi = any(is_semi_structured(p) for p in params)
+    semi = model_scan is not None and model_scan.semi_structured
     basis = {"zeros": "not requested: pass effective=True to read the weights' zeros",
              "2:4": "applied" if semi and effective else "none in this pass"}
     if not effective:

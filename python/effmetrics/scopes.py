@@ -95,6 +95,7 @@ class ModuleScopes:
     _hooks: tuple | None = None  # (pre, post), made once
     generation = 0  # changes whenever the registered names do
     _hook_ids: tuple | None = None  # their keys in torch's global hook dicts
+    _last_ids: tuple | None = None  # (module_names, its ids): _ids()
 
     @classmethod
     def intern(cls, name: str) -> int:
@@ -129,29 +130,43 @@ class ModuleScopes:
         """module_names: {id(module): qualified name}, as ModelScan.module_names. modules: the
         modules themselves (ModelScan.modules) when the model runs eagerly: their classes are
         swapped where they can be; None: global hooks for all. Returns what release() undoes."""
-        # Written for speed: profile() runs this for every pass (about 1 us a module).
-        interned, hooked, swapped = cls._interned, cls._hooked, cls._swapped
-        ids = {}
-        for key, name in module_names.items():
-            if name:  # the root is the report's root row ("") already: no scope of its own
-                i = interned.get(name)
-                ids[key] = i if i is not None else cls.intern(name)
-        if modules is not None and any(_compiled(m) for m in modules):
-            modules = None  # Dynamo traces some of them: its guards must see their own classes
+        # Written for speed: profile() runs this for every pass (well under 1 us a module).
+        ids = cls._ids(module_names)
+        hooked, swapped = cls._hooked, cls._swapped
         with cls._lock:
             added = ({key: i for key, i in ids.items() if key not in hooked and key not in swapped}
                      if hooked or swapped else ids)
-            classes = []  # (module, its class before)
+            classes = []  # (module, its class before, the scoped class it has now)
             mine = added
             if modules is not None:
-                for m in modules:
-                    i = added.get(id(m))
-                    if i is not None:
-                        original = _swap(m)
-                        if original is not None:
-                            classes.append((m, original))
-                            swapped[id(m)] = i
-                mine = {key: i for key, i in added.items() if key not in swapped}
+                mine = {}
+                for m in modules:  # one pass: swap, unless a module turns out compiled
+                    d = m.__dict__
+                    if d.get("_compiled_call_impl") is not None or _optimized(m):
+                        # Dynamo traces some of them: its guards must see their own classes
+                        for done, original, _ in classes:
+                            _set_class(done, "__class__", original)
+                            del swapped[id(done)]
+                        classes, mine, modules = [], added, None
+                        break
+                    key = id(m)
+                    i = added.get(key)
+                    if i is None:  # the root, or a module already scoped
+                        continue
+                    original = type(m)
+                    scoped = _SCOPED.get(original, _UNSEEN)
+                    if scoped is _UNSEEN:
+                        scoped = _scoped_class_of(original)
+                    if scoped is None or "forward" in d:  # its own forward would win over ours
+                        mine[key] = i
+                        continue
+                    try:  # not nn.Module.__setattr__: ~10x the cost, for nothing
+                        _set_class(m, "__class__", scoped)
+                    except TypeError:  # a layout that differs
+                        mine[key] = i
+                        continue
+                    classes.append((m, original, scoped))
+                    swapped[key] = i
             hooked.update(mine)
             hooks = modules is None or bool(mine)
             cls.generation += 1
@@ -164,11 +179,27 @@ class ModuleScopes:
         return added, classes, hooks
 
     @classmethod
+    def _ids(cls, module_names: dict) -> dict:
+        """{id(module): scope name id} of module_names; the last one's kept (a profile loop passes
+        the same dict, from the walk params.scan keeps: names interned once never change)."""
+        last = cls._last_ids
+        if last is not None and last[0] is module_names:
+            return last[1]
+        interned = cls._interned
+        ids = {}
+        for key, name in module_names.items():
+            if name:  # the root is the report's root row ("") already: no scope of its own
+                i = interned.get(name)
+                ids[key] = i if i is not None else cls.intern(name)
+        cls._last_ids = (module_names, ids)  # holds the dict: its identity stays unique
+        return ids
+
+    @classmethod
     def release(cls, acquired: tuple) -> None:
         added, classes, hooks = acquired
         with cls._lock:
-            for m, original in classes:
-                if type(m) is _SCOPED.get(original):  # unless someone changed it since
+            for m, original, scoped in classes:
+                if type(m) is scoped:  # unless someone changed it since
                     _set_class(m, "__class__", original)
             cls._users -= 1
             cls.generation += 1
@@ -259,36 +290,24 @@ _UNSEEN = object()
 _set_class = object.__setattr__
 
 
-def _compiled(m: nn.Module) -> bool:
-    """Compiled in place (module.compile()) or a torch.compile wrapper (OptimizedModule)."""
-    return (getattr(m, "_compiled_call_impl", None) is not None
-            or type(m).__name__ == "OptimizedModule")
+def _optimized(m: nn.Module) -> bool:
+    """A torch.compile wrapper (OptimizedModule)."""
+    return type(m).__name__ == "OptimizedModule"
 
 
-def _swap(m: nn.Module) -> type | None:
-    """Gives m the scoped subclass of its class, where that can be done cleanly: a plain Python
-    forward on the class, none of the instance's own (it would win over the class's), not
-    TorchScript. Returns m's class before, or None where m is left as it is (the global hooks
-    scope it)."""
-    cls = type(m)
-    scoped = _SCOPED.get(cls, _UNSEEN)
-    if scoped is _UNSEEN:  # once per class
-        scoped = None
-        if (cls not in _ORIGINAL and isinstance(getattr(cls, "forward", None), types.FunctionType)
-                and not issubclass(cls, torch.jit.ScriptModule)):
-            try:
-                scoped = _scoped_class(cls)
-                _ORIGINAL[scoped] = cls
-            except Exception:  # a metaclass or an __init_subclass__ that refuses
-                scoped = None
-        _SCOPED[cls] = scoped
-    if scoped is None or "forward" in m.__dict__:
-        return None
-    try:
-        _set_class(m, "__class__", scoped)  # not nn.Module.__setattr__: ~10x the cost, for nothing
-    except TypeError:  # a layout that differs
-        return None
-    return cls
+def _scoped_class_of(cls: type) -> type | None:
+    """The scoped subclass of cls, made once per class: for a plain Python forward on the class,
+    not TorchScript; None where it cannot be made (the global hooks scope such modules)."""
+    scoped = None
+    if (cls not in _ORIGINAL and isinstance(getattr(cls, "forward", None), types.FunctionType)
+            and not issubclass(cls, torch.jit.ScriptModule)):
+        try:
+            scoped = _scoped_class(cls)
+            _ORIGINAL[scoped] = cls
+        except Exception:  # a metaclass or an __init_subclass__ that refuses
+            scoped = None
+    _SCOPED[cls] = scoped
+    return scoped
 
 
 def _scoped_forward(base_forward, push, pop, scoped, compiling):
