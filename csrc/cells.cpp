@@ -26,14 +26,18 @@ void CellTable::clear() {
 }
 
 CellTable::Slot* CellTable::find(uint64_t key) {
-  size_t mask = slots_.size() - 1;
-  size_t i = (key * 0x9E3779B97F4A7C15ull) >> 20 & mask;
+  const size_t mask = slots_.size() - 1;
+  // Fibonacci hashing: the product's top bits depend on every bit of the key (its low bits
+  // only on the key's low bits: the scope, in the high half, would not move the slot, and every
+  // module's cells of one op would share a probe chain).
+  size_t i = static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_);
   while (slots_[i].used && slots_[i].key != key) i = (i + 1) & mask;
   return &slots_[i];
 }
 
 void CellTable::grow() {
   std::vector<Slot> old(slots_.size() * 2);
+  --shift_;
   old.swap(slots_);
   std::vector<uint32_t> used;
   used.swap(used_);

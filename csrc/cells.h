@@ -39,7 +39,7 @@ struct Cell {
 // allocations interleaved with them fragment it and multiply the page faults of the next forward).
 class CellTable {
  public:
-  CellTable() { slots_.resize(1024); }
+  CellTable() { slots_.resize(size_t{1} << (64 - shift_)); }
   Cell& at(uint64_t key);
   // Visits the used slots only (the table is mostly empty and cold when a report is built).
   template <typename F>
@@ -57,6 +57,7 @@ class CellTable {
   };
   Slot* find(uint64_t key);
   void grow();
+  int shift_ = 64 - 10;  // 64 - log2(slots_.size()): 1024 slots to start
   std::vector<Slot> slots_;
   std::vector<uint32_t> used_;  // indices of the used slots, in insertion order
 };

@@ -1,6 +1,7 @@
 // Report aggregation on hand-made cells: inclusive = self + children, tree order, JSON.
 #include <gtest/gtest.h>
 
+#include "cells.h"
 #include "effmetrics/report.h"
 
 namespace em = effmetrics;
@@ -116,4 +117,23 @@ TEST(Report, IntensityAndJson) {
                       "\\\"collective\\\"\""),
             std::string::npos)
       << json;
+}
+
+// The cell table keyed as the observer keys it: many module scopes (the key's high half) of few
+// ops, past its first growth. Each key keeps its own cell, and an unknown key finds none.
+TEST(CellTable, ScopesOfOneOpKeepTheirOwnCells) {
+  em::CellTable table;
+  std::vector<uint64_t> keys;
+  for (uint32_t scope = 0; scope < 600; ++scope) {
+    for (uint32_t op : {3u, 7u, 11u}) {
+      keys.push_back(em::CellKey{scope, op, em::Phase::kForward, false}.pack());
+    }
+  }
+  for (size_t i = 0; i < keys.size(); ++i) table.at(keys[i]).counts.calls = 1 + i;
+  ASSERT_EQ(table.size(), keys.size());  // 1,800 cells: grown from 1,024 slots to 4,096
+  for (size_t i = 0; i < keys.size(); ++i) EXPECT_EQ(table.at(keys[i]).counts.calls, 1 + i);
+  int64_t seen = 0;
+  table.for_each([&](uint64_t, const em::Cell& c) { seen += c.counts.calls; });
+  EXPECT_EQ(seen, static_cast<int64_t>(keys.size() * (keys.size() + 1) / 2));
+  EXPECT_EQ(table.at(em::CellKey{601, 3, em::Phase::kForward, false}.pack()).counts.calls, 0);
 }
