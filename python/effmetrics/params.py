@@ -71,48 +71,60 @@ class ModelScan:
 
 @dataclasses.dataclass
 class _Walk:
-    """What one walk over a module tree found; reused while the tree is the same (_structure).
-    The root is not held (the cache is keyed weakly by it): everything here is below it."""
+    """What one walk over a module tree found, kept while the tree is the same (_structure).
+    It holds no object of the tree: its modules are weak references (one freed makes the walk
+    stale: its id may be another module's now), and its parameters and buffers are found again
+    by (module, name) at each scan (a weak reference would stop torch.utils.swap_tensors). So
+    the model, the cache's weak key, and whatever is taken out of it are freed as without
+    effmetrics."""
 
     structure: list  # _structure() of the tree as walked
     module_names: dict
-    below: list  # the modules after the root, in pre-order
+    below: list  # weak references to the modules after the root, in pre-order
     paths: list  # per module path, in pre-order: (name, parent index, occurrence indices)
-    occ: list  # parameters, once per (module path, parameter name)
+    occ: list  # (module index, name) of each parameter, once per module path (0: the root)
     in_embedding: list  # occurrence indices owned by embedding modules
-    bufs: list
-    facts: tuple | None = None  # tensor_facts of occ and bufs the scan below was made from
-    scanned: ModelScan | None = None
+    bufs: list  # (module index, name) of each buffer, once per module path
+    stale: list  # [True] once a module walked was freed
+    facts: tuple | None = None  # tensor_facts of the parameters and buffers when scanned
+    scanned: ModelScan | None = None  # its counts (no objects: parameters and modules empty)
+    distinct: list | None = None  # occurrence index of each distinct parameter
 
 
-# model -> its last _Walk. Weak keys: a model's walk goes with it (the walk holds no reference to
-# the root; nothing below a module refers back to it in torch's tree).
+# model -> its last _Walk. Weak keys: a model's walk goes with it.
 _WALKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _structure(root: nn.Module, below: list) -> list:
-    """Everything a walk reads off the tree, flat, in walk order: each module's class and its
-    _modules, _parameters and _buffers keys and values, the values by id(). The walk is the same
-    when the list is equal (torch's registration hooks miss `del` and direct dict edits, and
-    Module._apply replaces parameters in _parameters directly). Ids are sound here: the cached
-    walk holds every module, parameter and buffer it walked, so no other object has their ids."""
+def _structure(modules: list) -> list:
+    """Everything a walk reads off the tree, flat, in walk order: each module's class; the keys
+    of its _modules, _parameters and _buffers; the ids of its submodules and the types of its
+    parameters and buffers (None or a tensor class). The walk is the same when the list is equal
+    and no module it walked was freed (then no other module has their ids). This catches what
+    torch's registration hooks miss (`del`, direct dict edits); a parameter replaced by another
+    (Module._apply puts new ones into _parameters directly) is found again by its name, and the
+    tensors' facts are read at every scan."""
     out: list = []
     extend, append = out.extend, out.append
-    for m in (root, *below):
+    for m in modules:
         append(type(m))
-        for d in (m._modules, m._parameters, m._buffers):
+        d = m._modules
+        append(len(d))
+        if d:
+            extend(d)
+            extend(map(id, d.values()))
+        for d in (m._parameters, m._buffers):
+            append(len(d))
             if d:
-                append(len(d))
                 extend(d)
-                extend(map(id, d.values()))
-            else:
-                append(0)
+                extend(map(type, d.values()))
     return out
 
 
-def _walk(model: nn.Module) -> _Walk:
-    """One walk over the module tree collecting every (module, parameter) occurrence."""
-    module_names: dict = {}
+def _walk(model: nn.Module) -> tuple[_Walk, list]:
+    """One walk over the module tree collecting every (module, parameter) occurrence. Returns
+    the walk and the modules in pre-order (the root first)."""
+    module_names: dict = {}  # id(module) -> its first qualified name
+    index_of: dict = {}  # id(module) -> its index in modules
     modules: list = []
     paths: list = []
     occ: list = []
@@ -121,58 +133,81 @@ def _walk(model: nn.Module) -> _Walk:
     stack = [("", model, -1)]
     while stack:
         mname, m, parent = stack.pop()
-        if id(m) not in module_names:
+        i = index_of.get(id(m))
+        if i is None:
+            i = index_of[id(m)] = len(modules)
             module_names[id(m)] = mname
             modules.append(m)
         direct = ()
         if m._parameters:
             n0 = len(occ)
-            occ.extend(p for p in m._parameters.values() if p is not None)
+            occ.extend((i, k) for k, p in m._parameters.items() if p is not None)
             direct = range(n0, len(occ))
             if isinstance(m, _EMBEDDING_TYPES):
                 in_embedding.extend(direct)
         index = len(paths)
         paths.append((mname, parent, direct))
         if m._buffers:
-            bufs.extend(b for b in m._buffers.values() if b is not None)
+            bufs.extend((i, k) for k, b in m._buffers.items() if b is not None)
         if m._modules:
             prefix = mname + "." if mname else ""
             # Reversed onto the stack: popped in registration order, as named_modules() yields.
             for cname, child in reversed(m._modules.items()):
                 if child is not None:
                     stack.append((prefix + cname, child, index))
-    below = modules[1:]
-    return _Walk(_structure(model, below), module_names, below, paths, occ, in_embedding, bufs)
+    stale = [False]
+
+    def freed(_ref, stale=stale):
+        stale[0] = True
+
+    below = [weakref.ref(m, freed) for m in modules[1:]]  # modules take weak references
+    return (_Walk(_structure(modules), module_names, below, paths, occ, in_embedding, bufs,
+                  stale), modules)
 
 
 def scan(model: nn.Module) -> ModelScan:
     """Walk the module tree once: parameter counts, per-module counts, names.
 
     profile() runs this before every pass, so it is written for speed: the walk of a model is
-    kept and reused while the tree is the same object by object (_structure, a few us for every
-    hundred modules; a changed tree is walked again); the tensors' facts (which occurrences view
-    the same memory, numel, requires_grad) are read again each time, in one C++ call, and the
-    counts made again when they changed. Each call returns its own ParamCount."""
-    walk = _WALKS.get(model)
-    if walk is None or walk.structure != _structure(model, walk.below):
-        walk = _walk(model)
+    kept and reused while the tree is the same (_structure, a few us for every hundred modules;
+    a changed tree is walked again); the parameters are found again by name and the tensors'
+    facts (which occurrences view the same memory, numel, requires_grad) read again each time,
+    in one C++ call, and the counts made again when they changed. Each call returns its own
+    ParamCount."""
+    try:
+        walk = _WALKS.get(model)
+    except TypeError:  # an unhashable module (its class defines __eq__ only)
+        walk = None
+    modules = None
+    if walk is not None and not walk.stale[0]:
+        modules = [model, *(r() for r in walk.below)]
+        if walk.structure != _structure(modules):
+            modules = None
+    if modules is None:
+        walk, modules = _walk(model)
         try:
             _WALKS[model] = walk
-        except TypeError:  # a module type that takes no weak references: walked every time
+        except TypeError:  # unhashable: walked each time
             pass
-    cdata = [p._cdata for p in walk.occ]  # per call: torch.utils.swap_tensors changes it
+    occ = [modules[i]._parameters[k] for i, k in walk.occ]
+    cdata = [p._cdata for p in occ]  # per call: torch.utils.swap_tensors changes it
     facts = (cdata, _C.tensor_facts(cdata),
-             _C.tensor_facts([b._cdata for b in walk.bufs]) if walk.bufs else None)
+             _C.tensor_facts([modules[i]._buffers[k]._cdata for i, k in walk.bufs])
+             if walk.bufs else None)
     if walk.scanned is None or walk.facts != facts:
-        walk.scanned, walk.facts = _scanned(walk, *facts), facts
-    s = walk.scanned  # without the root (the cache holds none): its modules are added here
-    return dataclasses.replace(s, counts=copy.copy(s.counts), modules=[model, *walk.below])
+        walk.scanned, walk.distinct = _scanned(walk, occ, *facts)
+        walk.facts = facts
+    s = walk.scanned  # the counts; the objects are this call's
+    return dataclasses.replace(s, counts=copy.copy(s.counts),
+                               parameters=[occ[i] for i in walk.distinct], modules=modules)
 
 
-def _scanned(walk: _Walk, cdata: list, facts: tuple, buffer_facts: tuple | None) -> ModelScan:
-    """The counts of a walk from its tensors' facts; inclusive sums add each module into its
-    parent (the walk is pre-order)."""
-    occ, paths = walk.occ, walk.paths
+def _scanned(walk: _Walk, occ: list, cdata: list, facts: tuple,
+             buffer_facts: tuple | None) -> tuple[ModelScan, list]:
+    """The counts of a walk from its tensors' facts (parameters and modules left empty), and the
+    occurrence index of each distinct parameter; inclusive sums add each module into its parent
+    (the walk is pre-order)."""
+    paths = walk.paths
     first, numel, grad = facts
     names = [0] * len(occ)
     for f in first:
@@ -196,8 +231,8 @@ def _scanned(walk: _Walk, cdata: list, facts: tuple, buffer_facts: tuple | None)
     counts = ParamCount(total=total, shared=shared, trainable=trainable,
                         frozen=total - trainable, buffers=buffers, embedding=embedding)
     return ModelScan(counts, _inclusive(paths, first, numel, shared > 0), walk.module_names,
-                     [occ[i] for i in distinct], [(cdata[i], numel[i]) for i in distinct], [],
-                     any([is_semi_structured(occ[i]) for i in distinct]))
+                     [], [(cdata[i], numel[i]) for i in distinct], [],
+                     any([is_semi_structured(occ[i]) for i in distinct])), distinct
 
 
 def _inclusive(paths: list, first: list, numel: list, has_shared: bool) -> dict:

@@ -180,16 +180,31 @@ def test_counts_follow_every_edit_between_profiles():
         assert modules <= want["modules"], edit.__name__
 
 
-def test_kept_walk_does_not_keep_the_model_alive():
+def test_kept_walk_keeps_nothing_of_the_model_alive():
     import gc
     import weakref
 
-    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8))
     em.profile(model, torch.randn(2, 8))
+    # taken out after a profile (a head replaced, a weight swapped): freed with no new profile
+    head, weight = weakref.ref(model[2]), weakref.ref(model[0].weight)
+    model[2] = nn.Identity()
+    model[0].weight = nn.Parameter(torch.randn(8, 8))
+    gc.collect()
+    assert head() is None and weight() is None
     gone = weakref.ref(model)
     del model
     gc.collect()
     assert gone() is None
+
+
+def test_parameters_swap_after_a_profile():
+    """torch.utils.swap_tensors refuses tensors with weak references (Module._apply uses it under
+    torch.__future__.set_swap_module_params_on_conversion): profiling must leave none."""
+    model = nn.Linear(4, 4)
+    em.profile(model, torch.randn(1, 4))
+    torch.utils.swap_tensors(model.weight, nn.Parameter(torch.zeros(4, 4)))
+    assert not model.weight.detach().any()
 
 
 def test_each_count_is_its_own_object():
