@@ -311,10 +311,12 @@ def _fresh_scan(model):
     """params.scan without its kept walk: the walk, the tensors' facts, the counts."""
     from effmetrics import params
 
-    walk = params._walk(model)
-    cdata = [p._cdata for p in walk.occ]
-    return params._scanned(walk, cdata, _C.tensor_facts(cdata),
-                           _C.tensor_facts([b._cdata for b in walk.bufs]) if walk.bufs else None)
+    walk, modules = params._walk(model)
+    occ = [modules[i]._parameters[k] for i, k in walk.occ]
+    cdata = [p._cdata for p in occ]
+    bufs = [modules[i]._buffers[k]._cdata for i, k in walk.bufs]
+    return params._scanned(walk, occ, cdata, _C.tensor_facts(cdata),
+                           _C.tensor_facts(bufs) if bufs else None)
 
 
 def measure_module_calls(rounds: int, n: int = 200) -> dict:
