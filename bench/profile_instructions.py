@@ -8,6 +8,13 @@ C++ observer alone, the module scopes alone (subclasses, and the global hooks a 
 gets), the observer with the scopes, and em.profile end to end with each.
 
     python bench/profile_instructions.py [--cycles N]      (needs valgrind; ~3 minutes)
+    python bench/profile_instructions.py --train           a training step under em.Counter
+
+--train: a training step of the same model (forward, cross-entropy backward, SGD), bare and
+under em.Counter(count="every") and count="auto". Each mode runs blocks of 2 and of 6 steps
+(a `with` block each, c.step() after every step), and per step is the difference of the two over
+4: the block's entry and exit (the scan, the report) and auto's first, counted step drop out,
+so auto's figure is an uncounted step's.
 """
 from __future__ import annotations
 
@@ -74,12 +81,67 @@ NAMES = ["bare forward", "floor observer", "C++ observer alone", "scopes: subcla
          "em.profile", "em.profile, hooks"]
 
 
+TRAIN_SETUP = """
+import gc, itertools, torch, effmetrics as em
+from effmetrics.models import vit
+gc.disable()
+torch.set_num_threads(1)
+model = vit("vit-ti/16", dim=12, heads=3, mlp=12, image=32, classes=10)
+x, y = torch.randn(1, 3, 32, 32), torch.tensor([3])
+opt = torch.optim.SGD(model.parameters(), lr=0.0)
+loss_fn = torch.nn.CrossEntropyLoss()
+
+def step():
+    loss_fn(model(x), y).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+def bare(k):
+    for _ in range(k):
+        step()
+
+def counted(count, k):
+    with em.Counter(model, count=count) as c:
+        for _ in range(k):
+            step()
+            c.step(examples=1)
+
+MODES = [(bare, 2), (bare, 6), (lambda k: counted("every", k), 2),
+         (lambda k: counted("every", k), 6), (lambda k: counted("auto", k), 2),
+         (lambda k: counted("auto", k), 6)]
+for f, k in MODES:
+    f(k)
+modes = itertools.cycle(MODES[-1:] + MODES[:-1])  # Timer's one warm-up call takes the last
+
+def run():
+    f, k = next(modes)
+    f(k)
+"""
+
+
+def train(cycles: int) -> None:
+    stats = Timer("run()", setup=TRAIN_SETUP).collect_callgrind(number=1, repeats=6 * cycles)
+    counts = [s.counts(denoise=True) for s in stats]
+    per_step = {m: min(counts[6 * c + 2 * i + 1] - counts[6 * c + 2 * i] for c in range(cycles))
+                / 4 for i, m in enumerate(("bare", "Counter every", "Counter auto (uncounted)"))}
+    bare = per_step["bare"]
+    print(f"training step, instructions per step, millions (blocks of 6 minus blocks of 2 "
+          f"steps, over 4; least of {cycles} cycles)")
+    for m, v in per_step.items():
+        extra = "" if m == "bare" else f"  +{(v - bare) / 1e6:6.2f}  ({v / bare:.3f}x)"
+        print(f"  {m:<26} {v / 1e6:8.2f}{extra}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cycles", type=int, default=2)
+    parser.add_argument("--train", action="store_true", help="the training-step rows instead")
     args = parser.parse_args()
     if not callgrind_ready():
         sys.exit("valgrind is not installed (apt-get install valgrind)")
+    if args.train:
+        train(args.cycles)
+        return
     k = len(NAMES)
     stats = Timer("run()", setup=SETUP).collect_callgrind(number=1, repeats=k * args.cycles)
     counts = [s.counts(denoise=True) for s in stats]
