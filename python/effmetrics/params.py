@@ -86,9 +86,9 @@ class _Walk:
     in_embedding: list  # occurrence indices owned by embedding modules
     bufs: list  # (module index, name) of each buffer, once per module path
     stale: list  # [True] once a module walked was freed
-    facts: tuple | None = None  # tensor_facts of the parameters and buffers when scanned
-    scanned: ModelScan | None = None  # its counts (no objects: parameters and modules empty)
-    distinct: list | None = None  # occurrence index of each distinct parameter
+    # (the tensors' facts, the counts made from them (a ModelScan without its objects), the
+    # occurrence index of each distinct parameter): one attribute, replaced whole (threads)
+    scanned: tuple | None = None
 
 
 # model -> its last _Walk. Weak keys: a model's walk goes with it.
@@ -194,12 +194,12 @@ def scan(model: nn.Module) -> ModelScan:
     facts = (cdata, _C.tensor_facts(cdata),
              _C.tensor_facts([modules[i]._buffers[k]._cdata for i, k in walk.bufs])
              if walk.bufs else None)
-    if walk.scanned is None or walk.facts != facts:
-        walk.scanned, walk.distinct = _scanned(walk, occ, *facts)
-        walk.facts = facts
-    s = walk.scanned  # the counts; the objects are this call's
-    return dataclasses.replace(s, counts=copy.copy(s.counts),
-                               parameters=[occ[i] for i in walk.distinct], modules=modules)
+    scanned = walk.scanned
+    if scanned is None or scanned[0] != facts:
+        scanned = walk.scanned = (facts, *_scanned(walk, occ, *facts))
+    _, counted, distinct = scanned  # the counts; the objects are this call's
+    return dataclasses.replace(counted, counts=copy.copy(counted.counts),
+                               parameters=[occ[i] for i in distinct], modules=modules)
 
 
 def _scanned(walk: _Walk, occ: list, cdata: list, facts: tuple,

@@ -141,6 +141,14 @@ def _edits():
     def edit_modules_dict(m):  # a direct dict edit, same key: no hook, same length
         m._modules["0"] = nn.Linear(8, 8)
 
+    def replace_kept_submodule(m):  # the one replaced stays alive: its id is not reused
+        kept = m[3]
+        m[3] = nn.Linear(8, 8)
+        return kept
+
+    def drop_bias(m):  # a registered parameter set to None: same keys, same lengths
+        m[3].bias = None
+
     def replace_parameter_in_dict(m):  # as Module._apply does without set_data
         m[0]._parameters["weight"] = nn.Parameter(torch.randn(8, 8))
 
@@ -159,11 +167,13 @@ def _edits():
         torch.utils.swap_tensors(m[0].weight, other)
         return other  # alive: its TensorImpl (the weight's before) is not freed and reused
 
-    return [replace_submodule, delete_submodule, edit_modules_dict, replace_parameter_in_dict,
-            resize_parameter_data, freeze, add_buffer, swap_tensors]
+    return [replace_submodule, delete_submodule, edit_modules_dict, replace_kept_submodule,
+            drop_bias, replace_parameter_in_dict, resize_parameter_data, freeze, add_buffer,
+            swap_tensors]
 
 
 def test_counts_follow_every_edit_between_profiles():
+    """Ten kinds of edit; each must be seen by the walk kept since the first profile."""
     for edit in _edits():
         model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Identity(), nn.Linear(8, 8))
         em.profile(model, torch.randn(2, 8))  # walked and kept
