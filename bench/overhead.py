@@ -230,13 +230,12 @@ counted(10)
     return floor, over
 
 
-def measure_training(rounds: int, steps: int = 10) -> dict:
-    """A ViT-Ti/16 batch 1 training step (forward, backward, SGD), 1 thread: bare, under
-    Counter(count="auto") and Counter(count="every"). Each round runs `steps` steps in each mode
-    (one Counter `with` block per round); each step is timed from the outside, c.step()
-    included. auto's steady state: its uncounted steps (every step but each block's first)."""
-    model = vit("vit-ti/16")
-    x, y = torch.randn(1, 3, 224, 224), torch.tensor([3])
+def training_step(**shape):
+    """A ViT-Ti/16 (shape: vit()'s overrides) training step at batch 1: forward, cross-entropy
+    backward, SGD (lr 0). Returns (model, step)."""
+    model = vit("vit-ti/16", **shape)
+    image = shape.get("image", 224)
+    x, y = torch.randn(1, 3, image, image), torch.tensor([3])
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
     loss_fn = torch.nn.CrossEntropyLoss()
 
@@ -244,6 +243,16 @@ def measure_training(rounds: int, steps: int = 10) -> dict:
         loss_fn(model(x), y).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    return model, step
+
+
+def measure_training(rounds: int, steps: int = 10) -> dict:
+    """A ViT-Ti/16 batch 1 training step (forward, backward, SGD), 1 thread: bare, under
+    Counter(count="auto") and Counter(count="every"). Each round runs `steps` steps in each mode
+    (one Counter `with` block per round); each step is timed from the outside, c.step()
+    included. auto's steady state: its uncounted steps (every step but each block's first)."""
+    model, step = training_step()
 
     def run(count):
         times = []

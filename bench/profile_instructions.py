@@ -19,6 +19,7 @@ so auto's figure is an uncounted step's.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from overhead import callgrind_ready  # bench/ is on sys.path when this script runs
@@ -81,20 +82,13 @@ NAMES = ["bare forward", "floor observer", "C++ observer alone", "scopes: subcla
          "em.profile", "em.profile, hooks"]
 
 
-TRAIN_SETUP = """
-import gc, itertools, torch, effmetrics as em
-from effmetrics.models import vit
+TRAIN_SETUP = f"""
+import gc, itertools, sys, torch, effmetrics as em
+sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})  # bench/, for overhead.py
+from overhead import training_step
 gc.disable()
 torch.set_num_threads(1)
-model = vit("vit-ti/16", dim=12, heads=3, mlp=12, image=32, classes=10)
-x, y = torch.randn(1, 3, 32, 32), torch.tensor([3])
-opt = torch.optim.SGD(model.parameters(), lr=0.0)
-loss_fn = torch.nn.CrossEntropyLoss()
-
-def step():
-    loss_fn(model(x), y).backward()
-    opt.step()
-    opt.zero_grad(set_to_none=True)
+model, step = training_step(dim=12, heads=3, mlp=12, image=32, classes=10)
 
 def bare(k):
     for _ in range(k):
