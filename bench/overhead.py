@@ -321,11 +321,8 @@ def _fresh_scan(model):
     from effmetrics import params
 
     walk, modules = params._walk(model)
-    occ = [modules[i]._parameters[k] for i, k in walk.occ]
-    cdata = [p._cdata for p in occ]
-    bufs = [modules[i]._buffers[k]._cdata for i, k in walk.bufs]
-    return params._scanned(walk, occ, cdata, _C.tensor_facts(cdata),
-                           _C.tensor_facts(bufs) if bufs else None)
+    occ, facts = params._tensors(walk, modules)
+    return params._scanned(walk, occ, *facts)
 
 
 def measure_module_calls(rounds: int, n: int = 200) -> dict:

@@ -189,17 +189,24 @@ def scan(model: nn.Module) -> ModelScan:
             _WALKS[model] = walk
         except TypeError:  # unhashable: walked each time
             pass
-    occ = [modules[i]._parameters[k] for i, k in walk.occ]
-    cdata = [p._cdata for p in occ]  # per call: torch.utils.swap_tensors changes it
-    facts = (cdata, _C.tensor_facts(cdata),
-             _C.tensor_facts([modules[i]._buffers[k]._cdata for i, k in walk.bufs])
-             if walk.bufs else None)
+    occ, facts = _tensors(walk, modules)
     scanned = walk.scanned
     if scanned is None or scanned[0] != facts:
         scanned = walk.scanned = (facts, *_scanned(walk, occ, *facts))
     _, counted, distinct = scanned  # the counts; the objects are this call's
     return dataclasses.replace(counted, counts=copy.copy(counted.counts),
                                parameters=[occ[i] for i in distinct], modules=modules)
+
+
+def _tensors(walk: _Walk, modules: list) -> tuple[list, tuple]:
+    """The walk's parameter occurrences, found by (module, name) in modules (as _walk returned
+    them), and the tensors' facts: (TensorImpl addresses, tensor_facts of the parameters, of the
+    buffers or None). Read at every scan: torch.utils.swap_tensors changes the addresses."""
+    occ = [modules[i]._parameters[k] for i, k in walk.occ]
+    cdata = [p._cdata for p in occ]
+    return occ, (cdata, _C.tensor_facts(cdata),
+                 _C.tensor_facts([modules[i]._buffers[k]._cdata for i, k in walk.bufs])
+                 if walk.bufs else None)
 
 
 def _scanned(walk: _Walk, occ: list, cdata: list, facts: tuple,

@@ -130,7 +130,7 @@ TEST(CellTable, ScopesOfOneOpKeepTheirOwnCells) {
     }
   }
   for (size_t i = 0; i < keys.size(); ++i) table.at(keys[i]).counts.calls = 1 + i;
-  ASSERT_EQ(table.size(), keys.size());  // 1,800 cells: grown from 1,024 slots to 4,096
+  ASSERT_EQ(table.size(), keys.size());  // 1,800 cells: the table grows twice on the way
   for (size_t i = 0; i < keys.size(); ++i) EXPECT_EQ(table.at(keys[i]).counts.calls, 1 + i);
   int64_t seen = 0;
   table.for_each([&](uint64_t, const em::Cell& c) { seen += c.counts.calls; });
