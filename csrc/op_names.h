@@ -28,6 +28,11 @@ struct OpInfo {
   bool comm_work = false;
   bool recv = false;     // a point-to-point receive (c10d op or backend work): waiting for a peer
   bool barrier = false;  // a c10d barrier (or its backend work): moves nothing
+  // Learned by a thread's cache entry (each ThreadBuffer has its own copies), for muting: the
+  // records seen nested in the op when last observed (-1: not yet), and the calls left before
+  // it is observed again (an op's nesting can change with its inputs).
+  mutable int32_t nested = -1;
+  mutable uint16_t calls_until_observed = 0;
 };
 
 // The interned name (stable storage: thread caches key on it) and what we know of the op;

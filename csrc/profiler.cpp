@@ -137,6 +137,8 @@ void Profiler::add_callbacks() {
       {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION, at::RecordScope::USER_SCOPE});
   callback_handle_ =
       options_.all_threads ? at::addGlobalCallback(cb) : at::addThreadLocalCallback(cb);
+  // A global callback is never muted: turning it off would turn it off for every thread.
+  session_->set_own_callback(options_.all_threads ? 0 : callback_handle_);
   attached_ = true;
 }
 
@@ -152,6 +154,7 @@ void Profiler::detach() {
   if (!running()) throw std::runtime_error("effmetrics: detach() needs a running Profiler");
   check_owner("detach");
   if (!attached_) return;
+  session_->set_own_callback(0);
   at::removeCallback(callback_handle_);
   attached_ = false;
 }

@@ -234,6 +234,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
     f.nvtx = true;
     nvtx_range_push(nvtx_op_message(f.info->name, fn.inputs()).c_str());
   }
+  if (f.info->rule) mute(f, tb);
   if (host_timing_) f.t0 = steady_now_ns();
   if (f.info->compiled_region) f.counted_graphs = t_counted_graphs;
   attribute(fn, parent, tb, f);
@@ -258,6 +259,7 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
 // on (a region this thread opened while observed; asynchronous records are not nested). A
 // process-group backend's work: the time of its collective.
 void Session::on_user_scope(const at::RecordFunction& fn, ThreadBuffer& tb, bool start) {
+  if (start) ++tb.regions;  // an op seen to open one is never muted (Session::mute)
   const OpInfo& info = tb.info(fn);
   if (info.comm_work) {
     if (comm_timing_) on_comm_work(fn, info, start);
@@ -394,6 +396,53 @@ void Session::attention_scores(const at::RecordFunction& fn, Frame& f) {
   basis_.fetch_or(kBasisMask, std::memory_order_relaxed);
 }
 
+// The records nested in an op with a FLOP rule are absorbed: its rule counts them, so all they
+// do is cost their callbacks (most of a ViT's records: addmm's, layer norm's, attention's). With
+// a thread-local callback, the session turns it off on this thread while such an op runs, once
+// the op has been seen to nest kMuteFrom records or more: at::disableCallback turns off this
+// callback only, and every other observer still sees every record. Turning it off and on costs
+// ~2,400 instructions in torch 2.13 (each rebuilds the callback's scope lists), a nested record
+// ~1,450 (torch's boxing of its inputs and our callbacks): a gain from two nested records on
+// (bench/overhead.py --only instructions). Each op is observed again every kObserveEvery
+// calls, as its nesting can change with its inputs. Collectives are not muted: their backend's
+// work record nests in them. Nor is an op seen to open a named region (USER_SCOPE: an NVTX range,
+// a backend's work), which an op with a Python kernel can (a custom op, a tensor subclass): its
+// region is not absorbed, and muting would lose it.
+constexpr int32_t kMuteFrom = 2;
+constexpr uint16_t kObserveEvery = 256;
+
+void Session::mute(Frame& f, ThreadBuffer& tb) {
+  const OpInfo& info = *f.info;
+  const uint64_t callback = own_callback_.load(std::memory_order_relaxed);
+  if (callback == 0 || (info.rule->kind != OpKind::kMatmul && info.rule->kind != OpKind::kVector)) {
+    return;
+  }
+  if (info.calls_until_observed > 0) {
+    --info.calls_until_observed;
+    if (info.nested >= kMuteFrom) {
+      at::disableCallback(callback);
+      f.muted = true;
+    }
+    return;
+  }
+  f.observed = true;
+  f.absorbed0 = tb.absorbed;
+  f.regions0 = tb.regions;
+}
+
+void Session::unmute(Frame& f, const ThreadBuffer& tb) {
+  if (f.muted) {
+    f.muted = false;
+    // 0: detached while the op ran, and the callback is gone.
+    if (const uint64_t callback = own_callback_.load(std::memory_order_relaxed)) {
+      at::reenableCallback(callback);
+    }
+  } else if (f.observed) {
+    f.info->nested = tb.regions != f.regions0 ? 0 : static_cast<int32_t>(tb.absorbed - f.absorbed0);
+    f.info->calls_until_observed = kObserveEvery;
+  }
+}
+
 void Session::open_span(Frame& f) {
   if (!f.on_device) return;
   f.outer_span = !f.in_span;
@@ -419,10 +468,12 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
     while (tb.depth > 0 && tb.stack[tb.depth].handle != key) {
       --tb.depth;
       compute_ends(tb.stack[tb.depth]);
+      if (!tb.stack[tb.depth].absorbed) unmute(tb.stack[tb.depth], tb);
     }
     return;
   }
   if (f.absorbed) return;
+  unmute(f, tb);
   const int64_t span = close_span(f, tb);
   if (f.nvtx) nvtx_range_pop();  // also when unwinding: ranges stay balanced
   const int64_t dur_ns = host_timing_ ? t1 - f.t0 : 0;

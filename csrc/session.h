@@ -55,6 +55,12 @@ struct FrameState {
   bool nvtx = false;           // an NVTX range is open for this op
   bool computing = false;      // a top-level op other than a collective (comm exposure clock)
   bool device_comm = false;    // a timed collective on device tensors: its work has its time
+  // Muting (Session::mute): this session's callback is off on this thread until the op ends, or
+  // the op is observed to learn how many records nest in it (absorbed0, regions0: the thread's
+  // absorbed records and named regions at its start).
+  bool muted = false;
+  bool observed = false;
+  uint32_t absorbed0 = 0, regions0 = 0;
   // Device timeline:
   bool on_device = false;   // a tensor or device argument on the timeline's device
   bool in_span = false;     // an ancestor holds an outer span
@@ -98,6 +104,8 @@ struct ThreadBuffer {
   const std::vector<uint32_t>* scopes = nullptr;  // the owning thread's current_scope_stack()
   std::vector<Frame> stack;
   size_t depth = 0;
+  uint32_t absorbed = 0;  // absorbed records so far (wraps; differences only)
+  uint32_t regions = 0;   // named regions (USER_SCOPE records) started so far (wraps; likewise)
   std::unordered_map<std::string_view, OpInfo> op_cache;
   CellTable cells;
   SeqScopes seq_scopes;                   // forward sequence numbers -> scopes
@@ -128,7 +136,12 @@ struct ThreadBuffer {
   Frame& push(uint64_t handle, bool absorbed = false) {
     if (depth == stack.size()) stack.emplace_back();  // may move frames: callers re-read top()
     Frame& f = stack[depth++];
-    absorbed ? f.absorb(handle) : f.reset(handle);
+    if (absorbed) {
+      f.absorb(handle);
+      ++this->absorbed;
+    } else {
+      f.reset(handle);
+    }
     return f;
   }
   // What we know of the op's name (cached per thread; resolve_op locks).
@@ -165,6 +178,9 @@ class Session {
   void watch(const void* tensor_impl, int64_t numel, int64_t nonzero) {
     watched_.add(tensor_impl, numel, nonzero);
   }
+  // The session's RecordFunction callback when it is thread-local (0: global, or detached):
+  // the one mute() turns off.
+  void set_own_callback(uint64_t handle) { own_callback_.store(handle); }
   void set_phase(Phase phase) { forced_phase_.store(static_cast<uint8_t>(phase)); }
   void pause() { paused_.fetch_add(1); }
   void resume() { paused_.fetch_sub(1); }
@@ -186,8 +202,10 @@ class Session {
   bool needs_inputs(const Frame& f) const;
   void capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, ThreadBuffer& tb);
   void attention_scores(const at::RecordFunction& fn, Frame& f);
+  void mute(Frame& f, ThreadBuffer& tb);
   void open_span(Frame& f);
   // on_end, in order:
+  void unmute(Frame& f, const ThreadBuffer& tb);
   int64_t close_span(const Frame& f, ThreadBuffer& tb);  // the span's index, or -1
   bool count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, int64_t dur_ns,
              int64_t span);
@@ -225,6 +243,7 @@ class Session {
   const int8_t tl_index_;  // -1: any device of the type
   std::atomic<uint8_t> forced_phase_{static_cast<uint8_t>(Phase::kForward)};
   std::atomic<int> paused_{0};  // > 0: ops start unobserved (their frames are skipped)
+  std::atomic<uint64_t> own_callback_{0};
   std::mutex mu_;  // buffers_ (registration, collect, backward lookups) and device_ reads
   // first_buffer(): written once, under mu_, before first_rf_thread_ is published.
   std::atomic<uint64_t> first_rf_thread_{0};

@@ -348,6 +348,36 @@ def test_nested_profiles_both_count():
     assert rep.macs == 3 * linear_macs(2, 8, 8)
 
 
+def test_other_observers_see_every_record_while_ops_are_muted():
+    """Records nested in an op with a FLOP rule (a scalar add's to/_to_copy/copy_) are muted for
+    effmetrics' own callback once the op is known to nest them (Session::mute); torch's
+    profiler, another observer on the same thread, still sees every one of them, and the chain
+    counts as it does alone."""
+    x = torch.ones(3)
+
+    def chain():
+        y = x
+        for _ in range(40):
+            y = y + 1
+        return y
+
+    def names(fn):
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            fn()
+        seen = {}
+        for e in prof.events():
+            seen[e.name] = seen.get(e.name, 0) + 1
+        return seen
+
+    alone = names(chain)
+    assert alone["aten::add"] == 40 and len(alone) > 1  # records nest in the add
+    reports = []
+    under = names(lambda: reports.append(em.profile(chain)))
+    assert {n: under.get(n, 0) for n in alone} == alone
+    assert reports[0].flops == reports[0].flops_vector == 40 * 3  # one FLOP per element per add
+    assert reports[0].by_op().loc["aten::add", "calls"] == 40
+
+
 def test_concurrent_profiles_on_threads_do_not_mix():
     results = {}
 

@@ -108,6 +108,31 @@ def test_named_regions_reach_the_tool(tmp_path):
     assert balanced(lines)
 
 
+def test_named_region_inside_a_counted_op_reaches_the_tool_on_every_call(tmp_path):
+    """An op with a FLOP rule and a Python kernel (a custom op) nests records, which effmetrics
+    mutes once it knows the op nests them (Session::mute), and a named region, which it must
+    not lose: an op seen to open one is never muted. Five calls, five ranges."""
+    lines = run_captured(tmp_path, """
+        import torch, effmetrics as em
+        from torch.profiler import record_function
+        lib = torch.library.Library("em_nvtx_test", "DEF")
+        lib.define("twice(Tensor x) -> Tensor")
+        def twice(x):
+            with record_function("inside twice"):
+                return (x * 2).sum(0) + x.mean()
+        lib.impl("twice", twice, "CPU")
+        em.register_rule("em_nvtx_test::twice", kind="vector", flops=lambda x: 3 * x.numel())
+        x = torch.randn(4, 4)
+        def run():
+            for _ in range(5):
+                torch.ops.em_nvtx_test.twice(x)
+        assert em.profile(run, nvtx=True).flops == 5 * 3 * 16
+    """)
+    pushed = [line[5:] for line in lines if line.startswith("push ")]
+    assert pushed.count("inside twice") == 5
+    assert balanced(lines)
+
+
 def test_pipeline_actions_named_with_their_stage(tmp_path):
     """A Counter on torch.distributed.pipelining stages names each compute action `stage {i}
     {F|B|I|W}{microbatch}`, inside the schedule's own region ("PP:1F0", "Forward 0"): a
