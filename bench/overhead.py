@@ -109,9 +109,9 @@ def interleaved(modes: dict, rounds: int) -> dict:
     return {m: statistics.median(v) for m, v in times.items()}
 
 
-def measure_op_chain(rounds: int, n: int = 2000) -> tuple[float, float]:
-    """Per-op added time of a chain of 1-element adds: the floor (an empty callback with
-    inputs and outputs) and em.profile, both over bare.
+def measure_op_chain(rounds: int, n: int = 2000, expr: str = "y + 1") -> tuple[float, float]:
+    """Per-op added time of a chain of 1-element adds (expr: one of CHAINS): the floor (an
+    empty callback with inputs and outputs) and em.profile, both over bare.
 
     Per op is the marginal cost: each mode runs a chain of n and one of 2n ops, and the
     difference of the two (n ops) is what n more ops cost, so em.profile's fixed cost per call
@@ -120,11 +120,16 @@ def measure_op_chain(rounds: int, n: int = 2000) -> tuple[float, float]:
     x = torch.ones(1)
 
     def chain(k):
-        def run():
+        def scalar():
             y = x
             for _ in range(k):
                 y = y + 1
-        return run
+
+        def tensors():
+            y = x
+            for _ in range(k):
+                y = y + x
+        return {"y + 1": scalar, "y + x": tensors}[expr]
 
     def floor(k):
         def run():
@@ -142,8 +147,8 @@ def measure_op_chain(rounds: int, n: int = 2000) -> tuple[float, float]:
     marginal = {m: med[m + " 2n"] - med[m] for m in ("bare", "floor", "effmetrics")}
     per_op = {m: (marginal[m] - marginal["bare"]) / n * 1e6 for m in ("floor", "effmetrics")}
     amortized = {m: (med[m] - med["bare"]) / n * 1e6 for m in ("floor", "effmetrics")}
-    print(f"\nchain of 1-element adds, 1 thread ({rounds} interleaved rounds, medians; per op: "
-          f"chain of {2 * n} minus chain of {n})")
+    print(f"\nchain of `y = {expr}` on 1 element, 1 thread ({rounds} interleaved rounds, "
+          f"medians; per op: chain of {2 * n} minus chain of {n})")
     for m in ("bare", "floor", "effmetrics"):
         extra = "" if m == "bare" else (f"   +{per_op[m]:.2f} us/op  (+{amortized[m]:.2f} "
                                         f"amortized over one chain of {n})")
@@ -164,19 +169,31 @@ def callgrind_ready() -> bool:
     return True
 
 
-def measure_instructions(n: int = 3000, cycles: int = 3) -> tuple[float, float]:
-    """The op chain's per-op cost in instructions (valgrind's callgrind, through torch's
-    Timer.collect_callgrind): exact and repeatable where wall-clock medians on a shared machine
-    move by more than the difference measured. One valgrind process; each repeat runs the next
-    of bare, floor and effmetrics at n and 2n ops, per op = the difference of the two over n.
-    Events that land in one run and not another (the allocator consolidating its free lists)
-    add a million instructions or so: each mode runs `cycles` times and its least marginal
-    count is kept, and n is large enough that what is left is a few dozen per op."""
-    from torch.utils.benchmark import Timer
+# The chains the instruction count runs: `y + 1` is five records (aten::add and, nested in it,
+# the scalar's to, _to_copy, empty_strided and copy_), which effmetrics mutes after the first
+# add (Session::mute) while the floor observes all five; `y + x` (two tensors) is one record
+# with nothing nested, the case muting cannot help.
+CHAINS = ("y + 1", "y + x")
 
+
+def measure_instructions(n: int = 3000, cycles: int = 3) -> dict:
+    """The op chains' per-op cost in instructions (valgrind's callgrind, through torch's
+    Timer.collect_callgrind): exact and repeatable where wall-clock medians on a shared machine
+    move by more than the difference measured. One valgrind process per chain; each repeat runs
+    the next of bare, floor and effmetrics at n and 2n ops, per op = the difference of the two
+    over n. Events that land in one run and not another (the allocator consolidating its free
+    lists) add a million instructions or so: each mode runs `cycles` times and its least
+    marginal count is kept, and n is large enough that what is left is a few dozen per op.
+    Returns {chain: (floor over bare, effmetrics over the floor)}."""
     if not callgrind_ready():
         print("\ninstructions: valgrind is not installed (apt-get install valgrind); skipped")
-        return float("nan"), float("nan")
+        return {}
+    return {expr: _chain_instructions(expr, n, cycles) for expr in CHAINS}
+
+
+def _chain_instructions(expr: str, n: int, cycles: int) -> tuple[float, float]:
+    from torch.utils.benchmark import Timer
+
     # The collector off: a collection landing in one run and not in another moves a run by
     # millions of instructions. The chain makes no cycles, so nothing accumulates.
     setup = f"""
@@ -188,7 +205,7 @@ x = torch.ones(1)
 def chain(k):
     y = x
     for _ in range(k):
-        y = y + 1
+        y = {expr}
 def floor(k):
     with _C.EmptyObserver():
         chain(k)
@@ -215,15 +232,15 @@ counted(10)
 
     own_per_op = statistics.median(own(stats[6 * c + 5]) - own(stats[6 * c + 4])
                                    for c in range(cycles)) / n
-    print(f"\nchain of 1-element adds, instructions per op (callgrind; chain of {2 * n} minus "
-          f"chain of {n})")
+    print(f"\nchain of `y = {expr}` on 1 element, instructions per op (callgrind; chain of "
+          f"{2 * n} minus chain of {n})")
     for m, v in marginal.items():
         extra = "" if m == "bare" else f"   +{v - marginal['bare']:.0f}"
         print(f"  {m:<12} {v:8.0f}{extra}")
     floor = marginal["floor"] - marginal["bare"]
     over = marginal["effmetrics"] - marginal["floor"]
-    print(f"  -> effmetrics - floor: +{over:.0f} instructions per op "
-          f"({over / marginal['bare']:.1%} of the bare op's; the floor adds {floor:.0f}); whole "
+    print(f"  -> effmetrics - floor: {over:+.0f} instructions per op "
+          f"({over / marginal['bare']:+.1%} of the bare op's; the floor adds {floor:.0f}); whole "
           "runs move by ~1,000 per op from run to run (the interpreter and allocator's state)")
     print(f"  -> effmetrics' own code (its extension's instructions, not the torch code it "
           f"calls): {own_per_op:.0f} instructions per op, exact")
@@ -380,8 +397,9 @@ def main():
         if "instructions" in only:
             measure_instructions()
         if "chain" in only:
-            floor, em_op = measure_op_chain(args.rounds or 41)
-            print(f"  -> effmetrics - floor: {em_op - floor:+.2f} us/op (target <= 0.2)")
+            for expr in CHAINS:
+                floor, em_op = measure_op_chain(args.rounds or 41, expr=expr)
+                print(f"  -> effmetrics - floor: {em_op - floor:+.2f} us/op (target <= 0.2)")
         if "profile" in only:
             measure_fixed_cost(args.rounds or 201)
         if "modules" in only:
@@ -405,7 +423,7 @@ def main():
     r_ti, a_ti = measure("ViT-Ti/16, batch 1, 1 thread", ti, torch.randn(1, 3, 224, 224),
                          args.rounds or 41)
     compiled_rows = measure_compiled(ti, torch.randn(1, 3, 224, 224), args.rounds or 41)
-    floor, em_op = measure_op_chain(args.rounds or 41)
+    chains = {expr: measure_op_chain(args.rounds or 41, expr=expr) for expr in CHAINS}
     fixed = measure_fixed_cost(args.rounds or 201)
     train = measure_training(args.rounds or 9)
     torch.set_num_threads(threads)
@@ -419,8 +437,9 @@ def main():
     print("  ViT-Ti/16 b1 compiled: em.profile(compiled) = {:.3f}x the compiled forward, "
           "{:.3f}x em.profile(eager); its added time {:.3f}x eager counting's".format(
               *compiled_rows))
-    print(f"  tiny-op chain: floor +{floor:.2f} us/op, effmetrics +{em_op:.2f} us/op: "
-          f"{em_op - floor:+.2f} us/op over the floor (target <= 0.2)")
+    for expr, (floor, em_op) in chains.items():
+        print(f"  tiny-op chain y = {expr}: floor +{floor:.2f} us/op, effmetrics +{em_op:.2f} "
+              f"us/op: {em_op - floor:+.2f} us/op over the floor (target <= 0.2)")
     print(f"  em.profile fixed cost (one-op model): {fixed:.0f} us")
     print(f"  ViT-Ti/16 b1 training step: Counter auto {train['auto (uncounted steps)']:.3f}x "
           f"bare in its uncounted steps ({train['auto (all steps)']:.3f}x over 10-step runs, "

@@ -10,11 +10,11 @@ gets), the observer with the scopes, and em.profile end to end with each.
     python bench/profile_instructions.py [--cycles N]      (needs valgrind; ~3 minutes)
     python bench/profile_instructions.py --train           a training step under em.Counter
 
---train: a training step of the same model (forward, cross-entropy backward, SGD), bare and
-under em.Counter(count="every") and count="auto". Each mode runs blocks of 2 and of 6 steps
-(a `with` block each, c.step() after every step), and per step is the difference of the two over
-4: the block's entry and exit (the scan, the report) and auto's first, counted step drop out,
-so auto's figure is an uncounted step's.
+--train: a training step of the same model (forward, cross-entropy backward, SGD), bare, under
+the floor observer, under em.Counter(count="every") and count="auto". Each mode runs blocks of 2
+and of 6 steps (a `with` block each, c.step() after every step), and per step is the difference
+of the two over 4: the block's entry and exit (the scan, the report) and auto's first, counted
+step drop out, so auto's figure is an uncounted step's.
 """
 from __future__ import annotations
 
@@ -84,6 +84,7 @@ NAMES = ["bare forward", "floor observer", "C++ observer alone", "scopes: subcla
 
 TRAIN_SETUP = f"""
 import gc, itertools, sys, torch, effmetrics as em
+from effmetrics import _C
 sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})  # bench/, for overhead.py
 from overhead import training_step
 gc.disable()
@@ -94,13 +95,17 @@ def bare(k):
     for _ in range(k):
         step()
 
+def floor(k):
+    with _C.EmptyObserver():
+        bare(k)
+
 def counted(count, k):
     with em.Counter(model, count=count) as c:
         for _ in range(k):
             step()
             c.step(examples=1)
 
-MODES = [(bare, 2), (bare, 6), (lambda k: counted("every", k), 2),
+MODES = [(bare, 2), (bare, 6), (floor, 2), (floor, 6), (lambda k: counted("every", k), 2),
          (lambda k: counted("every", k), 6), (lambda k: counted("auto", k), 2),
          (lambda k: counted("auto", k), 6)]
 for f, k in MODES:
@@ -114,10 +119,12 @@ def run():
 
 
 def train(cycles: int) -> None:
-    stats = Timer("run()", setup=TRAIN_SETUP).collect_callgrind(number=1, repeats=6 * cycles)
+    names = ("bare", "floor observer", "Counter every", "Counter auto (uncounted)")
+    k = 2 * len(names)
+    stats = Timer("run()", setup=TRAIN_SETUP).collect_callgrind(number=1, repeats=k * cycles)
     counts = [s.counts(denoise=True) for s in stats]
-    per_step = {m: min(counts[6 * c + 2 * i + 1] - counts[6 * c + 2 * i] for c in range(cycles))
-                / 4 for i, m in enumerate(("bare", "Counter every", "Counter auto (uncounted)"))}
+    per_step = {m: min(counts[k * c + 2 * i + 1] - counts[k * c + 2 * i] for c in range(cycles))
+                / 4 for i, m in enumerate(names)}
     bare = per_step["bare"]
     print(f"training step, instructions per step, millions (blocks of 6 minus blocks of 2 "
           f"steps, over 4; least of {cycles} cycles)")

@@ -128,18 +128,34 @@ void Profiler::start() {
   if (session_->has_timeline()) session_->open_step();
 }
 
+// Three callbacks, one per kind of record, each asking only for what the session reads of it:
+// - ops (FUNCTION): inputs and outputs (the rules). The one Session::mute turns off on this
+//   thread while an op whose rule counts its subtree runs; toggling a callback rebuilds the
+//   lists of the scopes it has, so this one has one scope.
+// - autograd nodes (BACKWARD_FUNCTION): neither (their seqNr and forward thread name their
+//   forward op), so torch does not box each node's inputs.
+// - named regions (USER_SCOPE): inputs (a process-group backend's work record names its tensors:
+//   the collectives' times; the other regions are NVTX ranges with nvtx on). Never muted: a
+//   region opened inside a muted op (a custom op's Python kernel) is still seen.
 void Profiler::add_callbacks() {
-  const int slot = session_->slot();
-  at::RecordFunctionCallback cb(kCallbacks[slot].first, kCallbacks[slot].second);
-  // User scopes: a process-group backend's work records (the collectives' times); the other
-  // named regions are passed over.
-  cb.needsInputs(true).needsOutputs(true).scopes(
-      {at::RecordScope::FUNCTION, at::RecordScope::BACKWARD_FUNCTION, at::RecordScope::USER_SCOPE});
-  callback_handle_ =
-      options_.all_threads ? at::addGlobalCallback(cb) : at::addThreadLocalCallback(cb);
+  const auto [start, end] = kCallbacks[session_->slot()];
+  auto add = [&](at::RecordScope scope, bool inputs, bool outputs) {
+    at::RecordFunctionCallback cb(start, end);
+    cb.needsInputs(inputs).needsOutputs(outputs).scopes({scope});
+    return options_.all_threads ? at::addGlobalCallback(cb) : at::addThreadLocalCallback(cb);
+  };
+  callback_handles_ = {add(at::RecordScope::FUNCTION, true, true),
+                       add(at::RecordScope::BACKWARD_FUNCTION, false, false),
+                       add(at::RecordScope::USER_SCOPE, true, false)};
   // A global callback is never muted: turning it off would turn it off for every thread.
-  session_->set_own_callback(options_.all_threads ? 0 : callback_handle_);
+  session_->set_own_callback(options_.all_threads ? 0 : callback_handles_[0]);
   attached_ = true;
+}
+
+void Profiler::remove_callbacks() {
+  session_->set_own_callback(0);
+  for (uint64_t handle : callback_handles_) at::removeCallback(handle);
+  attached_ = false;
 }
 
 void Profiler::check_owner(const char* what) const {
@@ -153,10 +169,7 @@ void Profiler::check_owner(const char* what) const {
 void Profiler::detach() {
   if (!running()) throw std::runtime_error("effmetrics: detach() needs a running Profiler");
   check_owner("detach");
-  if (!attached_) return;
-  session_->set_own_callback(0);
-  at::removeCallback(callback_handle_);
-  attached_ = false;
+  if (attached_) remove_callbacks();
 }
 
 void Profiler::attach() {
@@ -207,8 +220,7 @@ Report Profiler::stop() {
   if (session_->has_timeline()) session_->close_step();
   {
     std::lock_guard<std::mutex> lock(g_slots_mu);
-    if (attached_) at::removeCallback(callback_handle_);
-    attached_ = false;
+    if (attached_) remove_callbacks();
     g_slots[session_->slot()].store(nullptr, std::memory_order_release);
   }
   if (options_.trace) set_scope_event_sink(nullptr);

@@ -5,6 +5,7 @@
 #include <torch/csrc/autograd/graph_task.h>
 
 #include <algorithm>
+#include <cstring>
 #include <exception>
 #include <optional>
 #include <stdexcept>
@@ -130,11 +131,18 @@ std::pair<int64_t, int64_t> set_attention_share(int64_t kept, int64_t pairs) {
 
 const OpInfo& ThreadBuffer::info(const at::RecordFunction& fn) {
   const char* name = fn.name();
+  NameSlot& slot = name_slots[(reinterpret_cast<uintptr_t>(name) * 0x9E3779B97F4A7C15ull) >>
+                              (64 - kNameSlotBits)];
+  if (slot.name == name && std::strcmp(name, slot.info->name) == 0) return *slot.info;
   auto it = op_cache.find(std::string_view(name));
-  if (it != op_cache.end()) return it->second;
   // A dispatcher op carries its schema's name (named regions and autograd nodes do not).
   // Keyed by the interned storage: the callback's string may be temporary.
-  return op_cache.insert(resolve_op(name, fn.operator_name().has_value())).first->second;
+  const OpInfo& info =
+      it != op_cache.end()
+          ? it->second
+          : op_cache.insert(resolve_op(name, fn.operator_name().has_value())).first->second;
+  slot = {name, &info};
+  return info;
 }
 
 void ThreadBuffer::clear() {
@@ -183,6 +191,7 @@ ThreadBuffer* Session::register_thread() {
   const uint64_t version = rules_version();
   if (buf->rules_version != version) {
     buf->op_cache.clear();
+    buf->name_slots.fill({});
     buf->rules_version = version;
   }
   buf->watched_uses.assign(watched_.size(), 0);
@@ -259,7 +268,6 @@ void Session::on_start(const at::RecordFunction& fn, ThreadBuffer& tb) {
 // on (a region this thread opened while observed; asynchronous records are not nested). A
 // process-group backend's work: the time of its collective.
 void Session::on_user_scope(const at::RecordFunction& fn, ThreadBuffer& tb, bool start) {
-  if (start) ++tb.regions;  // an op seen to open one is never muted (Session::mute)
   const OpInfo& info = tb.info(fn);
   if (info.comm_work) {
     if (comm_timing_) on_comm_work(fn, info, start);
@@ -398,16 +406,17 @@ void Session::attention_scores(const at::RecordFunction& fn, Frame& f) {
 
 // The records nested in an op with a FLOP rule are absorbed: its rule counts them, so all they
 // do is cost their callbacks (most of a ViT's records: addmm's, layer norm's, attention's). With
-// a thread-local callback, the session turns it off on this thread while such an op runs, once
-// the op has been seen to nest kMuteFrom records or more: at::disableCallback turns off this
-// callback only, and every other observer still sees every record. Turning it off and on costs
-// ~2,400 instructions in torch 2.13 (each rebuilds the callback's scope lists), a nested record
-// ~1,450 (torch's boxing of its inputs and our callbacks): a gain from two nested records on
-// (bench/overhead.py --only instructions). Each op is observed again every kObserveEvery
-// calls, as its nesting can change with its inputs. Collectives are not muted: their backend's
-// work record nests in them. Nor is an op seen to open a named region (USER_SCOPE: an NVTX range,
-// a backend's work), which an op with a Python kernel can (a custom op, a tensor subclass): its
-// region is not absorbed, and muting would lose it.
+// thread-local callbacks, the session turns its ops callback off on this thread while such an op
+// runs, once the op has been seen to nest kMuteFrom records or more: at::disableCallback turns
+// off this callback only; every other observer still sees every record, and so do this
+// session's callbacks for autograd nodes and named regions (a region opened inside the op, as a
+// custom op's Python kernel can, is not lost). In torch 2.13 turning the one-scope callback off
+// and on costs ~1,150 instructions (each rebuilds that scope's callback list; ~2,400 for a
+// callback of three scopes), a nested record ~1,450 (torch's boxing of its inputs and our
+// callbacks): from one nested record on it about breaks even, from two it gains (bench/
+// profile_instructions.py measured 1 and 2 alike). Each op is observed again every
+// kObserveEvery calls, as its nesting can change with its inputs. Collectives are not muted:
+// their backend's work record nests in them.
 constexpr int32_t kMuteFrom = 2;
 constexpr uint16_t kObserveEvery = 256;
 
@@ -427,7 +436,6 @@ void Session::mute(Frame& f, ThreadBuffer& tb) {
   }
   f.observed = true;
   f.absorbed0 = tb.absorbed;
-  f.regions0 = tb.regions;
 }
 
 void Session::unmute(Frame& f, const ThreadBuffer& tb) {
@@ -438,7 +446,7 @@ void Session::unmute(Frame& f, const ThreadBuffer& tb) {
       at::reenableCallback(callback);
     }
   } else if (f.observed) {
-    f.info->nested = tb.regions != f.regions0 ? 0 : static_cast<int32_t>(tb.absorbed - f.absorbed0);
+    f.info->nested = static_cast<int32_t>(tb.absorbed - f.absorbed0);
     f.info->calls_until_observed = kObserveEvery;
   }
 }

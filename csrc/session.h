@@ -56,11 +56,11 @@ struct FrameState {
   bool computing = false;      // a top-level op other than a collective (comm exposure clock)
   bool device_comm = false;    // a timed collective on device tensors: its work has its time
   // Muting (Session::mute): this session's callback is off on this thread until the op ends, or
-  // the op is observed to learn how many records nest in it (absorbed0, regions0: the thread's
-  // absorbed records and named regions at its start).
+  // the op is observed to learn how many records nest in it (absorbed0: the thread's absorbed
+  // count at its start).
   bool muted = false;
   bool observed = false;
-  uint32_t absorbed0 = 0, regions0 = 0;
+  uint32_t absorbed0 = 0;
   // Device timeline:
   bool on_device = false;   // a tensor or device argument on the timeline's device
   bool in_span = false;     // an ancestor holds an outer span
@@ -105,8 +105,17 @@ struct ThreadBuffer {
   std::vector<Frame> stack;
   size_t depth = 0;
   uint32_t absorbed = 0;  // absorbed records so far (wraps; differences only)
-  uint32_t regions = 0;   // named regions (USER_SCOPE records) started so far (wraps; likewise)
   std::unordered_map<std::string_view, OpInfo> op_cache;
+  // The op_cache entry last found for each of kNameSlots name addresses (by the address's top
+  // hash bits). An op's records carry its schema's name, one address per op, so a hit costs a
+  // pointer compare and a strcmp instead of hashing the name; the strcmp because an address can
+  // come back with another name (a record's own string, a freed schema's storage).
+  struct NameSlot {
+    const char* name = nullptr;
+    const OpInfo* info = nullptr;
+  };
+  static constexpr int kNameSlotBits = 7;
+  std::array<NameSlot, size_t{1} << kNameSlotBits> name_slots{};
   CellTable cells;
   SeqScopes seq_scopes;                   // forward sequence numbers -> scopes
   uint32_t last_node_scope = kRootScope;  // scope of the last autograd node started here
@@ -178,8 +187,8 @@ class Session {
   void watch(const void* tensor_impl, int64_t numel, int64_t nonzero) {
     watched_.add(tensor_impl, numel, nonzero);
   }
-  // The session's RecordFunction callback when it is thread-local (0: global, or detached):
-  // the one mute() turns off.
+  // The session's RecordFunction callback for ops when it is thread-local (0: global, or
+  // detached): the one mute() turns off.
   void set_own_callback(uint64_t handle) { own_callback_.store(handle); }
   void set_phase(Phase phase) { forced_phase_.store(static_cast<uint8_t>(phase)); }
   void pause() { paused_.fetch_add(1); }

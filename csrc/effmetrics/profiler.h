@@ -16,6 +16,7 @@
 // rule, which are also listed as unsupported.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -155,8 +156,11 @@ class Profiler {
  private:
   std::unique_ptr<Session> session_;
   ProfilerOptions options_;
-  uint64_t callback_handle_ = 0;
+  // This thread's (or every thread's) callbacks: ops, autograd nodes, named regions
+  // (add_callbacks).
+  std::array<uint64_t, 3> callback_handles_{};
   bool attached_ = false;
+  void remove_callbacks();
   std::thread::id owner_;
   std::vector<int64_t> calls_at_start_;  // module calls on the owner thread at start()
   struct Watched {

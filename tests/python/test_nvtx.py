@@ -111,7 +111,7 @@ def test_named_regions_reach_the_tool(tmp_path):
 def test_named_region_inside_a_counted_op_reaches_the_tool_on_every_call(tmp_path):
     """An op with a FLOP rule and a Python kernel (a custom op) nests records, which effmetrics
     mutes once it knows the op nests them (Session::mute), and a named region, which it must
-    not lose: an op seen to open one is never muted. Five calls, five ranges."""
+    not lose: regions have a callback of their own, never muted. Five calls, five ranges."""
     lines = run_captured(tmp_path, """
         import torch, effmetrics as em
         from torch.profiler import record_function
