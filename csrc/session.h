@@ -106,10 +106,10 @@ struct ThreadBuffer {
   size_t depth = 0;
   uint32_t absorbed = 0;  // absorbed records so far (wraps; differences only)
   std::unordered_map<std::string_view, OpInfo> op_cache;
-  // The op_cache entry last found for each of kNameSlots name addresses (by the address's top
-  // hash bits). An op's records carry its schema's name, one address per op, so a hit costs a
-  // pointer compare and a strcmp instead of hashing the name; the strcmp because an address can
-  // come back with another name (a record's own string, a freed schema's storage).
+  // The op_cache entry last found for a name address, one slot per value of the address's top
+  // kNameSlotBits hash bits. An op's records carry its schema's name, one address per op, so a hit
+  // costs a pointer compare and a strcmp instead of hashing the name; the strcmp because an address
+  // can come back with another name (a record's own string, a freed schema's storage).
   struct NameSlot {
     const char* name = nullptr;
     const OpInfo* info = nullptr;

@@ -160,7 +160,6 @@ class Profiler {
   // (add_callbacks).
   std::array<uint64_t, 3> callback_handles_{};
   bool attached_ = false;
-  void remove_callbacks();
   std::thread::id owner_;
   std::vector<int64_t> calls_at_start_;  // module calls on the owner thread at start()
   struct Watched {
@@ -172,6 +171,7 @@ class Profiler {
   std::shared_ptr<DeviceTimeline> timeline_;  // options_.timeline, or made from options_.device
 
   void add_callbacks();  // this session's slot's callbacks, global or on this thread
+  void remove_callbacks();
   void check_owner(const char* what) const;
 };
 
