@@ -118,18 +118,14 @@ def measure_op_chain(rounds: int, n: int = 2000, expr: str = "y + 1") -> tuple[f
     (scan, report: measure_fixed_cost) drops out. The amortized figure (one chain of n, fixed
     cost included) is printed beside it."""
     x = torch.ones(1)
+    operand = {"y + 1": 1, "y + x": x}[expr]
 
     def chain(k):
-        def scalar():
+        def run():
             y = x
             for _ in range(k):
-                y = y + 1
-
-        def tensors():
-            y = x
-            for _ in range(k):
-                y = y + x
-        return {"y + 1": scalar, "y + x": tensors}[expr]
+                y = y + operand
+        return run
 
     def floor(k):
         def run():

@@ -420,12 +420,11 @@ void Session::attention_scores(const at::RecordFunction& fn, Frame& f) {
 constexpr int32_t kMuteFrom = 2;
 constexpr uint16_t kObserveEvery = 256;
 
-void Session::mute(Frame& f, ThreadBuffer& tb) {
+void Session::mute(Frame& f, const ThreadBuffer& tb) {
   const OpInfo& info = *f.info;
   const uint64_t callback = own_callback_.load(std::memory_order_relaxed);
-  if (callback == 0 || (info.rule->kind != OpKind::kMatmul && info.rule->kind != OpKind::kVector)) {
-    return;
-  }
+  // Only where every nested record would be absorbed anyway (on_start's owns_children).
+  if (callback == 0 || !owns_children(*info.rule) || is_collective(info)) return;
   if (info.calls_until_observed > 0) {
     --info.calls_until_observed;
     if (info.nested >= kMuteFrom) {

@@ -211,7 +211,7 @@ class Session {
   bool needs_inputs(const Frame& f) const;
   void capture(const at::RecordFunction& fn, Frame& f, bool counts_uses, ThreadBuffer& tb);
   void attention_scores(const at::RecordFunction& fn, Frame& f);
-  void mute(Frame& f, ThreadBuffer& tb);
+  void mute(Frame& f, const ThreadBuffer& tb);
   void open_span(Frame& f);
   // on_end, in order:
   void unmute(Frame& f, const ThreadBuffer& tb);
