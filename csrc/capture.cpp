@@ -4,11 +4,6 @@
 
 namespace effmetrics {
 
-bool dense_shape(const at::Tensor& t) {
-  c10::TensorImpl* impl = t.unsafeGetTensorImpl();
-  return !impl->is_nested() && !impl->has_symbolic_sizes_strides() && t.layout() == c10::kStrided;
-}
-
 void capture_tensor(const at::Tensor& t, OpCall& call, bool in_list) {
   if (!t.defined()) {
     in_list ? call.add_list_tensor(nullptr, nullptr, 0, 0, false) : call.add_none();

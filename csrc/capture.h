@@ -12,8 +12,13 @@
 
 namespace effmetrics {
 
-// Nested, sparse and symbolic-size tensors have no dense shape a rule could use.
-bool dense_shape(const at::Tensor& t);
+// Nested, sparse and symbolic-size tensors have no dense shape a rule could use. Inline: every
+// tensor of every counted op is asked.
+inline bool dense_shape(const at::Tensor& t) {
+  const c10::TensorImpl* impl = t.unsafeGetTensorImpl();
+  return !impl->is_nested() && !impl->has_symbolic_sizes_strides() &&
+         impl->layout() == c10::kStrided;
+}
 // One tensor argument (in_list: an element of a list argument); an undefined tensor is an
 // absent argument, a tensor without a dense shape marks the call unknown_shape().
 void capture_tensor(const at::Tensor& t, OpCall& call, bool in_list);

@@ -1,13 +1,13 @@
 #include "effmetrics/op_call.h"
 
+#include <algorithm>
 #include <cstddef>
 
 namespace effmetrics {
 
 void OpCall::add_int_list(const int64_t* v, size_t n, ArgType t) {
-  Arg a{t, static_cast<int64_t>(n), 0.0, static_cast<uint32_t>(ints_.size())};
-  ints_.insert(ints_.end(), v, v + n);
-  args_.push_back(a);
+  args_.push_back(Arg{t, static_cast<int64_t>(n), 0.0, static_cast<uint32_t>(ints_.size())});
+  std::copy_n(v, n, ints_.append(n));
 }
 
 void OpCall::add_bool_list(std::initializer_list<bool> v) {
@@ -92,12 +92,12 @@ Shape OpCall::output(int k) const {
 
 int64_t OpCall::input_bytes() const {
   int64_t total = 0;
-  for (size_t a = 0; a < tensors_.size(); ++a) {
-    const TensorMeta& t = tensors_[a];
-    if (!t.defined) continue;
-    bool seen = false;
-    for (size_t b = 0; b < a && !seen; ++b) seen = tensors_[b].id == t.id && t.id != nullptr;
-    if (!seen) total += t.nbytes();
+  const TensorMeta* t = tensors_.begin();
+  for (size_t a = 0, n = tensors_.size(); a < n; ++a) {
+    if (!t[a].defined) continue;
+    size_t b = 0;
+    while (b < a && (t[b].id != t[a].id || t[a].id == nullptr)) ++b;
+    if (b == a) total += t[a].nbytes();  // not an earlier argument's tensor
   }
   return total;
 }

@@ -164,7 +164,7 @@ OpCost sdpa_backward(const OpCall& c) {  // (grad_out, query, key, value, ...)
 // N FLOPs per output element (elementwise, activations, comparisons).
 template <int N>
 OpCost per_output(const OpCall& c) {
-  return OpCost::vector(N * c.output(0).numel);
+  return OpCost::vector(N * c.output_numel(0));
 }
 // N FLOPs per element of input Input (reductions read every element once).
 template <int N, int Input = args::kSelf>
@@ -223,7 +223,7 @@ template <int Spatial>
 OpCost window_pool(const OpCall& c) {
   int64_t window = 1;
   for (int k = 0; k < Spatial; ++k) window *= c.list_int(args::kPoolKernel, k, 1);
-  return OpCost::vector(c.output(0).numel * window);
+  return OpCost::vector(c.output_numel(0) * window);
 }
 // avg_pool backward: prod(kernel) per grad element.
 template <int Spatial>
@@ -237,7 +237,7 @@ OpCost window_pool_backward(const OpCall& c) {
 // (taps = 2, 4, 8 for 1d/2d/3d; 16 for bicubic). Backward: the same per grad element.
 template <int Taps>
 OpCost interpolate(const OpCall& c) {
-  return OpCost::vector((2 * Taps - 1) * c.output(0).numel);
+  return OpCost::vector((2 * Taps - 1) * c.output_numel(0));
 }
 template <int Taps>
 OpCost interpolate_backward(const OpCall& c) {

@@ -129,11 +129,16 @@ std::pair<int64_t, int64_t> set_attention_share(int64_t kept, int64_t pairs) {
 
 // ---------------------------------------------------------------- ThreadBuffer
 
-const OpInfo& ThreadBuffer::info(const at::RecordFunction& fn) {
+inline const OpInfo& ThreadBuffer::info(const at::RecordFunction& fn) {
   const char* name = fn.name();
   NameSlot& slot = name_slots[(reinterpret_cast<uintptr_t>(name) * 0x9E3779B97F4A7C15ull) >>
                               (64 - kNameSlotBits)];
   if (slot.name == name && std::strcmp(name, slot.info->name) == 0) return *slot.info;
+  return info_lookup(fn, slot);
+}
+
+const OpInfo& ThreadBuffer::info_lookup(const at::RecordFunction& fn, NameSlot& slot) {
+  const char* name = fn.name();
   auto it = op_cache.find(std::string_view(name));
   // A dispatcher op carries its schema's name (named regions and autograd nodes do not).
   // Keyed by the interned storage: the callback's string may be temporary.
@@ -481,7 +486,7 @@ void Session::on_end(const at::RecordFunction& fn, ThreadBuffer& tb) {
   }
   if (f.absorbed) return;
   unmute(f, tb);
-  const int64_t span = close_span(f, tb);
+  const int64_t span = f.outer_span || f.op_span ? close_span(f, tb) : -1;
   if (f.nvtx) nvtx_range_pop();  // also when unwinding: ranges stay balanced
   const int64_t dur_ns = host_timing_ ? t1 - f.t0 : 0;
   // Top-level frames: the thread is busy in ops. A collective's own host time (posting it, a
@@ -538,7 +543,6 @@ void Session::weight_view(const at::RecordFunction& fn, const Frame& f, ThreadBu
 }
 
 int64_t Session::close_span(const Frame& f, ThreadBuffer& tb) {
-  if (!f.outer_span && !f.op_span) return -1;
   const uint32_t mark1 = device_->timeline().mark();
   tb.spans.push_back(
       DeviceSpan{f.mark0, mark1, f.step, f.scope, f.info->id, f.phase, f.outer_span});

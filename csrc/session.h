@@ -142,7 +142,7 @@ struct ThreadBuffer {
   uint32_t current_scope() const { return scopes->empty() ? kRootScope : scopes->back(); }
   // Pushes a frame for a starting op; frames and their OpCall buffers are reused.
   // Inline: every op's start callback runs it, most of them absorbed.
-  Frame& push(uint64_t handle, bool absorbed = false) {
+  [[gnu::always_inline]] Frame& push(uint64_t handle, bool absorbed = false) {
     if (depth == stack.size()) stack.emplace_back();  // may move frames: callers re-read top()
     Frame& f = stack[depth++];
     if (absorbed) {
@@ -154,7 +154,8 @@ struct ThreadBuffer {
     return f;
   }
   // What we know of the op's name (cached per thread; resolve_op locks).
-  const OpInfo& info(const at::RecordFunction& fn);
+  [[gnu::always_inline]] const OpInfo& info(const at::RecordFunction& fn);
+  const OpInfo& info_lookup(const at::RecordFunction& fn, NameSlot& slot);  // a slot's miss
   void clear();  // back to a fresh state, capacities kept (pooling)
 };
 
@@ -215,7 +216,7 @@ class Session {
   void open_span(Frame& f);
   // on_end, in order:
   void unmute(Frame& f, const ThreadBuffer& tb);
-  int64_t close_span(const Frame& f, ThreadBuffer& tb);  // the span's index, or -1
+  int64_t close_span(const Frame& f, ThreadBuffer& tb);  // f has a span: its index
   bool count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, int64_t dur_ns,
              int64_t span);
   void weight_view(const at::RecordFunction& fn, const Frame& f, ThreadBuffer& tb);

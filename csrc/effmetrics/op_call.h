@@ -3,6 +3,7 @@
 // (outputs). Plain data, no torch headers, so rules are unit-testable without ATen.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
@@ -21,6 +22,38 @@ struct TensorMeta {
   int8_t scalar_type = -1;  // c10::ScalarType's value; -1: unknown
   bool defined = false;
   int64_t nbytes() const { return numel * itemsize; }
+};
+
+// A growable array of plain values for the capture path, which appends a few per tensor of
+// every op: clear() keeps the memory, an append is a capacity check and stores (no range-insert
+// machinery: std::vector's insert of a tensor's sizes was a memmove call), and append(n) hands
+// out room for n values at once.
+template <typename T>
+class PodStack {
+ public:
+  size_t size() const { return size_; }
+  bool empty() const { return size_ == 0; }
+  const T* data() const { return buf_.data(); }
+  const T* begin() const { return buf_.data(); }
+  const T* end() const { return buf_.data() + size_; }
+  const T& operator[](size_t i) const { return buf_[i]; }
+  T& back() { return buf_[size_ - 1]; }
+  void clear() { size_ = 0; }
+  T* append(size_t n) {
+    if (size_ + n > cap_) grow(size_ + n);
+    T* p = buf_.data() + size_;
+    size_ += n;
+    return p;
+  }
+  void push_back(const T& v) { *append(1) = v; }
+
+ private:
+  [[gnu::noinline]] void grow(size_t n) {  // out of line: append stays a few instructions
+    buf_.resize(std::max<size_t>(2 * n, 8));
+    cap_ = buf_.size();
+  }
+  std::vector<T> buf_;
+  size_t size_ = 0, cap_ = 0;
 };
 
 enum class ArgType : uint8_t {
@@ -82,6 +115,7 @@ class OpCall {
   Shape list_tensor(int i, int k) const;  // element k of a tensor list argument
   int num_outputs() const { return static_cast<int>(outputs_.size()); }
   Shape output(int k) const;
+  int64_t output_numel(int k) const { return k < num_outputs() ? outputs_[k].numel : 0; }
   // Bytes of the distinct defined tensors among the inputs (a tensor passed twice is read once).
   int64_t input_bytes() const;
   int64_t output_bytes() const;
@@ -127,18 +161,18 @@ class OpCall {
                   int scalar_type = -1);
   void add_output(std::initializer_list<int64_t> sizes, int itemsize = 4);  // tests
 
-  const std::vector<TensorMeta>& tensors() const { return tensors_; }
+  const PodStack<TensorMeta>& tensors() const { return tensors_; }
 
  private:
   TensorMeta make_meta(const void* id, const int64_t* sizes, int ndim, int itemsize, bool defined,
                        int scalar_type);
   Shape shape_of(const TensorMeta& t) const;
 
-  std::vector<Arg> args_;
-  std::vector<TensorMeta> tensors_;  // inputs, in argument order (list elements included)
-  std::vector<TensorMeta> outputs_;
-  std::vector<int64_t> dims_;  // sizes of every tensor above
-  std::vector<int64_t> ints_;  // int and bool lists
+  PodStack<Arg> args_;
+  PodStack<TensorMeta> tensors_;  // inputs, in argument order (list elements included)
+  PodStack<TensorMeta> outputs_;
+  PodStack<int64_t> dims_;  // sizes of every tensor above
+  PodStack<int64_t> ints_;  // int and bool lists
   bool unknown_shape_ = false;
 };
 
@@ -152,9 +186,12 @@ inline TensorMeta OpCall::make_meta(const void* id, const int64_t* sizes, int nd
   t.itemsize = static_cast<uint8_t>(itemsize);
   t.dims_offset = static_cast<uint32_t>(dims_.size());
   t.ndim = static_cast<uint8_t>(defined ? ndim : 0);
-  dims_.insert(dims_.end(), sizes, sizes + t.ndim);
+  int64_t* dims = dims_.append(t.ndim);
   int64_t numel = defined ? 1 : 0;
-  for (int k = 0; k < t.ndim; ++k) numel *= sizes[k];
+  for (int k = 0; k < t.ndim; ++k) {
+    dims[k] = sizes[k];
+    numel *= sizes[k];
+  }
   t.numel = numel;
   return t;
 }

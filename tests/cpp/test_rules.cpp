@@ -4,6 +4,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "effmetrics/rules.h"
 
@@ -383,6 +384,47 @@ TEST(Bytes, DistinctInputsReadOnce) {
   square.add_tensor(&token, sizes, 2, 4);
   square.add_output({8, 8});
   EXPECT_EQ(run("aten::mul", square).bytes_read, 64 * 4);
+}
+
+// A frame's OpCall is cleared and refilled op after op: what one op captured (past the storage's
+// first sizes, so it grows mid-call) reads back exactly, and a refill after clear() reads as the
+// new op's alone.
+TEST(Bytes, OpCallStorageGrowsAndIsReused) {
+  em::OpCall call;
+  for (int round = 0; round < 2; ++round) {
+    const int n = round == 0 ? 40 : 3;  // 40 tensors of up to 5 dims: the buffers grow
+    std::vector<std::vector<int64_t>> shapes;
+    call.clear();
+    call.add_int_list({7, 8, 9});
+    call.begin_tensor_list();
+    for (int k = 0; k < n; ++k) {
+      shapes.push_back({});
+      for (int d = 0; d <= k % 5; ++d) shapes.back().push_back(k + d + 1);
+      call.add_list_tensor(reinterpret_cast<const void*>(static_cast<uintptr_t>(k + 1)),
+                           shapes.back().data(), static_cast<int>(shapes.back().size()), 2);
+    }
+    call.add_output({3, int64_t{n}});
+    ASSERT_EQ(call.num_args(), 2);
+    EXPECT_EQ(call.list_size(0), 3);
+    EXPECT_EQ(call.list_int(0, 2, -1), 9);
+    ASSERT_EQ(call.list_size(1), n);
+    int64_t bytes = 0;
+    for (int k = 0; k < n; ++k) {
+      const em::Shape s = call.list_tensor(1, k);
+      ASSERT_EQ(s.ndim, static_cast<int>(shapes[k].size())) << k;
+      int64_t numel = 1;
+      for (int d = 0; d < s.ndim; ++d) {
+        EXPECT_EQ(s[d], shapes[k][d]) << k << " " << d;
+        numel *= shapes[k][d];
+      }
+      EXPECT_EQ(s.numel, numel);
+      bytes += 2 * numel;
+    }
+    EXPECT_EQ(call.input_bytes(), bytes);
+    EXPECT_EQ(call.output_numel(0), 3 * n);
+    EXPECT_EQ(call.output_numel(1), 0);  // no second output
+    EXPECT_EQ(call.output_bytes(), 4 * 3 * n);
+  }
 }
 
 TEST(Table, LookupInPlaceVariantsAndUnknown) {
