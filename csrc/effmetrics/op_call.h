@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 #include <vector>
 
 namespace effmetrics {
@@ -31,6 +32,20 @@ struct TensorMeta {
 template <typename T>
 class PodStack {
  public:
+  PodStack() = default;
+  PodStack(const PodStack&) = default;
+  PodStack& operator=(const PodStack&) = default;
+  // A moved-from stack is empty and usable (a frame's OpCall moves when the op stack grows).
+  PodStack(PodStack&& o) noexcept { *this = std::move(o); }
+  PodStack& operator=(PodStack&& o) noexcept {
+    buf_ = std::move(o.buf_);
+    size_ = std::exchange(o.size_, 0);
+    cap_ = buf_.size();
+    o.buf_.clear();
+    o.cap_ = 0;
+    return *this;
+  }
+
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
   const T* data() const { return buf_.data(); }

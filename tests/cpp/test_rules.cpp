@@ -4,6 +4,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "effmetrics/rules.h"
@@ -425,6 +426,25 @@ TEST(Bytes, OpCallStorageGrowsAndIsReused) {
     EXPECT_EQ(call.output_numel(1), 0);  // no second output
     EXPECT_EQ(call.output_bytes(), 4 * 3 * n);
   }
+}
+
+// The op stack moves its frames when it grows; a moved-from OpCall, cleared, captures again.
+TEST(Bytes, OpCallMovedFromIsReusable) {
+  em::OpCall a;
+  a.add_tensor({2, 3});
+  em::OpCall b = std::move(a);
+  EXPECT_EQ(b.input(0).numel, 6);
+  a.clear();
+  a.add_tensor({4, 5});
+  a.add_output({4, 5, 2});
+  EXPECT_EQ(a.input(0).numel, 20);
+  EXPECT_EQ(a.input(0)[1], 5);
+  EXPECT_EQ(a.output_numel(0), 40);
+  a = std::move(b);
+  EXPECT_EQ(a.input(0).numel, 6);
+  b.clear();
+  b.add_int(3);
+  EXPECT_EQ(b.int_arg(0, -1), 3);
 }
 
 TEST(Table, LookupInPlaceVariantsAndUnknown) {
