@@ -38,6 +38,7 @@ class PodStack {
   // A moved-from stack is empty and usable (a frame's OpCall moves when the op stack grows).
   PodStack(PodStack&& o) noexcept { *this = std::move(o); }
   PodStack& operator=(PodStack&& o) noexcept {
+    if (this == &o) return *this;
     buf_ = std::move(o.buf_);
     size_ = std::exchange(o.size_, 0);
     cap_ = buf_.size();
@@ -60,7 +61,7 @@ class PodStack {
     size_ += n;
     return p;
   }
-  void push_back(const T& v) { *append(1) = v; }
+  void push_back(T v) { *append(1) = v; }  // by value: v may be an element the growth moves
 
  private:
   [[gnu::noinline]] void grow(size_t n) {  // out of line: append stays a few instructions
