@@ -20,25 +20,6 @@ void Counts::add(const Counts& o) {
   fields(*this, [&](const char*, int64_t& v) { v += theirs[k++]; });
 }
 
-void Counts::add_op(OpKind kind, Phase phase, const OpCost& cost) {
-  calls += 1;
-  flops += cost.flops;
-  macs += cost.macs;
-  if (kind == OpKind::kMatmul) {
-    flops_matmul += cost.flops;
-    macs_matmul += cost.macs;
-  } else {
-    flops_vector += cost.flops;
-  }
-  (phase == Phase::kBackward ? flops_backward : flops_forward) += cost.flops;
-  flops_effective += cost.flops_effective >= 0 ? cost.flops_effective : cost.flops;
-  comm_bytes += cost.comm_bytes;
-  comm_bus_bytes += cost.comm_bus_bytes;
-  comm_ranks += cost.comm_ranks;
-  bytes_read += cost.bytes_read > 0 ? cost.bytes_read : 0;
-  bytes_written += cost.bytes_written > 0 ? cost.bytes_written : 0;
-}
-
 double Counts::intensity() const {
   int64_t bytes = bytes_read + bytes_written;
   return bytes > 0 ? static_cast<double>(flops) / static_cast<double>(bytes) : 0.0;

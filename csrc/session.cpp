@@ -626,8 +626,8 @@ void Session::rule_error(const Frame& f, const char* what) {
 }
 
 // span: the op's entry in tb.spans (-1: none), whose device time goes to this cell later.
-void Session::add_cell(ThreadBuffer& tb, Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns,
-                       int64_t span) {
+inline void Session::add_cell(ThreadBuffer& tb, Frame& f, OpKind kind, const OpCost& cost,
+                              int64_t dur_ns, int64_t span) {
   f.covered = coverage_class(kind);
   const uint64_t key = CellKey{f.scope, f.info->id, f.phase, kind == OpKind::kUnsupported}.pack();
   Cell& cell = tb.cells.at(key);

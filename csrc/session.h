@@ -220,8 +220,8 @@ class Session {
   bool count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, int64_t dur_ns,
              int64_t span);
   void weight_view(const at::RecordFunction& fn, const Frame& f, ThreadBuffer& tb);
-  void add_cell(ThreadBuffer& tb, Frame& f, OpKind kind, const OpCost& cost, int64_t dur_ns,
-                int64_t span);
+  [[gnu::always_inline]] void add_cell(ThreadBuffer& tb, Frame& f, OpKind kind, const OpCost& cost,
+                                       int64_t dur_ns, int64_t span);
   void apply_effective(const at::RecordFunction& fn, const Frame& f, ThreadBuffer& tb,
                        OpCost& cost);
   void rule_error(const Frame& f, const char* what);

@@ -64,10 +64,29 @@ struct Counts {
   static constexpr int kNumFields = 16;
 
   void add(const Counts& o);
-  void add_op(OpKind kind, Phase phase, const OpCost& cost);  // one call
+  void add_op(OpKind kind, Phase phase, const OpCost& cost);  // one call (inline: every op's)
   // FLOPs per byte moved (0 when nothing moved).
   double intensity() const;
 };
+
+inline void Counts::add_op(OpKind kind, Phase phase, const OpCost& cost) {
+  calls += 1;
+  flops += cost.flops;
+  macs += cost.macs;
+  if (kind == OpKind::kMatmul) {
+    flops_matmul += cost.flops;
+    macs_matmul += cost.macs;
+  } else {
+    flops_vector += cost.flops;
+  }
+  (phase == Phase::kBackward ? flops_backward : flops_forward) += cost.flops;
+  flops_effective += cost.flops_effective >= 0 ? cost.flops_effective : cost.flops;
+  comm_bytes += cost.comm_bytes;
+  comm_bus_bytes += cost.comm_bus_bytes;
+  comm_ranks += cost.comm_ranks;
+  bytes_read += cost.bytes_read > 0 ? cost.bytes_read : 0;
+  bytes_written += cost.bytes_written > 0 ? cost.bytes_written : 0;
+}
 
 // One (module, op, phase) cell.
 struct OpRow {
