@@ -30,7 +30,7 @@ CellTable::Slot* CellTable::find(uint64_t key) {
   // Fibonacci hashing: the product's top bits depend on every bit of the key (its low bits
   // only on the key's low bits: the scope, in the high half, would not move the slot, and every
   // module's cells of one op would share a probe chain).
-  size_t i = static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> shift_);
+  size_t i = fibonacci_slot(key, 64 - shift_);
   while (slots_[i].used && slots_[i].key != key) i = (i + 1) & mask;
   return &slots_[i];
 }

@@ -2,6 +2,7 @@
 // unsupported); a report merges every thread's cells into rows.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <utility>
 #include <vector>
@@ -37,6 +38,12 @@ struct Cell {
 // Cells by packed key in an open-addressing table that only allocates when it grows: the
 // profiled model's own large allocations should find the heap as they left it (per-op node
 // allocations interleaved with them fragment it and multiply the page faults of the next forward).
+// Fibonacci hashing: the top `bits` bits of key * 2^64/phi, which every bit of the key reaches
+// (the cell table's slots, the op-name slots).
+inline size_t fibonacci_slot(uint64_t key, int bits) {
+  return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> (64 - bits));
+}
+
 class CellTable {
  public:
   CellTable() { slots_.resize(size_t{1} << (64 - shift_)); }

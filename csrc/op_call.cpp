@@ -92,7 +92,7 @@ Shape OpCall::output(int k) const {
 
 int64_t OpCall::input_bytes() const {
   int64_t total = 0;
-  const TensorMeta* t = tensors_.begin();
+  const TensorMeta* t = tensors_.data();
   for (size_t a = 0, n = tensors_.size(); a < n; ++a) {
     if (!t[a].defined) continue;
     size_t b = 0;

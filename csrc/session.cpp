@@ -131,14 +131,13 @@ std::pair<int64_t, int64_t> set_attention_share(int64_t kept, int64_t pairs) {
 
 inline const OpInfo& ThreadBuffer::info(const at::RecordFunction& fn) {
   const char* name = fn.name();
-  NameSlot& slot = name_slots[(reinterpret_cast<uintptr_t>(name) * 0x9E3779B97F4A7C15ull) >>
-                              (64 - kNameSlotBits)];
+  NameSlot& slot = name_slots[fibonacci_slot(reinterpret_cast<uintptr_t>(name), kNameSlotBits)];
   if (slot.name == name && std::strcmp(name, slot.info->name) == 0) return *slot.info;
-  return info_lookup(fn, slot);
+  return info_lookup(fn, name, slot);
 }
 
-const OpInfo& ThreadBuffer::info_lookup(const at::RecordFunction& fn, NameSlot& slot) {
-  const char* name = fn.name();
+const OpInfo& ThreadBuffer::info_lookup(const at::RecordFunction& fn, const char* name,
+                                        NameSlot& slot) {
   auto it = op_cache.find(std::string_view(name));
   // A dispatcher op carries its schema's name (named regions and autograd nodes do not).
   // Keyed by the interned storage: the callback's string may be temporary.

@@ -155,7 +155,8 @@ struct ThreadBuffer {
   }
   // What we know of the op's name (cached per thread; resolve_op locks).
   [[gnu::always_inline]] const OpInfo& info(const at::RecordFunction& fn);
-  const OpInfo& info_lookup(const at::RecordFunction& fn, NameSlot& slot);  // a slot's miss
+  // A slot's miss: the op cache (resolving the name the first time), then the slot.
+  const OpInfo& info_lookup(const at::RecordFunction& fn, const char* name, NameSlot& slot);
   void clear();  // back to a fresh state, capacities kept (pooling)
 };
 

@@ -48,7 +48,6 @@ class PodStack {
   }
 
   size_t size() const { return size_; }
-  bool empty() const { return size_ == 0; }
   const T* data() const { return buf_.data(); }
   const T* begin() const { return buf_.data(); }
   const T* end() const { return buf_.data() + size_; }
