@@ -11,13 +11,15 @@
    steps <= 1.02x the bare step's wall time, em.profile(time=True) of the step <= 1.2x, and the
    device busy time that profile's events find within 5% of events around the bare step.
 6. CUDA only: a chain of 2,000 one-element adds: the added host time per op of profile(),
-   time=True (events around each outermost op) and time_ops=True.
+   time=True (events around each outermost op) and time_ops=True, with the marks recorded as
+   pooled raw cudart events (the default) and through c10::Event (EFFMETRICS_EVENTS=c10).
 
     python bench/timing.py [--rounds N] [--cuda]
 """
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -161,17 +163,37 @@ def cuda_op_chain_section(rounds: int, n: int = 2000) -> None:
             y = y + 1
         return y
 
+    def c10_events(fn):
+        """fn with the profiler's marks recorded through c10::Event (read at Profiler creation)."""
+        def run():
+            os.environ["EFFMETRICS_EVENTS"] = "c10"
+            try:
+                fn()
+            finally:
+                del os.environ["EFFMETRICS_EVENTS"]
+        return run
+
+    def timed():
+        em.profile(chain, time=True, device="cuda")
+
+    def timed_ops():
+        em.profile(chain, time=True, time_ops=True, device="cuda")
+
     med = interleaved({
         "bare": synced(chain),
         "profile": synced(lambda: em.profile(chain)),
-        "profile_time": synced(lambda: em.profile(chain, time=True, device="cuda")),
-        "profile_time_ops": synced(lambda: em.profile(chain, time=True, time_ops=True,
-                                                      device="cuda")),
+        "profile_time": synced(timed),
+        "profile_time_ops": synced(timed_ops),
+        "profile_time_c10": synced(c10_events(timed)),
+        "profile_time_ops_c10": synced(c10_events(timed_ops)),
     }, rounds)
     per_op = {m: (med[m] - med["bare"]) / n * 1e6 for m in med if m != "bare"}
     print(f"6. CUDA chain of {n} one-element adds: bare {med['bare'] / n * 1e6:.2f} us/op; added "
           f"per op: profile() {per_op['profile']:.2f} us, time=True {per_op['profile_time']:.2f} "
-          f"us, time_ops=True {per_op['profile_time_ops']:.2f} us")
+          f"us, time_ops=True {per_op['profile_time_ops']:.2f} us; marks recorded with "
+          f"{em._C.device_event_calls('cuda')}; through c10::Event instead: time=True "
+          f"{per_op['profile_time_c10']:.2f} us, time_ops=True "
+          f"{per_op['profile_time_ops_c10']:.2f} us")
 
 
 def main():

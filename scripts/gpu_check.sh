@@ -3,7 +3,8 @@
 # runs the test suite there. The CUDA tests (tests/python/test_cuda.py): counts on CUDA equal
 # counts on CPU; em.benchmark's event latency within 3% of torch.cuda.Event and triton's
 # do_bench; L2 flush and graph replay; peak memory == max_memory_allocated; module times and
-# step busy/idle from CUDA events (a host sleep is found as idle, a GPU-bound loop has none);
+# step busy/idle from CUDA events (a host sleep is found as idle, a GPU-bound loop has none;
+# the profiler's raw cudart events and c10::Event both agree with torch.cuda.Event);
 # compiled models counted on CUDA as on CPU, a reduce-overhead (CUDA graphs) model timed; an
 # NCCL collective (single-rank group) timed on NCCL's stream, agreeing with events around it.
 # Counter (sampled counting, MFU from the H200's peak, NVML energy) and the distributed suite

@@ -109,8 +109,38 @@ class DeviceTimeline {
   virtual void release(uint32_t m) = 0;  // the mark's event may be recorded again
 };
 // device: "cuda", "cuda:1" (any device type with events through c10). Throws
-// std::invalid_argument, with the fix, when the device is not available.
+// std::invalid_argument, with the fix, when the device is not available. On CUDA the marks are
+// pooled raw events made with the CUDA runtime's own calls (cudart_event_calls()), else c10::Event.
 std::unique_ptr<DeviceTimeline> make_device_timeline(const std::string& device);
 std::unique_ptr<DeviceTimeline> make_host_timeline(int8_t device_type = 0);
+
+// A device runtime's event calls as plain functions: the CUDA runtime's (cudaEventCreate,
+// cudaEventRecord, ...), or a fake one in tests. Each returns 0 on success, else an error code.
+struct EventCalls {
+  int (*create)(void** event) = nullptr;  // an event with timing, on the current device
+  int (*destroy)(void* event) = nullptr;
+  int (*record)(void* event, void* stream) = nullptr;
+  int (*query)(void* event) = nullptr;  // 0: the device has passed it; not_ready: not yet
+  int (*synchronize)(void* event) = nullptr;
+  int (*elapsed_ms)(float* ms, void* from, void* to) = nullptr;
+  // Resets the runtime's last error after a failed or not-ready call (cudaGetLastError), so that
+  // torch's next launch check does not report it as its own.
+  int (*clear_error)() = nullptr;
+  const char* (*error_string)(int error) = nullptr;
+  void* (*current_stream)(int8_t device_index) = nullptr;  // the calling thread's, as a handle
+  int not_ready = 600;                                     // cudaErrorNotReady
+  const char* name = "cudart";
+};
+// Marks recorded with `calls` on the current stream of `device` (its events pooled, created on
+// that device): a mark is a pool pop and a record call, without c10::Event's per-record device
+// switches and checks. Throws std::invalid_argument when the device is not available.
+std::unique_ptr<DeviceTimeline> make_event_timeline(const std::string& device,
+                                                    const EventCalls& calls);
+// The CUDA runtime's event calls, taken from the libcudart that torch loaded (a CUDA build of
+// torch links it dynamically); null when none is loaded or a call is missing (then c10::Event).
+const EventCalls* cudart_event_calls();
+// What make_device_timeline(device) records marks with: "cudart" (raw events) or "c10"
+// (c10::Event: another device type, no libcudart loaded, or EFFMETRICS_EVENTS=c10 set).
+std::string device_event_calls(const std::string& device);
 
 }  // namespace effmetrics

@@ -348,6 +348,7 @@ PYBIND11_MODULE(_C, m) {
         return benchmark(fn, options);
       },
       py::arg("fn"), py::arg("options"));
+  m.def("device_event_calls", &device_event_calls, py::arg("device"));
 
   py::class_<MemoryTracker>(m, "MemoryTracker")
       .def(py::init<>())

@@ -241,6 +241,42 @@ def test_cuda_profile_module_times_from_events():
     assert with_bwd.loc["0", "time_s"] > 1.5 * df.loc["0", "time_s"]
 
 
+@pytest.mark.parametrize("events", ["cudart", "c10"])
+def test_cuda_raw_and_c10_event_marks_time_the_same_work(events, monkeypatch):
+    """time=True's marks: pooled raw events recorded with the libcudart torch loaded (the
+    default), or c10::Event (EFFMETRICS_EVENTS=c10). Either way a GPU-bound forward's busy time
+    is its device time as torch.cuda.Event measures it, also when it runs on a side stream (a
+    mark recorded on another stream than the work's would complete at once: busy near 0)."""
+    if events == "c10":
+        monkeypatch.setenv("EFFMETRICS_EVENTS", "c10")
+    assert em._C.device_event_calls("cuda") == events
+    model = nn.Linear(8192, 8192).cuda().to(torch.bfloat16)
+    x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+
+    def forward():
+        model(x)
+
+    with torch.no_grad():
+        _heat(forward, 0.2)
+        before = _event_median(forward, runs=20)
+        forward()
+        forward()  # queued: no span holds the host's launch time
+        main = em.profile(model, x, time=True)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            forward()
+            forward()
+            on_side = em.profile(model, x, time=True)
+        torch.cuda.current_stream().wait_stream(side)
+        after = _event_median(forward, runs=20)
+    print(f"{events} marks: busy {main.busy_s * 1e3:.3f} ms, on a side stream "
+          f"{on_side.busy_s * 1e3:.3f} ms; torch events {before * 1e3:.3f}/{after * 1e3:.3f} ms")
+    for rep in (main, on_side):
+        assert rep.clock == "cuda_event"
+        assert min(before, after) * 0.97 <= rep.busy_s <= max(before, after) * 1.03
+
+
 def test_cuda_compiled_counts_equal_cpu_compiled_counts():
     """torch.compile on CUDA: counted through the same graphs, the same counts as compiled on
     CPU (whose counts equal eager's: test_compile.py)."""

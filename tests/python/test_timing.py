@@ -112,3 +112,21 @@ def test_throughput_reraises_other_errors():
 
     with pytest.raises(ValueError, match="shape mismatch"):
         em.throughput(broken, lambda bs: torch.randn(bs, 2), batch_sizes=[1])
+
+
+def _cudart_loaded() -> bool:
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip().rsplit("/", 1)[-1].startswith("libcudart.so") for line in f)
+
+
+def test_cuda_marks_record_with_the_loaded_cuda_runtime(monkeypatch):
+    """time=True on CUDA records pooled raw events with the calls of the libcudart torch loaded
+    (a CUDA build of torch, even without a GPU: test-compat's torch 2.14.1+cu130). Every call must
+    resolve there; a CPU-only torch has no libcudart and keeps c10's events, as do other devices
+    and EFFMETRICS_EVENTS=c10 (the switch bench/timing.py --cuda compares the two with)."""
+    want = "cudart" if _cudart_loaded() else "c10"
+    assert em._C.device_event_calls("cuda") == want
+    assert em._C.device_event_calls("cuda:1") == want
+    assert em._C.device_event_calls("cpu") == "c10"
+    monkeypatch.setenv("EFFMETRICS_EVENTS", "c10")
+    assert em._C.device_event_calls("cuda") == "c10"
