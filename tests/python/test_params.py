@@ -1,4 +1,5 @@
 """Parameter counts: sharing (Universal Transformer), MoE touched params, tied weights."""
+import pytest
 import torch
 from torch import nn
 
@@ -170,6 +171,34 @@ def _edits():
     return [replace_submodule, delete_submodule, edit_modules_dict, replace_kept_submodule,
             drop_bias, replace_parameter_in_dict, resize_parameter_data, freeze, add_buffer,
             swap_tensors]
+
+
+def test_module_structure_describes_the_tree_flat():
+    """_C.module_structure, what scan compares before reusing a walk: per module its class, then
+    for _modules, _parameters and _buffers the length, the keys and the values' ids (submodules)
+    or classes (tensors; None for an entry set to None)."""
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.BatchNorm1d(4), shared, nn.Identity())
+    model.register_module("absent", None)
+    model[0].register_parameter("unused", None)
+    model[1].register_buffer("scale", None)
+    modules = [model, shared, model[1], model[3]]
+    want = []
+    for m in modules:
+        want.append(type(m))
+        for name in ("_modules", "_parameters", "_buffers"):
+            d = getattr(m, name)
+            want.append(len(d))
+            want.extend(d)
+            want.extend(id(v) if name == "_modules" else type(v) for v in d.values())
+    assert em._C.module_structure(modules) == want
+    assert em._C.module_structure([]) == []
+    with pytest.raises(AttributeError):
+        em._C.module_structure([object()])
+    broken = nn.Linear(2, 2)
+    object.__setattr__(broken, "_buffers", [])
+    with pytest.raises(TypeError, match="_buffers is not a dict"):
+        em._C.module_structure([broken])
 
 
 def test_counts_follow_every_edit_between_profiles():

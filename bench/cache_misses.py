@@ -1,0 +1,86 @@
+"""What em.profile adds to the real ViT-Ti/16 batch-1 forward (1 thread), in instructions and in
+cache misses, from valgrind's cache simulation (callgrind --cache-sim=yes): exact where this
+machine's wall clock is not, and where profile_instructions.py's shrunk model cannot show the
+cache misses (its kernels are too small to evict anything).
+
+Three modes, one valgrind process each (two at a time), each forward run three times untimed,
+then N times with collection on (torch's valgrind toggle): the bare forward, under the floor
+observer (_C.EmptyObserver), and em.profile. Prints per forward: the bare counts and what each
+mode adds to them. Needs valgrind; ~15 minutes on 2 cores.
+
+    python bench/cache_misses.py [--forwards N]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+from overhead import callgrind_ready  # bench/ is on sys.path when this script runs
+
+EVENTS = ["Ir", "Dr", "Dw", "I1mr", "D1mr", "D1mw", "ILmr", "DLmr", "DLmw"]
+NAMES = {"Ir": "instructions", "I1mr": "L1 instruction misses", "D1mr": "L1 data read misses",
+         "D1mw": "L1 data write misses", "DLmr": "last-level read misses",
+         "DLmw": "last-level write misses"}
+
+CHILD = """
+import gc, sys, torch, effmetrics as em
+from effmetrics import _C
+from effmetrics.models import vit
+torch.set_num_threads(1)
+torch.set_grad_enabled(False)
+mode, n = sys.argv[1], int(sys.argv[2])
+model = vit("vit-ti/16").eval()
+x = torch.randn(1, 3, 224, 224)
+
+def floor():
+    with _C.EmptyObserver():
+        model(x)
+
+f = {"bare": lambda: model(x), "floor": floor, "profile": lambda: em.profile(model, x)}[mode]
+for _ in range(3):
+    f()
+gc.collect()
+gc.disable()
+torch._C._valgrind_toggle()
+for _ in range(n):
+    f()
+torch._C._valgrind_toggle()
+"""
+
+
+def run(mode: str, n: int, out_dir: str) -> list[int]:
+    out = os.path.join(out_dir, f"{mode}.out")
+    subprocess.run(["valgrind", "--tool=callgrind", "--cache-sim=yes", "--collect-atstart=no",
+                    f"--callgrind-out-file={out}", sys.executable, "-c", CHILD, mode, str(n)],
+                   check=True, capture_output=True)
+    with open(out) as f:
+        for line in f:
+            if line.startswith("summary:"):
+                return [int(v) for v in line.split()[1:]]
+    raise RuntimeError(f"no summary line in {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--forwards", type=int, default=4)
+    args = parser.parse_args()
+    if not callgrind_ready():
+        raise SystemExit("bench/cache_misses.py needs valgrind: apt-get install valgrind")
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:
+        runs = {m: pool.submit(run, m, args.forwards, tmp) for m in ("bare", "floor", "profile")}
+        counts = {m: [v / args.forwards for v in r.result()] for m, r in runs.items()}
+    print(f"ViT-Ti/16 b1 forward, per forward ({args.forwards} forwards per mode)")
+    print(f"{'':26s} {'bare':>14s} {'floor adds':>12s} {'em.profile adds':>16s}")
+    for k, e in enumerate(EVENTS):
+        if e in NAMES:
+            b = counts["bare"][k]
+            print(f"{NAMES[e]:26s} {b:14,.0f} {counts['floor'][k] - b:+12,.0f} "
+                  f"{counts['profile'][k] - b:+16,.0f}")
+
+
+if __name__ == "__main__":
+    main()
