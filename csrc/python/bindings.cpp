@@ -93,6 +93,40 @@ py::list module_structure(const py::list& modules) {
   return out;
 }
 
+// The tensors of a module tree found by name, as params.scan() reads them before every pass:
+// pairs[n] = (module index, name) in dict `where` ("_parameters" or "_buffers") of
+// modules[index]. Returns the tensors, their TensorImpl addresses (tensor._cdata) and
+// tensor_facts of them; the same loop in Python cost ~1,700 instructions a tensor.
+py::tuple named_tensor_facts(const py::list& modules, const py::list& pairs, const py::str& where) {
+  static PyObject* const kCdata = PyUnicode_InternFromString("_cdata");
+  const Py_ssize_t n = PyList_GET_SIZE(pairs.ptr());
+  py::list tensors(n), cdata(n);
+  std::vector<const c10::TensorImpl*> impls(n);
+  py::object dict;  // the last module's dict: a module's tensors are neighbours in pairs
+  Py_ssize_t dict_of = -1;
+  for (Py_ssize_t k = 0; k < n; ++k) {
+    py::tuple pair = py::reinterpret_borrow<py::tuple>(PyList_GET_ITEM(pairs.ptr(), k));
+    const Py_ssize_t i = pair[0].cast<Py_ssize_t>();
+    if (i != dict_of) {
+      dict = modules[i].attr(where);
+      dict_of = i;
+    }
+    PyObject* t = PyDict_GetItemWithError(dict.ptr(), pair[1].ptr());  // borrowed
+    if (t == nullptr) {
+      if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, pair[1].ptr());
+      throw py::error_already_set();
+    }
+    py::object address = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, kCdata));
+    if (!address) throw py::error_already_set();
+    impls[k] = reinterpret_cast<const c10::TensorImpl*>(address.cast<uintptr_t>());
+    PyList_SET_ITEM(tensors.ptr(), k, py::handle(t).inc_ref().ptr());
+    PyList_SET_ITEM(cdata.ptr(), k, address.release().ptr());
+  }
+  TensorFacts f = tensor_facts(impls);
+  std::vector<bool> grad(f.requires_grad.begin(), f.requires_grad.end());
+  return py::make_tuple(tensors, cdata, py::make_tuple(f.first, f.numel, grad));
+}
+
 py::list device_steps_to_list(const std::vector<DeviceStep>& steps) {
   py::list out;
   for (const DeviceStep& s : steps) out.append(py::make_tuple(s.wall_ns, s.busy_ns, s.idle_ns));
@@ -414,6 +448,8 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("intern_scope_name", &intern_scope_name);
   m.def("module_structure", &module_structure, py::arg("modules"));
+  m.def("named_tensor_facts", &named_tensor_facts, py::arg("modules"), py::arg("pairs"),
+        py::arg("where"));
   // Tensors by their TensorImpl address (Python's tensor._cdata), as watch() takes them; the
   // caller keeps the tensors alive. Returns (first, numel, requires_grad) lists.
   m.def("tensor_facts", [](const std::vector<uintptr_t>& impls) {

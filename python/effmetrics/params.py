@@ -189,11 +189,9 @@ def _tensors(walk: _Walk, modules: list) -> tuple[list, tuple]:
     """The walk's parameter occurrences, found by (module, name) in modules (as _walk returned
     them), and the tensors' facts: (TensorImpl addresses, tensor_facts of the parameters, of the
     buffers or None). Read at every scan: torch.utils.swap_tensors changes the addresses."""
-    occ = [modules[i]._parameters[k] for i, k in walk.occ]
-    cdata = [p._cdata for p in occ]
-    return occ, (cdata, _C.tensor_facts(cdata),
-                 _C.tensor_facts([modules[i]._buffers[k]._cdata for i, k in walk.bufs])
-                 if walk.bufs else None)
+    occ, cdata, facts = _C.named_tensor_facts(modules, walk.occ, "_parameters")
+    buffers = _C.named_tensor_facts(modules, walk.bufs, "_buffers")[2] if walk.bufs else None
+    return occ, (cdata, facts, buffers)
 
 
 def _scanned(walk: _Walk, occ: list, cdata: list, facts: tuple,

@@ -514,14 +514,15 @@ TEST(TensorFacts, GroupsViewsOfOneMemoryAndReadsNumelAndRequiresGrad) {
   torch::Tensor row = w.detach().narrow(0, 1, 2);  // same storage, another view
   torch::Tensor other = torch::zeros({4, 3});
   torch::Tensor meta_a = torch::empty({5}, torch::kMeta), meta_b = torch::empty({5}, torch::kMeta);
+  torch::Tensor row_again = w.detach().narrow(0, 1, 2);  // the view `row` is, a later tensor
   const std::vector<const c10::TensorImpl*> list = {
-      w.unsafeGetTensorImpl(),     other.unsafeGetTensorImpl(), w.unsafeGetTensorImpl(),
-      alias.unsafeGetTensorImpl(), row.unsafeGetTensorImpl(),   meta_a.unsafeGetTensorImpl(),
-      meta_b.unsafeGetTensorImpl()};
+      w.unsafeGetTensorImpl(),      other.unsafeGetTensorImpl(),    w.unsafeGetTensorImpl(),
+      alias.unsafeGetTensorImpl(),  row.unsafeGetTensorImpl(),      meta_a.unsafeGetTensorImpl(),
+      meta_b.unsafeGetTensorImpl(), row_again.unsafeGetTensorImpl()};
   em::TensorFacts f = em::tensor_facts(list);
-  EXPECT_EQ(f.first, (std::vector<int64_t>{0, 1, 0, 0, 4, 5, 6}));
-  EXPECT_EQ(f.numel, (std::vector<int64_t>{12, 12, 12, 12, 6, 5, 5}));
-  EXPECT_EQ(f.requires_grad, (std::vector<char>{1, 0, 1, 0, 0, 0, 0}));
+  EXPECT_EQ(f.first, (std::vector<int64_t>{0, 1, 0, 0, 4, 5, 6, 4}));
+  EXPECT_EQ(f.numel, (std::vector<int64_t>{12, 12, 12, 12, 6, 5, 5, 6}));
+  EXPECT_EQ(f.requires_grad, (std::vector<char>{1, 0, 1, 0, 0, 0, 0, 0}));
 }
 
 // Registering and removing rules from another thread while a profile runs: no crash, no torn

@@ -201,6 +201,25 @@ def test_module_structure_describes_the_tree_flat():
         em._C.module_structure([broken])
 
 
+def test_named_tensor_facts_finds_each_tensor_by_module_and_name():
+    """_C.named_tensor_facts, how scan reads the parameters again before every pass: the tensor
+    at modules[i].<where>[name] for each (i, name), its TensorImpl address, and the facts (the
+    first entry viewing the same memory, numel, requires_grad)."""
+    a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    b.weight = a.weight  # tied
+    b.bias.requires_grad_(False)
+    a.register_buffer("count", torch.zeros(4))
+    modules = [a, b]
+    pairs = [(0, "weight"), (0, "bias"), (1, "weight"), (1, "bias")]
+    tensors, cdata, (first, numel, grad) = em._C.named_tensor_facts(modules, pairs, "_parameters")
+    assert all(t is w for t, w in zip(tensors, [a.weight, a.bias, a.weight, b.bias]))
+    assert cdata == [t._cdata for t in tensors]
+    assert (first, numel, grad) == ([0, 1, 0, 3], [6, 2, 6, 2], [True, True, True, False])
+    assert em._C.named_tensor_facts(modules, [(0, "count")], "_buffers")[2] == ([0], [4], [False])
+    with pytest.raises(KeyError):
+        em._C.named_tensor_facts(modules, [(1, "scale")], "_parameters")
+
+
 def test_counts_follow_every_edit_between_profiles():
     """Ten kinds of edit; each must be seen by the walk kept since the first profile."""
     for edit in _edits():
