@@ -228,26 +228,34 @@ void* cuda_current_stream(int8_t index) {
   return native_stream(impl->getStream(c10::Device(c10::DeviceType::CUDA, index)));
 }
 
-// The libcudart already loaded into this process (torch's), opened again by its path without
-// loading anything; null when there is none.
-void* loaded_cudart() {
-  void* handle = nullptr;
+// A library already loaded into this process whose file name starts with `prefix`, opened
+// again by its path without loading anything; null when there is none.
+void* loaded_library(const char* prefix) {
+  struct Search {
+    const char* prefix;
+    void* handle;
+  } search{prefix, nullptr};
   dl_iterate_phdr(
-      [](dl_phdr_info* info, size_t, void* out) -> int {
+      [](dl_phdr_info* info, size_t, void* data) -> int {
+        auto* s = static_cast<Search*>(data);
         const char* path = info->dlpi_name;
         const char* base = path ? std::strrchr(path, '/') : nullptr;
         base = base ? base + 1 : path;
-        if (base == nullptr || std::strncmp(base, "libcudart.so", 12) != 0) return 0;
-        *static_cast<void**>(out) = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
-        return *static_cast<void**>(out) != nullptr;
+        if (base == nullptr || std::strncmp(base, s->prefix, std::strlen(s->prefix)) != 0) return 0;
+        s->handle = dlopen(path, RTLD_NOW | RTLD_NOLOAD);
+        return s->handle != nullptr;
       },
-      &handle);
-  return handle;
+      &search);
+  return search.handle;
 }
 
+// The CUDA runtime's calls as torch's own CUDA code (libc10_cuda) resolves them: dlsym on its
+// handle searches it and then its dependencies, so this is the libcudart torch links against
+// (or torch's own copy, were it linked in and exported), never another one some other library
+// loaded; a runtime linked in and hidden gives nothing (then c10::Event).
 EventCalls resolve_cudart() {
   EventCalls calls;
-  void* lib = loaded_cudart();
+  void* lib = loaded_library("libc10_cuda.so");
   if (lib == nullptr || !HasNativeHandle<c10::Stream>::value) return calls;
   auto sym = [&](auto& fn, const char* name) {
     fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));

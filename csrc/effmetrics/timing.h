@@ -136,8 +136,8 @@ struct EventCalls {
 // switches and checks. Throws std::invalid_argument when the device is not available.
 std::unique_ptr<DeviceTimeline> make_event_timeline(const std::string& device,
                                                     const EventCalls& calls);
-// The CUDA runtime's event calls, taken from the libcudart that torch loaded (a CUDA build of
-// torch links it dynamically); null when none is loaded or a call is missing (then c10::Event).
+// The CUDA runtime's event calls as torch's libc10_cuda resolves them (a CUDA build of torch
+// links libcudart dynamically); null when it is not loaded or a call is missing (then c10::Event).
 const EventCalls* cudart_event_calls();
 // What make_device_timeline(device) records marks with: "cudart" (raw events) or "c10"
 // (c10::Event: another device type, no libcudart loaded, or EFFMETRICS_EVENTS=c10 set).

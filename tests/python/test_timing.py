@@ -115,15 +115,18 @@ def test_throughput_reraises_other_errors():
 
 
 def _cudart_loaded() -> bool:
+    """torch's CUDA code (libc10_cuda) and the libcudart it links are both mapped."""
     with open("/proc/self/maps") as f:
-        return any(line.rstrip().rsplit("/", 1)[-1].startswith("libcudart.so") for line in f)
+        names = {line.rstrip().rsplit("/", 1)[-1].split(".so")[0] for line in f}
+    return {"libc10_cuda", "libcudart"} <= names
 
 
 def test_cuda_marks_record_with_the_loaded_cuda_runtime(monkeypatch):
-    """time=True on CUDA records pooled raw events with the calls of the libcudart torch loaded
-    (a CUDA build of torch, even without a GPU: test-compat's torch 2.14.1+cu130). Every call must
-    resolve there; a CPU-only torch has no libcudart and keeps c10's events, as do other devices
-    and EFFMETRICS_EVENTS=c10 (the switch bench/timing.py --cuda compares the two with)."""
+    """time=True on CUDA records pooled raw events with the calls of the libcudart torch's CUDA
+    code (libc10_cuda) links (a CUDA build of torch, even without a GPU: test-compat's torch
+    2.14.1+cu130). Every call must resolve there; a CPU-only torch has no libcudart and keeps
+    c10's events, as do other devices and EFFMETRICS_EVENTS=c10 (the switch bench/timing.py
+    --cuda compares the two with)."""
     want = "cudart" if _cudart_loaded() else "c10"
     assert em._C.device_event_calls("cuda") == want
     assert em._C.device_event_calls("cuda:1") == want
