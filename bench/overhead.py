@@ -29,6 +29,11 @@ def bare(model, x):
     model(x)
 
 
+def with_floor(model, x):
+    with _C.EmptyObserver():  # the floor: a per-op callback that does nothing (see the chain)
+        model(x)
+
+
 def with_effmetrics(model, x):
     em.profile(model, x)
 
@@ -38,7 +43,8 @@ def with_flop_counter(model, x):
         model(x)
 
 
-MODES = {"bare": bare, "effmetrics": with_effmetrics, "FlopCounterMode": with_flop_counter}
+MODES = {"bare": bare, "floor": with_floor, "effmetrics": with_effmetrics,
+         "FlopCounterMode": with_flop_counter}
 
 
 def measure(name, model, x, rounds):
@@ -48,16 +54,19 @@ def measure(name, model, x, rounds):
         for fn in MODES.values():  # warm-up
             fn(model, x)
         for r in range(rounds):
-            for mode in order[r % 3:] + order[: r % 3]:
+            k = r % len(order)
+            for mode in order[k:] + order[:k]:
                 t0 = time.perf_counter()
                 MODES[mode](model, x)
                 times[mode].append(time.perf_counter() - t0)
     med = {m: statistics.median(v) for m, v in times.items()}
+    least = {m: min(v) for m, v in times.items()}  # the fastest call: the least disturbed
     added_em = med["effmetrics"] - med["bare"]
     added_fc = med["FlopCounterMode"] - med["bare"]
-    print(f"\n{name}  ({rounds} interleaved rounds, medians)")
+    print(f"\n{name}  ({rounds} interleaved rounds, medians; the fastest call's ratio beside)")
     for m in MODES:
-        print(f"  {m:<16} {med[m] * 1e3:9.2f} ms   {med[m] / med['bare']:6.3f}x bare")
+        print(f"  {m:<16} {med[m] * 1e3:9.2f} ms   {med[m] / med['bare']:6.3f}x bare   "
+              f"fastest {least[m] / least['bare']:6.3f}x")
     print(f"  added time: effmetrics {added_em * 1e3:.2f} ms, FlopCounterMode "
           f"{added_fc * 1e3:.2f} ms")
     if added_em <= 0 or added_fc <= 0:
