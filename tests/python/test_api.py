@@ -209,6 +209,28 @@ def test_device_option_moves_model_and_inputs():
     assert rep.macs == linear_macs(3, 8, 4)
 
 
+def test_scope_push_and_pop_check_their_argument():
+    """_C.push_scope_id and _C.pop_scope (plain CPython calls, run around every module call):
+    a pushed name is the current scope, popping an empty stack says so, and a bad id is a clear
+    error that pushes nothing."""
+    name_id = _C.intern_scope_name("test_api.scope")
+    _C.push_scope_id(name_id)
+    assert (_C.current_scope_name(), _C.scope_depth()) == ("test_api.scope", 1)
+    assert _C.pop_scope() is True and _C.scope_depth() == 0
+    assert _C.pop_scope() is False
+    with pytest.raises(IndexError, match="no scope name has id"):
+        _C.push_scope_id(2**32 - 1)
+    with pytest.raises(OverflowError):
+        _C.push_scope_id(-1)
+    with pytest.raises(OverflowError, match="not a scope name id"):
+        _C.push_scope_id(2**32)
+    with pytest.raises(TypeError):
+        _C.push_scope_id("test_api.scope")
+    with pytest.raises(TypeError):
+        _C.pop_scope(1)
+    assert _C.scope_depth() == 0
+
+
 def test_exception_in_forward_propagates_and_leaves_nothing_behind():
     class Boom(Exception):
         pass
