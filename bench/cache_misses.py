@@ -6,7 +6,7 @@ cache misses (its kernels are too small to evict anything).
 Three modes, one valgrind process each (two at a time), each forward run three times untimed,
 then N times with collection on (torch's valgrind toggle): the bare forward, under the floor
 observer (_C.EmptyObserver), and em.profile. Prints per forward: the bare counts and what each
-mode adds to them. Needs valgrind; ~15 minutes on 2 cores.
+mode adds to them. Needs valgrind; 15-25 minutes on 2 cores.
 
     python bench/cache_misses.py [--forwards N]
 """

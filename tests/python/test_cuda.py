@@ -243,8 +243,8 @@ def test_cuda_profile_module_times_from_events():
 
 @pytest.mark.parametrize("events", ["cudart", "c10"])
 def test_cuda_raw_and_c10_event_marks_time_the_same_work(events, monkeypatch):
-    """time=True's marks: pooled raw events recorded with the libcudart torch loaded (the
-    default), or c10::Event (EFFMETRICS_EVENTS=c10). Either way a GPU-bound forward's busy time
+    """time=True's marks: pooled raw events recorded with the libcudart torch's CUDA code links
+    (the default), or c10::Event (EFFMETRICS_EVENTS=c10). Either way a GPU-bound forward's busy time
     is its device time as torch.cuda.Event measures it, also when it runs on a side stream (a
     mark recorded on another stream than the work's would complete at once: busy near 0)."""
     if events == "c10":
