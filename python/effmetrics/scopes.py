@@ -24,6 +24,20 @@ from effmetrics import _C
 # Set by compiled.py around its own counting traces (and their runs: Dynamo guards on it).
 MARK_MODULE_CALLS = False
 
+# "Is this call traced?", asked at every module call. torch.compiler.is_compiling() is a Python
+# call into another (torch.jit.is_scripting()): ~1,150 instructions. The scoped forward and the
+# hooks ask the same in two steps: `_DYNAMO() or _COMPILER._is_compiling_flag`. Dynamo folds
+# is_dynamo_compiling() to True where it traces them (in eager it is a plain call returning
+# False); the flag is what is_compiling() returns outside TorchScript (True while torch.export
+# traces non-strictly). In that order: Dynamo never reads the flag, which torch.compile sets
+# while it compiles, so a guard on it would fail at every run. Where torch lacks either, the
+# first step is is_compiling() itself and the second a constant False.
+_DYNAMO = getattr(torch.compiler, "is_dynamo_compiling", None)
+_COMPILER = torch.compiler
+if _DYNAMO is None or not isinstance(getattr(_COMPILER, "_is_compiling_flag", None), bool):
+    _DYNAMO, _COMPILER = torch.compiler.is_compiling, types.SimpleNamespace(
+        _is_compiling_flag=False)
+
 # torch warns that global hooks fire an extra time for an OptimizedModule; ours ignore modules
 # they were not given (an OptimizedModule is transparent), so the warning is not the user's.
 _OPTIMIZED_MODULE_WARNING = re.escape("Using `torch.compile(module)` when there are global hooks")
@@ -246,10 +260,10 @@ class ModuleScopes:
     def _make_hooks(cls):
         # Closures over locals: these run twice per module call, keep them minimal.
         names, push, pop = cls._hooked, _C.push_scope_id, _C.pop_scope
-        compiling = torch.compiler.is_compiling
+        dynamo, compiler = _DYNAMO, _COMPILER
 
         def pre(module, args):
-            if compiling():  # traced by Dynamo: leave the graph as it is, or mark the call
+            if dynamo() or compiler._is_compiling_flag:  # traced: leave the graph, or mark the call
                 if MARK_MODULE_CALLS:
                     MODULE_CALL()
                 return
@@ -258,7 +272,7 @@ class ModuleScopes:
                 push(name_id)
 
         def post(module, args, output):
-            if compiling():
+            if dynamo() or compiler._is_compiling_flag:
                 return
             if id(module) in names:
                 pop()
@@ -310,9 +324,9 @@ def _scoped_class_of(cls: type) -> type | None:
     return scoped
 
 
-def _scoped_forward(base_forward, push, pop, scoped, compiling):
+def _scoped_forward(base_forward, push, pop, scoped, dynamo, compiler):
     def forward(self, *args, **kwargs):
-        if compiling():  # traced by Dynamo (a compiled function calling the module): as hooks do
+        if dynamo() or compiler._is_compiling_flag:  # traced (a compiled caller): as hooks do
             if MARK_MODULE_CALLS:
                 MODULE_CALL()
             return base_forward(self, *args, **kwargs)
@@ -328,7 +342,7 @@ def _scoped_forward(base_forward, push, pop, scoped, compiling):
     return forward
 
 
-_SCOPED_FORWARD_CODE = _scoped_forward(None, None, None, None, None).__code__  # every class's
+_SCOPED_FORWARD_CODE = _scoped_forward(None, None, None, None, None, None).__code__  # every class's
 
 
 def _reduce_ex(self, protocol):
@@ -351,7 +365,7 @@ def _reduce_ex(self, protocol):
 def _scoped_class(cls: type) -> type:
     """cls with a forward that pushes the module's scope around cls.forward; same name."""
     forward = _scoped_forward(cls.forward, _C.push_scope_id, _C.pop_scope, ModuleScopes._swapped,
-                              torch.compiler.is_compiling)
+                              _DYNAMO, _COMPILER)
     return type(cls)(cls.__name__, (cls,), {
         "forward": forward, "__reduce_ex__": _reduce_ex, "__module__": cls.__module__,
         "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})

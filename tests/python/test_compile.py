@@ -263,3 +263,45 @@ def test_counts_survive_a_dynamo_reset():
     again = em.profile(torch.compile(model), x)
     assert again.compiles >= 1 and again.unsupported_ops == {}
     assert_same_counts(eager, again)
+
+
+def test_a_compiled_function_calling_a_profiled_module_traces_its_scoped_forward():
+    """During a profile an eager model's modules have the scoped subclass; a compiled function
+    that calls one traces that class's forward. Dynamo must see it as traced (no push or pop in
+    the graph: no graph break) and reuse the graph at the next profile (no recompile). The
+    compiled region is listed, not counted, and the eager module around it keeps its scope."""
+    from torch._dynamo.utils import counters
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sub = nn.Sequential(nn.Linear(8, 8), nn.GELU())
+            self.out = nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.out(doubled(self.sub, x))
+
+    @torch.compile(backend="eager")
+    def doubled(m, t):
+        return m(t) * 2
+
+    net, x = Net(), torch.randn(4, 8)
+    counters.clear()
+    for _ in range(3):
+        with pytest.warns(UserWarning, match="torch.compile'd code ran 1 time"):
+            rep = em.profile(net, x)
+        assert sum(counters["graph_break"].values()) == 0
+        assert counters["stats"]["unique_graphs"] == 1
+    assert rep.by_module().loc["out", "flops"] == 2 * 4 * 8 * 2  # 2 * batch * in * out
+
+
+def test_the_scoped_forward_steps_aside_while_torch_says_it_is_compiling(monkeypatch):
+    """torch.compiler's flag (torch.export's non-strict tracing sets it, and is_compiling()
+    returns it) makes a module call transparent, as is_compiling() did: its ops go to the
+    caller's scope."""
+    net, x = nn.Sequential(nn.Linear(4, 4)), torch.randn(2, 4)
+    assert em.profile(net, x).by_module().loc["0", "flops"] == 2 * 2 * 4 * 4
+    monkeypatch.setattr(torch.compiler, "_is_compiling_flag", True)
+    assert torch.compiler.is_compiling()
+    flagged = em.profile(net, x).by_module()
+    assert "0" not in flagged.index and flagged.loc["", "flops"] == 2 * 2 * 4 * 4
