@@ -128,6 +128,37 @@ py::tuple named_tensor_facts(const py::list& modules, const py::list& pairs, con
   return py::make_tuple(tensors, cdata, py::make_tuple(f.first, f.numel, grad));
 }
 
+// Profiler.watch: (TensorImpl address, numel) pairs, as ModelScan.watch lists them, and
+// optionally a nonzero count for each. Read with the CPython API: pybind11's conversion of the
+// list cost ~500 instructions a pair, before every pass.
+void watch_tensors(Profiler& p, const py::object& tensors, const py::object& nonzero) {
+  auto fast = [](const py::object& o, const char* what) {
+    py::object seq = py::reinterpret_steal<py::object>(PySequence_Fast(o.ptr(), what));
+    if (!seq) throw py::error_already_set();
+    return seq;
+  };
+  auto int64 = [](PyObject* o) {
+    const long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+    return static_cast<int64_t>(v);
+  };
+  const py::object pairs = fast(tensors, "watch: tensors must be a list of (address, numel)");
+  const py::object counts = fast(nonzero, "watch: nonzero must be a list of counts");
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(pairs.ptr());
+  const Py_ssize_t k = PySequence_Fast_GET_SIZE(counts.ptr());
+  if (k != 0 && k != n) throw std::invalid_argument("watch: nonzero needs one count per tensor");
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* pair = PySequence_Fast_GET_ITEM(pairs.ptr(), i);
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+      throw py::type_error("watch: each tensor is a (TensorImpl address, numel) tuple");
+    }
+    void* impl = PyLong_AsVoidPtr(PyTuple_GET_ITEM(pair, 0));
+    if (impl == nullptr && PyErr_Occurred()) throw py::error_already_set();
+    p.watch(impl, int64(PyTuple_GET_ITEM(pair, 1)),
+            k == 0 ? -1 : int64(PySequence_Fast_GET_ITEM(counts.ptr(), i)));
+  }
+}
+
 // push_scope_id and pop_scope run around every module call: plain CPython functions, not
 // pybind11's dispatcher, which cost ~850 instructions a call (callgrind) where these cost ~100.
 PyObject* py_push_scope_id(PyObject*, PyObject* arg) {
@@ -388,19 +419,7 @@ PYBIND11_MODULE(_C, m) {
            })
       .def_property_readonly("attached", &Profiler::attached)
       .def("set_phase", [](Profiler& p, const std::string& s) { p.set_phase(parse_phase(s)); })
-      .def(
-          "watch",
-          [](Profiler& p, const std::vector<std::pair<uintptr_t, int64_t>>& tensors,
-             const std::vector<int64_t>& nonzero) {
-            if (!nonzero.empty() && nonzero.size() != tensors.size()) {
-              throw std::invalid_argument("watch: nonzero needs one count per tensor");
-            }
-            for (size_t i = 0; i < tensors.size(); ++i) {
-              p.watch(reinterpret_cast<const void*>(tensors[i].first), tensors[i].second,
-                      nonzero.empty() ? -1 : nonzero[i]);
-            }
-          },
-          py::arg("tensors"), py::arg("nonzero") = std::vector<int64_t>{})
+      .def("watch", &watch_tensors, py::arg("tensors"), py::arg("nonzero") = py::tuple())
       .def(
           "device_steps",
           [](Profiler& p, bool wait, size_t first) {

@@ -1,8 +1,11 @@
 // Report aggregation on hand-made cells: inclusive = self + children, tree order, JSON.
 #include <gtest/gtest.h>
 
+#include <vector>
+
 #include "cells.h"
 #include "effmetrics/report.h"
+#include "watch.h"
 
 namespace em = effmetrics;
 
@@ -136,4 +139,35 @@ TEST(CellTable, ScopesOfOneOpKeepTheirOwnCells) {
   table.for_each([&](uint64_t, const em::Cell& c) { seen += c.counts.calls; });
   EXPECT_EQ(seen, static_cast<int64_t>(keys.size() * (keys.size() + 1) / 2));
   EXPECT_EQ(table.at(em::CellKey{601, 3, em::Phase::kForward, false}.pack()).counts.calls, 0);
+}
+
+// The watched parameters' table (open addressing, grown as parameters are added): each tensor
+// keeps the index of its first add, its uses are counted there, an address never added is not
+// watched, and the totals are numel times uses and the numel of those used.
+TEST(WatchedParams, FindsEachTensorAmongManyAndCountsItsUses) {
+  std::vector<double> memory(1000);  // 1,000 distinct addresses 8 bytes apart
+  em::WatchedParams watched;
+  std::vector<int64_t> none;
+  EXPECT_EQ(watched.count_use(&memory[0], none), -1);  // an empty table
+  for (size_t i = 0; i < 600; ++i) watched.add(&memory[i], 10 + i, i % 2 ? -1 : 5);
+  watched.add(&memory[7], 99, 99);  // again: the first entry stays
+  watched.add(nullptr, 5);          // no tensor: ignored
+  ASSERT_EQ(watched.size(), 600u);
+  std::vector<int64_t> uses(watched.size(), 0);
+  for (size_t i = 0; i < 1000; ++i) {
+    const int64_t index = watched.count_use(&memory[i], uses);
+    EXPECT_EQ(index, i < 600 ? static_cast<int64_t>(i) : -1) << i;
+  }
+  EXPECT_EQ(watched.count_use(&memory[3], uses), 3);  // memory[3] used twice
+  EXPECT_EQ(watched.count_use(nullptr, uses), -1);
+  EXPECT_EQ(watched.numel(7), 17);
+  EXPECT_EQ(watched.nonzero(7), -1);
+  EXPECT_EQ(watched.nonzero(8), 5);
+  int64_t applied = 0, touched = 0;  // numel 10 + i for i < 600, each used once, memory[3] twice
+  for (int64_t i = 0; i < 600; ++i) {
+    applied += 10 + i;
+    touched += 10 + i;
+  }
+  applied += 13;
+  EXPECT_EQ(watched.totals(uses), std::make_pair(applied, touched));
 }

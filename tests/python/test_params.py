@@ -220,6 +220,26 @@ def test_named_tensor_facts_finds_each_tensor_by_module_and_name():
         em._C.named_tensor_facts(modules, [(1, "scale")], "_parameters")
 
 
+def test_profiler_watch_takes_address_and_numel_pairs():
+    """Profiler.watch, given (TensorImpl address, numel) pairs before every pass: a Linear's
+    weight and bias are each applied once per forward (applied = touched = 12 + 3); a tensor
+    never used (another Linear's weight) adds nothing. Bad input is a clear error."""
+    lin, unused = nn.Linear(4, 3), nn.Linear(5, 5)
+    p = em._C.Profiler()
+    p.watch([(lin.weight._cdata, 12), (lin.bias._cdata, 3), (unused.weight._cdata, 25)],
+            [5, -1, -1])
+    p.start()
+    lin(torch.randn(2, 4))
+    raw = p.stop()
+    assert (raw.params_applied, raw.params_touched) == (15, 15)
+    with pytest.raises(ValueError, match="one count per tensor"):
+        em._C.Profiler().watch([(lin.weight._cdata, 12)], [1, 2])
+    with pytest.raises(TypeError, match=r"\(TensorImpl address, numel\) tuple"):
+        em._C.Profiler().watch([lin.weight._cdata])
+    with pytest.raises(TypeError):
+        em._C.Profiler().watch([("weight", 12)])
+
+
 def test_counts_follow_every_edit_between_profiles():
     """Ten kinds of edit; each must be seen by the walk kept since the first profile."""
     for edit in _edits():
