@@ -501,16 +501,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("module_structure", &module_structure, py::arg("modules"));
   m.def("named_tensor_facts", &named_tensor_facts, py::arg("modules"), py::arg("pairs"),
         py::arg("where"));
-  // Tensors by their TensorImpl address (Python's tensor._cdata), as watch() takes them; the
-  // caller keeps the tensors alive. Returns (first, numel, requires_grad) lists.
-  m.def("tensor_facts", [](const std::vector<uintptr_t>& impls) {
-    std::vector<const c10::TensorImpl*> tensors;
-    tensors.reserve(impls.size());
-    for (uintptr_t a : impls) tensors.push_back(reinterpret_cast<const c10::TensorImpl*>(a));
-    TensorFacts f = tensor_facts(tensors);
-    std::vector<bool> grad(f.requires_grad.begin(), f.requires_grad.end());
-    return py::make_tuple(f.first, f.numel, grad);
-  });
   m.def("scalar_type_codes", [](const std::vector<uintptr_t>& impls) {
     std::vector<const c10::TensorImpl*> tensors;
     for (uintptr_t a : impls) tensors.push_back(reinterpret_cast<const c10::TensorImpl*>(a));
