@@ -46,54 +46,48 @@ void CellTable::grow() {
 }
 
 std::vector<RawCell> merge_cells(std::vector<std::pair<uint64_t, Cell>> keyed_cells) {
-  // Sorted by key through (key, index) pairs: a Cell is 17 words, too big to move around.
-  std::vector<std::pair<uint64_t, uint32_t>> sorted(keyed_cells.size());
-  for (size_t i = 0; i < keyed_cells.size(); ++i) {
-    sorted[i] = {keyed_cells[i].first, static_cast<uint32_t>(i)};
-  }
-  std::sort(sorted.begin(), sorted.end());
-  std::vector<std::pair<uint64_t, Cell>> keyed;  // one per key, ascending
-  keyed.reserve(sorted.size());
-  for (const auto& [key, i] : sorted) {
-    if (!keyed.empty() && keyed.back().first == key) {
-      keyed.back().second.counts.add(keyed_cells[i].second.counts);
-    } else {
-      keyed.push_back(keyed_cells[i]);
+  // Op ids are dense (interned in order): the distinct ones found by marking, and each one's
+  // rank in name order looked up by id (no search per cell).
+  constexpr uint32_t kAbsent = ~uint32_t{0};
+  std::vector<uint32_t> rank_of;  // by op id: kAbsent, or the op's place in name order
+  std::vector<uint32_t> ops;      // distinct op ids, in first-seen order
+  for (const auto& kc : keyed_cells) {
+    const uint32_t op = CellKey::unpack(kc.first).op;
+    if (op >= rank_of.size()) rank_of.resize(size_t{op} + 1, kAbsent);
+    if (rank_of[op] == kAbsent) {
+      rank_of[op] = 0;
+      ops.push_back(op);
     }
   }
-  std::vector<uint32_t> ops;  // distinct op ids, ascending
-  for (const auto& kc : keyed) ops.push_back(CellKey::unpack(kc.first).op);
-  std::sort(ops.begin(), ops.end());
-  ops.erase(std::unique(ops.begin(), ops.end()), ops.end());
-  std::vector<std::string_view> names = op_names(ops);
+  const std::vector<std::string_view> names = op_names(ops);
   std::vector<uint32_t> by_name(ops.size());  // indices into ops, in name order
   std::iota(by_name.begin(), by_name.end(), 0u);
   std::sort(by_name.begin(), by_name.end(),
             [&](uint32_t a, uint32_t b) { return names[a] < names[b]; });
-  std::vector<uint32_t> rank(ops.size());  // rank[i]: the place of ops[i] in name order
-  for (uint32_t r = 0; r < by_name.size(); ++r) rank[by_name[r]] = r;
-  auto slot = [&](uint32_t op) {
-    return static_cast<size_t>(std::lower_bound(ops.begin(), ops.end(), op) - ops.begin());
-  };
-  std::vector<std::pair<uint64_t, size_t>> order;  // (scope, op rank, phase, unsupported)
-  order.reserve(keyed.size());
-  for (size_t i = 0; i < keyed.size(); ++i) {
-    const CellKey k = CellKey::unpack(keyed[i].first);
-    const uint64_t sort_key = uint64_t{k.scope} << 32 | uint64_t{rank[slot(k.op)]} << 2 |
-                              static_cast<uint64_t>(k.phase) << 1 | uint64_t{k.unsupported};
-    order.emplace_back(sort_key, i);
+  for (uint32_t r = 0; r < by_name.size(); ++r) rank_of[ops[by_name[r]]] = r;
+  // One sort of (order key, index) pairs (a Cell is 17 words, too big to move around). The order
+  // key is the cell key with the op's id replaced by its rank, (scope, op rank, phase,
+  // unsupported): one order key per cell key, so the cells of one key (one per thread) come
+  // together, in the threads' order.
+  std::vector<std::pair<uint64_t, uint32_t>> order(keyed_cells.size());
+  for (size_t i = 0; i < keyed_cells.size(); ++i) {
+    const CellKey k = CellKey::unpack(keyed_cells[i].first);
+    order[i] = {uint64_t{k.scope} << 32 | uint64_t{rank_of[k.op]} << 2 |
+                    static_cast<uint64_t>(k.phase) << 1 | uint64_t{k.unsupported},
+                static_cast<uint32_t>(i)};
   }
   std::sort(order.begin(), order.end());
-  std::vector<RawCell> cells(keyed.size());
+  std::vector<RawCell> cells;
+  cells.reserve(order.size());
   for (size_t n = 0; n < order.size(); ++n) {
-    const auto& [key, cell] = keyed[order[n].second];
+    const auto& [key, cell] = keyed_cells[order[n].second];
+    if (n > 0 && order[n].first == order[n - 1].first) {
+      cells.back().counts.add(cell.counts);
+      continue;
+    }
     const CellKey k = CellKey::unpack(key);
-    RawCell& raw = cells[n];
-    raw.scope = k.scope;
-    raw.op = names[slot(k.op)];
-    raw.phase = k.phase;
-    raw.kind = cell.kind;
-    raw.counts = cell.counts;
+    cells.push_back(
+        RawCell{k.scope, names[by_name[rank_of[k.op]]], k.phase, cell.kind, cell.counts});
   }
   return cells;
 }

@@ -13,7 +13,7 @@ namespace effmetrics {
 
 struct CellKey {
   uint32_t scope = kRootScope;
-  uint32_t op = 0;  // interned op id (op_names.h), below 2^30
+  uint32_t op = 0;  // interned op id (op_names.h): dense, counting up from 0, below 2^30
   Phase phase = Phase::kForward;
   // An op counted by a rule and the same op listed as unsupported (no dense shapes) keep apart.
   bool unsupported = false;

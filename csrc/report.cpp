@@ -50,7 +50,7 @@ Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeN
     const uint32_t node = c.scope < n ? c.scope : kRootScope;
     used[node] = 1;
     self[node].add(c.counts);
-    r.ops.push_back(OpRow{nodes[node].name, std::string(c.op), c.phase, c.kind, c.counts});
+    r.ops.push_back(OpRow{nodes[node].name, c.op, c.phase, c.kind, c.counts});
     if (c.kind == OpKind::kUnsupported) r.unsupported_ops[std::string(c.op)] += c.counts.calls;
   }
   if (scope_time_ns) {  // measured scope times replace the sums of the ops' times
@@ -79,12 +79,13 @@ Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeN
   }
   std::unordered_map<std::string_view, size_t> row_of;  // a module reached by two paths: one row
   row_of.reserve(n);
+  r.modules.reserve(n);
   auto visit = [&](uint32_t k) {
     auto [it, fresh] = row_of.try_emplace(nodes[k].name, r.modules.size());
     if (fresh) {
       ModuleRow row;
       row.name = nodes[k].name;
-      row.parent = k == kRootScope ? "" : nodes[nodes[k].parent].name;
+      row.parent = k == kRootScope ? std::string_view() : nodes[nodes[k].parent].name;
       row.depth = nodes[k].depth;
       r.modules.push_back(std::move(row));
     }
@@ -109,7 +110,7 @@ Report Report::build(const std::vector<RawCell>& cells, const std::vector<ScopeN
 
 namespace {
 
-std::string quote(const std::string& s) {
+std::string quote(std::string_view s) {
   std::string out = "\"";
   for (char ch : s) {
     switch (ch) {

@@ -13,7 +13,7 @@ namespace {
 // The shared tree. Only pushes of a (parent, name) pair not yet seen on a thread take the lock.
 struct ScopeTree {
   std::mutex mu;
-  std::deque<std::string> names;  // stable addresses: NVTX messages point into it
+  std::deque<std::string> names;  // stable addresses: NVTX messages and node names point in
   std::unordered_map<std::string, uint32_t> name_ids;
   std::vector<ScopeNode> nodes{ScopeNode{"", kRootScope, 0}};
   std::unordered_map<uint64_t, uint32_t> children;  // (parent << 32 | name id) -> node
@@ -100,7 +100,7 @@ size_t scope_depth() { return tls.stack.size(); }
 std::string scope_name(uint32_t node) {
   ScopeTree& t = tree();
   std::lock_guard<std::mutex> lock(t.mu);
-  return node < t.nodes.size() ? t.nodes[node].name : "";
+  return std::string(node < t.nodes.size() ? t.nodes[node].name : std::string_view());
 }
 
 void truncate_scopes(size_t depth) {

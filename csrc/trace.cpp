@@ -11,7 +11,9 @@ std::vector<TraceEvent> assemble_trace(const std::vector<std::pair<uint64_t, Raw
                                        const std::vector<ScopeEvent>& scope_events,
                                        const std::vector<ScopeNode>& nodes, int64_t start_ns,
                                        uint64_t module_thread) {
-  auto node_name = [&](uint32_t node) { return node < nodes.size() ? nodes[node].name : ""; };
+  auto node_name = [&](uint32_t node) {
+    return node < nodes.size() ? nodes[node].name : std::string_view();
+  };
   std::vector<uint32_t> ops;  // distinct op ids, ascending: one name lookup each
   for (const auto& te : events) ops.push_back(te.second.op);
   std::sort(ops.begin(), ops.end());

@@ -33,7 +33,8 @@ int main() {
   std::printf("%-20s %14s %14s %12s %12s\n", "module", "FLOPs", "matmul MACs", "read B",
               "written B");
   for (const auto& m : report.modules) {
-    std::printf("%-20s %14lld %14lld %12lld %12lld\n", m.name.empty() ? "(all)" : m.name.c_str(),
+    const std::string name = m.name.empty() ? "(all)" : std::string(m.name);  // names are views
+    std::printf("%-20s %14lld %14lld %12lld %12lld\n", name.c_str(),
                 static_cast<long long>(m.total.flops), static_cast<long long>(m.total.macs_matmul),
                 static_cast<long long>(m.total.bytes_read),
                 static_cast<long long>(m.total.bytes_written));

@@ -88,18 +88,20 @@ inline void Counts::add_op(OpKind kind, Phase phase, const OpCost& cost) {
   bytes_written += cost.bytes_written > 0 ? cost.bytes_written : 0;
 }
 
-// One (module, op, phase) cell.
+// One (module, op, phase) cell. Rows name modules and ops by views of interned names
+// (ScopeNode::name, RawCell::op), which live as long as the process: a report's rows allocate
+// no string, and copies of a report share the names.
 struct OpRow {
-  std::string module;  // qualified name of the innermost module scope ("" = root)
-  std::string op;      // "aten::addmm"
+  std::string_view module;  // qualified name of the innermost module scope ("" = root)
+  std::string_view op;      // "aten::addmm"
   Phase phase = Phase::kForward;
   OpKind kind = OpKind::kUnsupported;
   Counts counts;
 };
 
 struct ModuleRow {
-  std::string name;    // "" for the root
-  std::string parent;  // parent module's name ("" for top-level modules and the root)
+  std::string_view name;    // "" for the root
+  std::string_view parent;  // parent module's name ("" for top-level modules and the root)
   int depth = 0;
   int64_t calls = 0;  // times the module ran (on the profiler's thread)
   Counts self;        // ops attributed directly to this module

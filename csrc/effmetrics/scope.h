@@ -16,9 +16,11 @@ namespace effmetrics {
 constexpr uint32_t kRootScope = 0;
 
 struct ScopeNode {
-  std::string name;  // the pushed name, e.g. "blocks.3.attn" ("" for the root)
-  uint32_t parent;   // kRootScope for top-level scopes (the root is its own parent)
-  int depth;         // root 0
+  // The pushed name, e.g. "blocks.3.attn" ("" for the root): a view of the interned name, which
+  // lives as long as the process (scope_nodes() and reports copy no string).
+  std::string_view name;
+  uint32_t parent;  // kRootScope for top-level scopes (the root is its own parent)
+  int depth;        // root 0
 };
 
 // Intern a scope name once, push its id many times (the cheap path for per-call hooks).

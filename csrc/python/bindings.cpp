@@ -197,7 +197,7 @@ py::list device_steps_to_list(const std::vector<DeviceStep>& steps) {
 }
 
 py::dict module_columns(const Report& r) {
-  std::vector<std::string> names, parents;
+  std::vector<std::string_view> names, parents;
   std::vector<int64_t> depth, calls;
   for (const ModuleRow& m : r.modules) {
     names.push_back(m.name);
@@ -218,7 +218,7 @@ py::dict module_columns(const Report& r) {
 }
 
 py::dict op_columns(const Report& r) {
-  std::vector<std::string> op_module, op_name, op_phase, op_kind;
+  std::vector<std::string_view> op_module, op_name, op_phase, op_kind;
   for (const OpRow& o : r.ops) {
     op_module.push_back(o.module);
     op_name.push_back(o.op);

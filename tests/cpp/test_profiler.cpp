@@ -161,7 +161,7 @@ TEST(Profiler, CrossAttentionKeyValueLengthDiffersFromQuery) {
   const em::ModuleRow* cross = module_row(r, "cross");
   ASSERT_NE(cross, nullptr);
   std::string ops;
-  for (const auto& o : r.ops) ops += o.op + " ";
+  for (const auto& o : r.ops) (ops += o.op) += " ";
   EXPECT_EQ(cross->total.macs_matmul, expected) << ops;
   EXPECT_EQ(cross->self.macs_matmul, expected);
   EXPECT_EQ(r.total.macs_matmul, expected);

@@ -5,6 +5,7 @@
 
 #include "cells.h"
 #include "effmetrics/report.h"
+#include "op_names.h"
 #include "watch.h"
 
 namespace em = effmetrics;
@@ -120,6 +121,55 @@ TEST(Report, IntensityAndJson) {
                       "\\\"collective\\\"\""),
             std::string::npos)
       << json;
+}
+
+// The threads' cells merged as a report needs them: one per key, the counts of a key summed
+// (calls too), ordered by scope node, then op name (not the interned id: "test::zeta" is
+// interned first here), then phase, then the unsupported cell after the counted one.
+TEST(MergeCells, SumsEachKeyAcrossThreadsInScopeNameAndPhaseOrder) {
+  const uint32_t zeta = em::resolve_op("test::merge_zeta", true).second.id;
+  const uint32_t alpha = em::resolve_op("test::merge_alpha", true).second.id;
+  ASSERT_LT(zeta, alpha);
+  auto keyed = [](uint32_t scope, uint32_t op, em::Phase phase, bool unsupported, int64_t flops) {
+    em::Cell c;
+    c.kind = unsupported ? em::OpKind::kUnsupported : em::OpKind::kVector;
+    c.counts.add_op(c.kind, phase, em::OpCost{0, flops, 0, 0});
+    return std::make_pair(em::CellKey{scope, op, phase, unsupported}.pack(), c);
+  };
+  const auto fwd = em::Phase::kForward, bwd = em::Phase::kBackward;
+  // Two threads' tables, A's four cells then B's three: B's first has the key of A's first.
+  std::vector<std::pair<uint64_t, em::Cell>> cells = {
+      keyed(2, zeta, fwd, false, 5),   keyed(1, zeta, bwd, false, 7),
+      keyed(1, alpha, fwd, true, 0),   keyed(1, alpha, fwd, false, 3),
+      keyed(2, zeta, fwd, false, 11),  keyed(1, zeta, fwd, false, 2),
+      keyed(1, alpha, bwd, false, 13),
+  };
+  const std::vector<em::RawCell> merged = em::merge_cells(cells);
+  struct Row {
+    uint32_t scope;
+    std::string_view op;
+    em::Phase phase;
+    em::OpKind kind;
+    int64_t calls, flops;
+  };
+  const std::vector<Row> expected = {
+      {1, "test::merge_alpha", fwd, em::OpKind::kVector, 1, 3},
+      {1, "test::merge_alpha", fwd, em::OpKind::kUnsupported, 1, 0},
+      {1, "test::merge_alpha", bwd, em::OpKind::kVector, 1, 13},
+      {1, "test::merge_zeta", fwd, em::OpKind::kVector, 1, 2},
+      {1, "test::merge_zeta", bwd, em::OpKind::kVector, 1, 7},
+      {2, "test::merge_zeta", fwd, em::OpKind::kVector, 2, 5 + 11},
+  };
+  ASSERT_EQ(merged.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    SCOPED_TRACE(i);
+    EXPECT_EQ(merged[i].scope, expected[i].scope);
+    EXPECT_EQ(merged[i].op, expected[i].op);
+    EXPECT_EQ(merged[i].phase, expected[i].phase);
+    EXPECT_EQ(merged[i].kind, expected[i].kind);
+    EXPECT_EQ(merged[i].counts.calls, expected[i].calls);
+    EXPECT_EQ(merged[i].counts.flops, expected[i].flops);
+  }
 }
 
 // The cell table keyed as the observer keys it: many module scopes (the key's high half) of few
