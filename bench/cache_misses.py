@@ -52,16 +52,37 @@ torch._C._valgrind_toggle()
 """
 
 
-def run(mode: str, n: int, out_dir: str) -> list[int]:
+def run(mode: str, n: int, out_dir: str) -> tuple[list[int], list[str]]:
     out = os.path.join(out_dir, f"{mode}.out")
     subprocess.run(["valgrind", "--tool=callgrind", "--cache-sim=yes", "--collect-atstart=no",
                     f"--callgrind-out-file={out}", sys.executable, "-c", CHILD, mode, str(n)],
                    check=True, capture_output=True)
-    with open(out) as f:
+    return read_summary(out), cache_desc(out)
+
+
+def cache_desc(path: str) -> list[str]:
+    """The caches valgrind simulated (the host's, as its CPUID reports them; valgrind rounds a
+    last-level cache it cannot model to one it can)."""
+    with open(path) as f:
+        return [line[len("desc: "):].strip() for line in f
+                if line.startswith("desc: ") and " cache:" in line]
+
+
+def read_summary(path: str) -> list[int]:
+    """The totals of a callgrind output file in EVENTS' order. Callgrind names its events in an
+    `events:` line and leaves trailing zero counts out of the `summary:` line (no last-level
+    miss at all: the summary stops at the L1 misses), so counts are matched by name."""
+    events = None
+    with open(path) as f:
         for line in f:
-            if line.startswith("summary:"):
-                return [int(v) for v in line.split()[1:]]
-    raise RuntimeError(f"no summary line in {out}")
+            if line.startswith("events:"):
+                events = line.split()[1:]
+            elif line.startswith("summary:"):
+                if events is None:
+                    raise RuntimeError(f"{path}: a summary line before its events line")
+                values = dict(zip(events, (int(v) for v in line.split()[1:])))
+                return [values.get(e, 0) for e in EVENTS]
+    raise RuntimeError(f"no summary line in {path}")
 
 
 def main() -> None:
@@ -72,8 +93,10 @@ def main() -> None:
         raise SystemExit("bench/cache_misses.py needs valgrind: apt-get install valgrind")
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(2) as pool:
         runs = {m: pool.submit(run, m, args.forwards, tmp) for m in ("bare", "floor", "profile")}
-        counts = {m: [v / args.forwards for v in r.result()] for m, r in runs.items()}
+        results = {m: r.result() for m, r in runs.items()}
+    counts = {m: [v / args.forwards for v in r[0]] for m, r in results.items()}
     print(f"ViT-Ti/16 b1 forward, per forward ({args.forwards} forwards per mode)")
+    print("simulated: " + "; ".join(results["bare"][1]))
     print(f"{'':26s} {'bare':>14s} {'floor adds':>12s} {'em.profile adds':>16s}")
     for k, e in enumerate(EVENTS):
         if e in NAMES:
