@@ -47,7 +47,8 @@ void CellTable::grow() {
 
 std::vector<RawCell> merge_cells(std::vector<std::pair<uint64_t, Cell>> keyed_cells) {
   // Op ids are dense (interned in order): the distinct ones found by marking, and each one's
-  // rank in name order looked up by id (no search per cell).
+  // rank in name order looked up by id (no search per cell). rank_of has at most one entry per
+  // name interned in the process, a few bytes beside each name's own storage.
   constexpr uint32_t kAbsent = ~uint32_t{0};
   std::vector<uint32_t> rank_of;  // by op id: kAbsent, or the op's place in name order
   std::vector<uint32_t> ops;      // distinct op ids, in first-seen order
