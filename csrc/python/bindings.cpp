@@ -14,6 +14,8 @@
 namespace py = pybind11;
 using namespace effmetrics;
 
+void bind_module_tree(py::module_& m);  // module_tree.cpp: scan's and the scopes' tree work
+
 namespace {
 
 py::tuple count_fields() {
@@ -47,81 +49,49 @@ py::dict counts_columns(const std::vector<Row>& rows, Get get) {
   return d;
 }
 
-// A module tree as params.scan() checks it before every pass (python/effmetrics/params.py,
-// _Walk.structure), flat, in the order of `modules`: each module's class; then for its _modules,
-// _parameters and _buffers in turn: the dict's length, its keys, and its values' ids (_modules)
-// or classes (the other two). Read with the CPython API: the same list built in Python cost
-// ~6,500 instructions a module, a tenth of em.profile's own cost on a ViT.
-py::list module_structure(const py::list& modules) {
-  static PyObject* const kDicts[3] = {PyUnicode_InternFromString("_modules"),
-                                      PyUnicode_InternFromString("_parameters"),
-                                      PyUnicode_InternFromString("_buffers")};
-  py::list out;
-  auto add = [&](PyObject* o) {  // a new reference, or null with the error set
-    if (o == nullptr || PyList_Append(out.ptr(), o) < 0) {
-      Py_XDECREF(o);
-      throw py::error_already_set();
-    }
-    Py_DECREF(o);
-  };
-  auto add_borrowed = [&](PyObject* o) {
-    Py_INCREF(o);
-    add(o);
-  };
-  for (py::handle m : modules) {
-    add_borrowed(reinterpret_cast<PyObject*>(Py_TYPE(m.ptr())));
-    for (int k = 0; k < 3; ++k) {
-      py::object d = py::reinterpret_steal<py::object>(PyObject_GetAttr(m.ptr(), kDicts[k]));
-      if (!d) throw py::error_already_set();
-      if (!PyDict_Check(d.ptr())) {
-        throw py::type_error(std::string("module_structure: a module's ") +
-                             PyUnicode_AsUTF8(kDicts[k]) + " is not a dict");
-      }
-      add(PyLong_FromSsize_t(PyDict_GET_SIZE(d.ptr())));
-      PyObject *key, *value;
-      Py_ssize_t pos = 0;
-      while (PyDict_Next(d.ptr(), &pos, &key, &value)) add_borrowed(key);
-      pos = 0;
-      while (PyDict_Next(d.ptr(), &pos, &key, &value)) {
-        if (k == 0) {
-          add(PyLong_FromVoidPtr(value));  // id(value)
-        } else {
-          add_borrowed(reinterpret_cast<PyObject*>(Py_TYPE(value)));
-        }
-      }
-    }
-  }
-  return out;
-}
-
 // The tensors of a module tree found by name, as params.scan() reads them before every pass:
 // pairs[n] = (module index, name) in dict `where` ("_parameters" or "_buffers") of
 // modules[index]. Returns the tensors, their TensorImpl addresses (tensor._cdata) and
-// tensor_facts of them; the same loop in Python cost ~1,700 instructions a tensor.
+// tensor_facts of them; the same loop in Python cost ~1,700 instructions a tensor. The CPython
+// API throughout (pybind11's casts per pair took 12% more time: ~110 ns a tensor warm, ~96 now).
 py::tuple named_tensor_facts(const py::list& modules, const py::list& pairs, const py::str& where) {
   static PyObject* const kCdata = PyUnicode_InternFromString("_cdata");
   const Py_ssize_t n = PyList_GET_SIZE(pairs.ptr());
+  const Py_ssize_t n_modules = PyList_GET_SIZE(modules.ptr());
   py::list tensors(n), cdata(n);
   std::vector<const c10::TensorImpl*> impls(n);
   py::object dict;  // the last module's dict: a module's tensors are neighbours in pairs
   Py_ssize_t dict_of = -1;
   for (Py_ssize_t k = 0; k < n; ++k) {
-    py::tuple pair = py::reinterpret_borrow<py::tuple>(PyList_GET_ITEM(pairs.ptr(), k));
-    const Py_ssize_t i = pair[0].cast<Py_ssize_t>();
+    PyObject* pair = PyList_GET_ITEM(pairs.ptr(), k);
+    if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2) {
+      throw py::type_error("named_tensor_facts: each pair is (module index, name)");
+    }
+    const Py_ssize_t i = PyLong_AsSsize_t(PyTuple_GET_ITEM(pair, 0));
+    if (i == -1 && PyErr_Occurred()) throw py::error_already_set();
     if (i != dict_of) {
-      dict = modules[i].attr(where);
+      if (i < 0 || i >= n_modules) throw py::index_error("named_tensor_facts: module index");
+      dict = py::reinterpret_steal<py::object>(
+          PyObject_GetAttr(PyList_GET_ITEM(modules.ptr(), i), where.ptr()));
+      if (!dict) throw py::error_already_set();
+      if (!PyDict_Check(dict.ptr())) {
+        throw py::type_error("named_tensor_facts: a module's " + where.cast<std::string>() +
+                             " is not a dict");
+      }
       dict_of = i;
     }
-    PyObject* t = PyDict_GetItemWithError(dict.ptr(), pair[1].ptr());  // borrowed
+    PyObject* name = PyTuple_GET_ITEM(pair, 1);
+    PyObject* t = PyDict_GetItemWithError(dict.ptr(), name);  // borrowed
     if (t == nullptr) {
-      if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, pair[1].ptr());
+      if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, name);
       throw py::error_already_set();
     }
-    py::object address = py::reinterpret_steal<py::object>(PyObject_GetAttr(t, kCdata));
-    if (!address) throw py::error_already_set();
-    impls[k] = reinterpret_cast<const c10::TensorImpl*>(address.cast<uintptr_t>());
+    PyObject* address = PyObject_GetAttr(t, kCdata);  // new
+    if (address == nullptr) throw py::error_already_set();
+    PyList_SET_ITEM(cdata.ptr(), k, address);  // the list owns it (and frees it on a throw)
+    impls[k] = static_cast<const c10::TensorImpl*>(PyLong_AsVoidPtr(address));
+    if (impls[k] == nullptr && PyErr_Occurred()) throw py::error_already_set();
     PyList_SET_ITEM(tensors.ptr(), k, py::handle(t).inc_ref().ptr());
-    PyList_SET_ITEM(cdata.ptr(), k, address.release().ptr());
   }
   TensorFacts f = tensor_facts(impls);
   std::vector<bool> grad(f.requires_grad.begin(), f.requires_grad.end());
@@ -498,7 +468,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("nvtx_range_pop", &nvtx_range_pop);
 
   m.def("intern_scope_name", &intern_scope_name);
-  m.def("module_structure", &module_structure, py::arg("modules"));
+  bind_module_tree(m);  // module_tree.cpp
   m.def("named_tensor_facts", &named_tensor_facts, py::arg("modules"), py::arg("pairs"),
         py::arg("where"));
   m.def("scalar_type_codes", [](const std::vector<uintptr_t>& impls) {

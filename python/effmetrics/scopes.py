@@ -152,35 +152,12 @@ class ModuleScopes:
                      if hooked or swapped else ids)
             classes = []  # (module, its class before, the scoped class it has now)
             mine = added
-            if modules is not None:
+            if modules is not None:  # one pass in C++: swap, unless a module turns out compiled
                 mine = {}
-                for m in modules:  # one pass: swap, unless a module turns out compiled
-                    d = m.__dict__
-                    if d.get("_compiled_call_impl") is not None or _optimized(m):
-                        # Dynamo traces some of them: its guards must see their own classes
-                        for done, original, _ in classes:
-                            _set_class(done, "__class__", original)
-                            del swapped[id(done)]
-                        classes, mine, modules = [], added, None
-                        break
-                    key = id(m)
-                    i = added.get(key)
-                    if i is None:  # the root, or a module already scoped
-                        continue
-                    original = type(m)
-                    scoped = _SCOPED.get(original, _UNSEEN)
-                    if scoped is _UNSEEN:
-                        scoped = _scoped_class_of(original)
-                    if scoped is None or "forward" in d:  # its own forward would win over ours
-                        mine[key] = i
-                        continue
-                    try:  # not nn.Module.__setattr__: ~10x the cost, for nothing
-                        _set_class(m, "__class__", scoped)
-                    except TypeError:  # a layout that differs
-                        mine[key] = i
-                        continue
-                    classes.append((m, original, scoped))
-                    swapped[key] = i
+                classes = _C.scope_classes(modules, added, _SCOPED, _scoped_class_of, swapped,
+                                           mine)
+                if classes is None:  # Dynamo traces some of them: its guards see their classes
+                    classes, mine, modules = [], added, None
             hooked.update(mine)
             hooks = modules is None or bool(mine)
             cls.generation += 1
@@ -212,9 +189,8 @@ class ModuleScopes:
     def release(cls, acquired: tuple) -> None:
         added, classes, hooks = acquired
         with cls._lock:
-            for m, original, scoped in classes:
-                if type(m) is scoped:  # unless someone changed it since
-                    _set_class(m, "__class__", original)
+            if classes:
+                _C.restore_classes(classes)  # unless someone changed a module's class since
             cls._users -= 1
             cls.generation += 1
             if cls._users == 0:  # the common case: every name goes
@@ -300,13 +276,6 @@ class ModuleScopes:
 
 _SCOPED: dict = {}  # original class -> its scoped subclass (made once per class; None: cannot)
 _ORIGINAL: dict = {}  # scoped subclass -> original class
-_UNSEEN = object()
-_set_class = object.__setattr__
-
-
-def _optimized(m: nn.Module) -> bool:
-    """A torch.compile wrapper (OptimizedModule)."""
-    return type(m).__name__ == "OptimizedModule"
 
 
 def _scoped_class_of(cls: type) -> type | None:

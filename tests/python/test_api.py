@@ -291,6 +291,60 @@ def test_scopes_leave_the_model_as_it_was():
     assert df.loc["", "self_macs"] == 2 * linear_macs(2, 8, 8)  # the copies' linears
 
 
+def test_scope_classes_swaps_records_and_undoes():
+    """_C.scope_classes, the scopes' pass over an eager model's modules: a module in `added` gets
+    the scoped class (made once by make_scoped), recorded in `swapped` and in the list returned;
+    a swap the layout refuses leaves the module to the hooks (`hooked`), unrecorded; an error
+    midway undoes the swaps done and propagates."""
+    class Scoped(nn.Linear):
+        pass
+
+    class Slotted(nn.Linear):  # a layout that differs: __class__ assignment refuses it
+        __slots__ = ("x",)
+
+    made = []
+
+    def make(cls):
+        made.append(cls)
+        if cls is nn.ReLU:
+            raise ValueError("no subclass")
+        return Scoped
+
+    lin, other = nn.Linear(2, 2), nn.Linear(2, 2)
+    swapped, hooked = {}, {}
+    classes = em._C.scope_classes([lin], {id(lin): 7}, {}, make, swapped, hooked)
+    assert classes == [(lin, nn.Linear, Scoped)] and type(lin) is Scoped
+    assert (swapped, hooked, made) == ({id(lin): 7}, {}, [nn.Linear])
+    swapped, hooked = {}, {}
+    classes = em._C.scope_classes([other], {id(other): 8}, {nn.Linear: Slotted}, make, swapped,
+                                  hooked)
+    assert classes == [] and type(other) is nn.Linear and (swapped, hooked) == ({}, {id(other): 8})
+    a, relu = nn.Linear(2, 2), nn.ReLU()
+    swapped = {}
+    with pytest.raises(ValueError, match="no subclass"):
+        em._C.scope_classes([a, relu], {id(a): 1, id(relu): 2}, {}, make, swapped, {})
+    assert type(a) is nn.Linear and swapped == {}
+
+
+def test_released_scopes_leave_a_class_changed_since():
+    """Releasing the scopes gives each module its class back (_C.restore_classes), unless
+    something changed the module's class since: that change stays. Bad entries are clear
+    errors."""
+    class Scoped(nn.Linear):
+        pass
+
+    class Changed(nn.Linear):
+        pass
+
+    lin, other = nn.Linear(2, 2), nn.Linear(2, 2)
+    object.__setattr__(lin, "__class__", Scoped)
+    object.__setattr__(other, "__class__", Changed)
+    em._C.restore_classes([(lin, nn.Linear, Scoped), (other, nn.Linear, Scoped)])
+    assert type(lin) is nn.Linear and type(other) is Changed
+    with pytest.raises(TypeError, match=r"\(module, class before, scoped class\)"):
+        em._C.restore_classes([(lin, nn.Linear)])
+
+
 class _Sealed(nn.Module):
     """A class that refuses subclasses: effmetrics cannot give it a scoped one."""
 
@@ -338,20 +392,25 @@ def test_a_model_with_a_compiled_part_keeps_its_classes():
     """Dynamo guards on a module's class: where any part of the model is compiled, every
     module keeps its class (the hooks scope them), so the compiled code is not recompiled.
     (Whether the compiled part is counted depends on the torch: README "torch.compile".)"""
-    seen = []
-
     class Probe(nn.Module):
         def forward(self, x):
             seen.append(type(self) is Probe)
             return x * 2
 
-    model = nn.Sequential(nn.Linear(8, 8), Probe())
-    model[0].compile(backend="eager")
-    x = torch.randn(2, 8)
-    model(x)
-    rep = em.profile(model, x)
-    assert seen == [True, True]
-    assert rep.by_module().loc["1", "self_flops"] == 2 * 8  # the probe's x * 2, in its scope
+    # the compiled module before the probe, and after it (the probe's swap is undone)
+    for probe_at in (1, 0):
+        seen = []
+        model = nn.Sequential(nn.Linear(8, 8), Probe())
+        model[0].compile(backend="eager")
+        if probe_at == 0:
+            model = nn.Sequential(model[1], model[0])
+        x = torch.randn(2, 8)
+        model(x)
+        rep = em.profile(model, x)
+        assert seen == [True, True], probe_at
+        # the probe's x * 2, in its scope
+        assert rep.by_module().loc[str(probe_at), "self_flops"] == 2 * 8, probe_at
+        assert [type(m) for m in model][probe_at] is Probe
 
 
 # ---------------------------------------------------------------- nesting and threads

@@ -201,6 +201,51 @@ def test_module_structure_describes_the_tree_flat():
         em._C.module_structure([broken])
 
 
+def test_module_tree_if_unchanged_compares_the_kept_structure_in_place():
+    """_C.module_tree_if_unchanged, scan's check before reusing a walk: [root, *the modules of the
+    weak references] when module_structure of them equals the kept list (==, entry by entry),
+    else None: after each change the structure holds, when a module was freed, or when the kept
+    list is longer or shorter."""
+    import weakref
+
+    def tree():
+        model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU())
+        modules = [model, *model]
+        return model, [weakref.ref(m) for m in modules[1:]], em._C.module_structure(modules)
+
+    model, below, kept = tree()
+    got = em._C.module_tree_if_unchanged(model, below, kept)
+    assert [id(m) for m in got] == [id(model), *(id(m) for m in model)]
+    # entries equal but not identical compare equal, as with ==: a key made again
+    model._modules = {"".join(["0"]): model[0], "1": model[1], "2": model[2]}
+    assert em._C.module_tree_if_unchanged(model, below, kept) is not None
+    # a parameter replaced under its name by one of the same class: the same structure
+    model[0].weight = nn.Parameter(torch.zeros(4, 4))
+    assert em._C.module_tree_if_unchanged(model, below, kept) is not None
+    changes = {
+        "key added": lambda m: m.register_buffer("extra", torch.zeros(1)),
+        "key removed": lambda m: m[1]._buffers.pop("num_batches_tracked"),
+        "value's class": lambda m: m[0]._parameters.__setitem__("bias", None),
+        "child replaced, the old one alive": lambda m: alive.append(m._modules["2"])
+        or m._modules.__setitem__("2", nn.ReLU()),
+        "child renamed": lambda m: m._modules.__setitem__(
+            "relu", m._modules.pop("2")),
+        "class": lambda m: object.__setattr__(m[2], "__class__", nn.Identity),
+    }
+    alive = []  # a child taken out and kept: its weak reference still holds
+    for what, change in changes.items():
+        model, below, kept = tree()
+        change(model)
+        assert em._C.module_tree_if_unchanged(model, below, kept) is None, what
+    model, below, kept = tree()
+    assert em._C.module_tree_if_unchanged(model, below, kept + [0]) is None
+    assert em._C.module_tree_if_unchanged(model, below, kept[:-1]) is None
+    del model[2]  # freed: its weak reference is dead
+    assert em._C.module_tree_if_unchanged(model, below, kept) is None
+    with pytest.raises(TypeError, match="weak references"):
+        em._C.module_tree_if_unchanged(model, [model[0]], kept)
+
+
 def test_named_tensor_facts_finds_each_tensor_by_module_and_name():
     """_C.named_tensor_facts, how scan reads the parameters again before every pass: the tensor
     at modules[i].<where>[name] for each (i, name), its TensorImpl address, and the facts (the
@@ -218,6 +263,14 @@ def test_named_tensor_facts_finds_each_tensor_by_module_and_name():
     assert em._C.named_tensor_facts(modules, [(0, "count")], "_buffers")[2] == ([0], [4], [False])
     with pytest.raises(KeyError):
         em._C.named_tensor_facts(modules, [(1, "scale")], "_parameters")
+    with pytest.raises(TypeError, match=r"each pair is \(module index, name\)"):
+        em._C.named_tensor_facts(modules, [[0, "weight"]], "_parameters")
+    with pytest.raises(IndexError, match="module index"):
+        em._C.named_tensor_facts(modules, [(2, "weight")], "_parameters")
+    broken = nn.Linear(2, 2)
+    object.__setattr__(broken, "_parameters", [])
+    with pytest.raises(TypeError, match="_parameters is not a dict"):
+        em._C.named_tensor_facts([broken], [(0, "weight")], "_parameters")
 
 
 def test_profiler_watch_takes_address_and_numel_pairs():
