@@ -75,8 +75,9 @@ py::tuple named_tensor_facts(const py::list& modules, const py::list& pairs, con
           PyObject_GetAttr(PyList_GET_ITEM(modules.ptr(), i), where.ptr()));
       if (!dict) throw py::error_already_set();
       if (!PyDict_Check(dict.ptr())) {
-        throw py::type_error("named_tensor_facts: a module's " + where.cast<std::string>() +
-                             " is not a dict");
+        throw py::type_error("effmetrics: a module's " + where.cast<std::string>() +
+                             " is not a dict (nn.Module keeps its parameters and buffers in "
+                             "dicts: something replaced it)");
       }
       dict_of = i;
     }

@@ -33,8 +33,9 @@ bool visit_structure(PyObject* modules, Visitor& v) {
       py::object d = py::reinterpret_steal<py::object>(PyObject_GetAttr(m, kDicts[k]));
       if (!d) throw py::error_already_set();
       if (!PyDict_Check(d.ptr())) {
-        throw py::type_error(std::string("module_structure: a module's ") +
-                             PyUnicode_AsUTF8(kDicts[k]) + " is not a dict");
+        throw py::type_error(std::string("effmetrics: a module's ") + PyUnicode_AsUTF8(kDicts[k]) +
+                             " is not a dict (nn.Module keeps its submodules, parameters and "
+                             "buffers in dicts: something replaced it)");
       }
       if (!v.size(PyDict_GET_SIZE(d.ptr()))) return false;
       PyObject *key, *value;
