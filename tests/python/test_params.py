@@ -207,9 +207,11 @@ def test_module_tree_if_unchanged_compares_the_kept_structure_in_place():
     else None: after each change the structure holds, when a module was freed, or when the kept
     list is longer or shorter."""
     import weakref
+    from collections import OrderedDict
 
     def tree():
-        model = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4), nn.ReLU())
+        model = nn.Sequential(OrderedDict(lin=nn.Linear(4, 4), norm=nn.BatchNorm1d(4),
+                                          act=nn.ReLU()))
         modules = [model, *model]
         return model, [weakref.ref(m) for m in modules[1:]], em._C.module_structure(modules)
 
@@ -217,7 +219,9 @@ def test_module_tree_if_unchanged_compares_the_kept_structure_in_place():
     got = em._C.module_tree_if_unchanged(model, below, kept)
     assert [id(m) for m in got] == [id(model), *(id(m) for m in model)]
     # entries equal but not identical compare equal, as with ==: a key made again
-    model._modules = {"".join(["0"]): model[0], "1": model[1], "2": model[2]}
+    key = "".join(["li", "n"])
+    assert key == kept[2] and key is not kept[2]
+    model._modules = {key: model[0], "norm": model[1], "act": model[2]}
     assert em._C.module_tree_if_unchanged(model, below, kept) is not None
     # a parameter replaced under its name by one of the same class: the same structure
     model[0].weight = nn.Parameter(torch.zeros(4, 4))
@@ -226,10 +230,9 @@ def test_module_tree_if_unchanged_compares_the_kept_structure_in_place():
         "key added": lambda m: m.register_buffer("extra", torch.zeros(1)),
         "key removed": lambda m: m[1]._buffers.pop("num_batches_tracked"),
         "value's class": lambda m: m[0]._parameters.__setitem__("bias", None),
-        "child replaced, the old one alive": lambda m: alive.append(m._modules["2"])
-        or m._modules.__setitem__("2", nn.ReLU()),
-        "child renamed": lambda m: m._modules.__setitem__(
-            "relu", m._modules.pop("2")),
+        "child replaced, the old one alive": lambda m: alive.append(m._modules["act"])
+        or m._modules.__setitem__("act", nn.ReLU()),
+        "child renamed": lambda m: m._modules.__setitem__("relu", m._modules.pop("act")),
         "class": lambda m: object.__setattr__(m[2], "__class__", nn.Identity),
     }
     alive = []  # a child taken out and kept: its weak reference still holds
