@@ -14,7 +14,10 @@
 namespace py = pybind11;
 using namespace effmetrics;
 
-void bind_module_tree(py::module_& m);  // module_tree.cpp: scan's and the scopes' tree work
+// module_tree.cpp: scan's and the scopes' tree work, and a module's dict of submodules,
+// parameters or buffers, checked.
+void bind_module_tree(py::module_& m);
+py::object module_dict(PyObject* module, PyObject* name);
 
 namespace {
 
@@ -71,14 +74,7 @@ py::tuple named_tensor_facts(const py::list& modules, const py::list& pairs, con
     if (i == -1 && PyErr_Occurred()) throw py::error_already_set();
     if (i != dict_of) {
       if (i < 0 || i >= n_modules) throw py::index_error("named_tensor_facts: module index");
-      dict = py::reinterpret_steal<py::object>(
-          PyObject_GetAttr(PyList_GET_ITEM(modules.ptr(), i), where.ptr()));
-      if (!dict) throw py::error_already_set();
-      if (!PyDict_Check(dict.ptr())) {
-        throw py::type_error("effmetrics: a module's " + where.cast<std::string>() +
-                             " is not a dict (nn.Module keeps its parameters and buffers in "
-                             "dicts: something replaced it)");
-      }
+      dict = module_dict(PyList_GET_ITEM(modules.ptr(), i), where.ptr());
       dict_of = i;
     }
     PyObject* name = PyTuple_GET_ITEM(pair, 1);

@@ -10,6 +10,18 @@
 
 namespace py = pybind11;
 
+// A module's _modules, _parameters or _buffers (`name`), checked to be a dict.
+py::object module_dict(PyObject* module, PyObject* name) {
+  py::object d = py::reinterpret_steal<py::object>(PyObject_GetAttr(module, name));
+  if (!d) throw py::error_already_set();
+  if (!PyDict_Check(d.ptr())) {
+    throw py::type_error(std::string("effmetrics: a module's ") + PyUnicode_AsUTF8(name) +
+                         " is not a dict (nn.Module keeps its submodules, parameters and buffers "
+                         "in dicts: something replaced it)");
+  }
+  return d;
+}
+
 namespace {
 
 // A module tree as params.scan() checks it before every pass (python/effmetrics/params.py,
@@ -30,13 +42,7 @@ bool visit_structure(PyObject* modules, Visitor& v) {
     PyObject* m = PyList_GET_ITEM(modules, i);
     if (!v.object(reinterpret_cast<PyObject*>(Py_TYPE(m)))) return false;
     for (int k = 0; k < 3; ++k) {
-      py::object d = py::reinterpret_steal<py::object>(PyObject_GetAttr(m, kDicts[k]));
-      if (!d) throw py::error_already_set();
-      if (!PyDict_Check(d.ptr())) {
-        throw py::type_error(std::string("effmetrics: a module's ") + PyUnicode_AsUTF8(kDicts[k]) +
-                             " is not a dict (nn.Module keeps its submodules, parameters and "
-                             "buffers in dicts: something replaced it)");
-      }
+      py::object d = module_dict(m, kDicts[k]);
       if (!v.size(PyDict_GET_SIZE(d.ptr()))) return false;
       PyObject *key, *value;
       Py_ssize_t pos = 0;
