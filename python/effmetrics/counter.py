@@ -49,12 +49,36 @@ def _add(a: dict, b: dict) -> dict:
     return {k: a[k] + b[k] for k in _COUNTS}
 
 
+# The device types autocast has a state for (torch.is_autocast_enabled(type) takes each).
+_AUTOCAST_TYPES = ("cpu", "cuda", "xpu", "mps", "hpu", "xla", "mtia", "maia", "privateuseone")
+_any_autocast = getattr(torch._C, "_is_any_autocast_enabled", lambda: True)
+# torch's switches for scaled_dot_product_attention's kernels (sdpa_kernel sets them): the
+# flash kernel reads q, k, v once, the math one builds the score matrix (13x the bytes on CPU).
+_SDP_SWITCHES = tuple(f for f in (getattr(torch._C, name, None) for name in (
+    "_get_flash_sdp_enabled", "_get_mem_efficient_sdp_enabled", "_get_math_sdp_enabled",
+    "_get_cudnn_sdp_enabled", "_get_fa3_sdp_enabled", "_get_overrideable_sdp_enabled",
+    "_get_math_sdp_allow_fp16_bf16_reduction")) if f is not None)
+_sdp_order = getattr(torch._C, "_get_sdp_priority_order", list)
+
+
+def _kernel_context() -> tuple:
+    """The state around a call that changes its ops at the same inputs: the autocast regions
+    on (device type, dtype; their weight cache), and which attention kernels may run."""
+    amp = None
+    if _any_autocast():
+        amp = (torch.is_autocast_cache_enabled(),
+               *[(t, torch.get_autocast_dtype(t)) for t in _AUTOCAST_TYPES
+                 if torch.is_autocast_enabled(t)])
+    return amp, tuple([f() for f in _SDP_SWITCHES]), tuple(_sdp_order())
+
+
 class _Signatures:
     """What makes one call of the model do the same work as another: its inputs' shapes,
     dtypes, devices and requires_grad, their non-tensor values, the keyword names, the model's
-    training mode, grad mode, its module set (a version bumped whenever a submodule is
-    assigned anywhere under the model) and its parameters' state for backward (requires_grad,
-    and whether a gradient is there to accumulate into)."""
+    training mode, grad mode, autocast and the attention kernels allowed (_kernel_context),
+    its module set (a version bumped whenever a submodule is assigned anywhere under the
+    model) and its parameters' state for backward (requires_grad, and whether a gradient is
+    there to accumulate into)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -84,8 +108,8 @@ class _Signatures:
         self._handle.remove()
 
     def of(self, args: tuple, kwargs: dict) -> tuple:
-        sig = [self.model.training, torch.is_grad_enabled(), self.version, self._param_state(),
-               len(args), tuple(kwargs)]
+        sig = [self.model.training, torch.is_grad_enabled(), _kernel_context(), self.version,
+               self._param_state(), len(args), tuple(kwargs)]
         for x in leaves(args, kwargs):
             if isinstance(x, torch.Tensor):
                 sig.append((x.shape, x.dtype, x.device, x.requires_grad))
@@ -110,11 +134,14 @@ class Counter:
     count: which steps run under the observer.
         "auto" (default): the first step, and each step whose model calls have an input
         signature (shapes, dtypes, devices and requires_grad of the inputs, their other values,
-        training/eval and grad mode, the module set) not counted before. The other steps reuse
-        the counts of the step that had their signature and run unobserved from the model's
-        first call on: no per-op callbacks, no module hooks. Only the ops before that call
-        (data loading, copies to the device: the part of a step that no signature describes)
-        are observed in every step, and added to the reused counts.
+        training/eval and grad mode, autocast and the attention kernels allowed, the module
+        set) not counted before. The other steps reuse the counts of the step that had their
+        signature and run unobserved from the model's first call on: no per-op callbacks, no
+        module hooks. Only the ops before that call (data loading, copies to the device: the
+        part of a step that no signature describes) are observed in every step, and added to
+        the reused counts. Work that depends on the inputs' values at the same signature (an
+        MoE router's tokens per expert) gets the counted step's figures: count such a model
+        with "every".
         "every": every step is counted (the observer runs throughout).
         N (int): steps 0, N, 2N, ... are counted; a step in between reuses the counts of a
         counted step with its signature, and has none (NaN) when no counted step has it.

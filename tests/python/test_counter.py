@@ -4,12 +4,15 @@ row that equal what counting every step gives.
 The oracle is count="every" on the same loop (every step observed, itself checked against
 FlopCounterMode and closed forms elsewhere), row by row.
 """
+import contextlib
 import time
 
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import effmetrics as em
 
@@ -176,6 +179,46 @@ def test_gradients_to_accumulate_into_are_part_of_the_signature():
     assert every.loc[1, "flops"] > every.loc[0, "flops"]  # the accumulation adds
     assert list(auto["counted"]) == [True, True, False]
     pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
+
+
+class _Attention(nn.Module):
+    """A projection and scaled_dot_product_attention, whose kernel torch picks within what
+    sdpa_kernel allows."""
+
+    def __init__(self, dim=32, heads=4):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.heads = heads
+
+    def forward(self, x):
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, s, d)
+
+
+def test_autocast_and_attention_kernels_are_part_of_the_signature():
+    """The same inputs under bf16 autocast move fewer bytes, and through the math attention
+    kernel more than through the flash one: each context is counted once, and a step is only
+    given the counts of a step in the same context."""
+    model, x = _Attention(), torch.randn(2, 16, 32)
+    contexts = [contextlib.nullcontext, lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+                lambda: sdpa_kernel([SDPBackend.MATH])] * 2
+
+    def run(**kw):
+        with em.Counter(model, **kw) as c:
+            for context in contexts:
+                with context():
+                    model(x).float().sum().backward()
+                model.zero_grad(set_to_none=True)
+                c.step()
+        return c.steps
+
+    every, auto = run(count="every"), run()
+    assert list(auto["counted"]) == [True, True, True, False, False, False]
+    assert list(auto["counts_from"]) == [0, 1, 2, 0, 1, 2]
+    pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
+    # the three contexts do different work (reusing one's counts for another would show)
+    assert len(set(every.loc[:2, "bytes_read"])) == 3
 
 
 def test_without_a_model_every_step_is_counted():
