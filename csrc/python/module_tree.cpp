@@ -24,14 +24,28 @@ py::object module_dict(PyObject* module, PyObject* name) {
 
 namespace {
 
+// A module's class, or the class it had before ModuleScopes gave it its scoped subclass (whose
+// own __dict__ names it: python/effmetrics/scopes.py). The tree is the same while its modules
+// are scoped: a Counter's counted steps see it scoped, its other steps not. Borrowed.
+PyObject* class_before_scoping(PyObject* m) {
+  static PyObject* const kOriginal = PyUnicode_InternFromString("_effmetrics_original");
+  PyTypeObject* cls = Py_TYPE(m);
+  if (PyType_HasFeature(cls, Py_TPFLAGS_HEAPTYPE) && cls->tp_dict != nullptr) {
+    PyObject* original = PyDict_GetItemWithError(cls->tp_dict, kOriginal);  // borrowed
+    if (original != nullptr) return original;
+    if (PyErr_Occurred()) throw py::error_already_set();
+  }
+  return reinterpret_cast<PyObject*>(cls);
+}
+
 // A module tree as params.scan() checks it before every pass (python/effmetrics/params.py,
-// _Walk.structure), flat, in the order of `modules`: each module's class; then for its _modules,
-// _parameters and _buffers in turn: the dict's length, its keys, and its values' ids (_modules)
-// or classes (the other two). Read with the CPython API: the same list built in Python cost
-// ~6,500 instructions a module, a tenth of em.profile's own cost on a ViT. visit_structure
-// hands each entry to a visitor in that order (object: a class or key; size; id) and stops when
-// it returns false: module_structure builds the list, module_tree_if_unchanged compares a kept
-// one in place.
+// _Walk.structure), flat, in the order of `modules`: each module's class (before scoping:
+// class_before_scoping); then for its _modules, _parameters and _buffers in turn: the dict's
+// length, its keys, and its values' ids (_modules) or classes (the other two). Read with the
+// CPython API: the same list built in Python cost ~6,500 instructions a module, a tenth of
+// em.profile's own cost on a ViT. visit_structure hands each entry to a visitor in that order
+// (object: a class or key; size; id) and stops when it returns false: module_structure builds the
+// list, module_tree_if_unchanged compares a kept one in place.
 template <typename Visitor>
 bool visit_structure(PyObject* modules, Visitor& v) {
   static PyObject* const kDicts[3] = {PyUnicode_InternFromString("_modules"),
@@ -40,7 +54,7 @@ bool visit_structure(PyObject* modules, Visitor& v) {
   const Py_ssize_t n = PyList_GET_SIZE(modules);
   for (Py_ssize_t i = 0; i < n; ++i) {
     PyObject* m = PyList_GET_ITEM(modules, i);
-    if (!v.object(reinterpret_cast<PyObject*>(Py_TYPE(m)))) return false;
+    if (!v.object(class_before_scoping(m))) return false;
     for (int k = 0; k < 3; ++k) {
       py::object d = module_dict(m, kDicts[k]);
       if (!v.size(PyDict_GET_SIZE(d.ptr()))) return false;
@@ -129,6 +143,23 @@ py::object module_tree_if_unchanged(py::handle root, const py::list& below,
       visit_structure(modules.ptr(), compare) && compare.at == PyList_GET_SIZE(structure.ptr());
   if (PyErr_Occurred()) PyErr_Clear();  // an int too large for a size or address: not the same
   return same ? py::object(std::move(modules)) : py::none();
+}
+
+// Each module's `training` flag, a byte a module (0 or 1), as Counter's signatures compare them
+// before every model call: a submodule put in eval mode (a frozen BatchNorm, dropout off) does
+// other work at the same inputs. In Python the same loop cost ~45 ns a module.
+py::bytes training_modes(const py::list& modules) {
+  static PyObject* const kTraining = PyUnicode_InternFromString("training");
+  const Py_ssize_t n = PyList_GET_SIZE(modules.ptr());
+  std::string modes(n, '\0');
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    py::object flag = py::reinterpret_steal<py::object>(
+        PyObject_GetAttr(PyList_GET_ITEM(modules.ptr(), i), kTraining));
+    const int on = flag ? PyObject_IsTrue(flag.ptr()) : -1;
+    if (on < 0) throw py::error_already_set();
+    modes[i] = static_cast<char>(on);
+  }
+  return py::bytes(modes);
 }
 
 // ModuleScopes.acquire's pass over an eager model's modules (python/effmetrics/scopes.py):
@@ -243,4 +274,5 @@ void bind_module_tree(py::module_& m) {
   m.def("scope_classes", &scope_classes, py::arg("modules"), py::arg("added"), py::arg("scoped_of"),
         py::arg("make_scoped"), py::arg("swapped"), py::arg("hooked"));
   m.def("restore_classes", &restore_classes, py::arg("classes"));
+  m.def("training_modes", &training_modes, py::arg("modules"));
 }

@@ -12,7 +12,7 @@ from effmetrics import _C
 from effmetrics.compiled import CompileWatch, counting_callable, unwrap
 from effmetrics.energy import MeterReader, energy_summary, open_meter
 from effmetrics.inputs import device_of, leaves, parse_device
-from effmetrics.params import scan
+from effmetrics.params import scan, walk_of
 from effmetrics.pipeline import STAGE_COLUMNS, StageActions, pipeline_stages
 from effmetrics.profiler import _report, _timeline
 from effmetrics.report import COUNT_FIELDS, Report
@@ -74,42 +74,32 @@ def _kernel_context() -> tuple:
 
 class _Signatures:
     """What makes one call of the model do the same work as another: its inputs' shapes,
-    dtypes, devices and requires_grad, their non-tensor values, the keyword names, the model's
-    training mode, grad mode, autocast and the attention kernels allowed (_kernel_context),
-    its module set (a version bumped whenever a submodule is assigned anywhere under the
-    model) and its parameters' state for backward (requires_grad, and whether a gradient is
-    there to accumulate into)."""
+    dtypes, devices and requires_grad, their non-tensor values, the keyword names, grad mode,
+    autocast and the attention kernels allowed (_kernel_context); and the model's tree as
+    params.scan sees it (a version bumped whenever anything in it changed: a submodule added,
+    deleted or replaced, a parameter or buffer added or removed), each module's training mode,
+    and its parameters' state for backward (requires_grad, and whether a gradient is there to
+    accumulate into)."""
 
     def __init__(self, model: nn.Module):
         self.model = model
         self.version = 0
-        self._ids = {id(m) for m in model.modules()}
-        self._params = list(model.parameters())
-        self._handle = nn.modules.module.register_module_module_registration_hook(self._assigned)
+        self._walk = None
 
-    def _assigned(self, module, name, submodule) -> None:
-        if id(module) in self._ids:
+    def _model_state(self) -> tuple:
+        walk, modules = walk_of(self.model)  # ~20 us for ViT-Ti's 113 modules, warm
+        if walk is not self._walk:
+            self._walk = walk
             self.version += 1
-            if submodule is not None:
-                self._ids.update(id(m) for m in submodule.modules())
-            self._params = None  # listed again at the next call
-
-    def _param_state(self) -> int:
-        """Two bits a parameter: requires_grad, and .grad is None (backward then assigns the
-        gradient instead of adding to it)."""
-        if self._params is None:
-            self._params = list(self.model.parameters())
-        state = 1
-        for p in self._params:
-            state = state << 2 | p.requires_grad << 1 | (p.grad is None)
-        return state
+        return (self.version, _C.training_modes(modules),
+                _C.backward_state(modules, walk.occ))
 
     def close(self) -> None:
-        self._handle.remove()
+        self._walk = None
 
     def of(self, args: tuple, kwargs: dict) -> tuple:
-        sig = [self.model.training, torch.is_grad_enabled(), _kernel_context(), self.version,
-               self._param_state(), len(args), tuple(kwargs)]
+        sig = [torch.is_grad_enabled(), _kernel_context(), self._model_state(), len(args),
+               tuple(kwargs)]
         for x in leaves(args, kwargs):
             if isinstance(x, torch.Tensor):
                 sig.append((x.shape, x.dtype, x.device, x.requires_grad))
@@ -134,14 +124,14 @@ class Counter:
     count: which steps run under the observer.
         "auto" (default): the first step, and each step whose model calls have an input
         signature (shapes, dtypes, devices and requires_grad of the inputs, their other values,
-        training/eval and grad mode, autocast and the attention kernels allowed, the module
-        set) not counted before. The other steps reuse the counts of the step that had their
-        signature and run unobserved from the model's first call on: no per-op callbacks, no
-        module hooks. Only the ops before that call (data loading, copies to the device: the
-        part of a step that no signature describes) are observed in every step, and added to
-        the reused counts. Work that depends on the inputs' values at the same signature (an
-        MoE router's tokens per expert) gets the counted step's figures: count such a model
-        with "every".
+        grad mode, autocast and the attention kernels allowed; the model's tree, every module's
+        training/eval mode, its parameters' requires_grad and gradients) not counted before.
+        The other steps reuse the counts of the step that had their signature and run
+        unobserved from the model's first call on: no per-op callbacks, no module hooks. Only
+        the ops before that call (data loading, copies to the device: the part of a step that
+        no signature describes) are observed in every step, and added to the reused counts.
+        Work that depends on the inputs' values at the same signature (an MoE router's tokens
+        per expert) gets the counted step's figures: count such a model with "every".
         "every": every step is counted (the observer runs throughout).
         N (int): steps 0, N, 2N, ... are counted; a step in between reuses the counts of a
         counted step with its signature, and has none (NaN) when no counted step has it.

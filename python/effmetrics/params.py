@@ -95,10 +95,11 @@ _WALKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _structure(modules: list) -> list:
-    """Everything a walk reads off the tree, flat, in walk order: each module's class; the keys
-    of its _modules, _parameters and _buffers; the ids of its submodules and the types of its
-    parameters and buffers (None or a tensor class); each dict's length first
-    (_C.module_structure builds it: in Python it cost ~6,500 instructions a module). The walk is
+    """Everything a walk reads off the tree, flat, in walk order: each module's class (the class
+    before ModuleScopes gave it a scoped subclass, if it did); the keys of its _modules,
+    _parameters and _buffers; the ids of its submodules and the types of its parameters and
+    buffers (None or a tensor class); each dict's length first (_C.module_structure builds it:
+    in Python it cost ~6,500 instructions a module). The walk is
     the same when the list is equal and no module it walked was freed (then no other module has
     their ids). This catches what torch's registration hooks miss (`del`, direct dict edits); a
     parameter replaced by another (Module._apply puts new ones into _parameters directly) is
@@ -160,6 +161,20 @@ def scan(model: nn.Module) -> ModelScan:
     facts (which occurrences view the same memory, numel, requires_grad) read again each time,
     in one C++ call, and the counts made again when they changed. Each call returns its own
     ParamCount."""
+    walk, modules = walk_of(model)
+    occ, facts = _tensors(walk, modules)
+    scanned = walk.scanned
+    if scanned is None or scanned[0] != facts:
+        scanned = walk.scanned = (facts, *_scanned(walk, occ, *facts))
+    _, counted, distinct = scanned  # the counts; the objects are this call's
+    return ModelScan(counts=copy_counts(counted.counts), module_params=counted.module_params,
+                     module_names=counted.module_names, parameters=[occ[i] for i in distinct],
+                     watch=counted.watch, modules=modules, semi_structured=counted.semi_structured)
+
+
+def walk_of(model: nn.Module) -> tuple[_Walk, list]:
+    """The model's walk, kept while its tree is the same (_structure; a new _Walk once anything
+    in it changed), and its modules in pre-order (the root first)."""
     try:
         walk = _WALKS.get(model)
     except TypeError:  # an unhashable module (its class defines __eq__ only)
@@ -173,14 +188,7 @@ def scan(model: nn.Module) -> ModelScan:
             _WALKS[model] = walk
         except TypeError:  # unhashable: walked each time
             pass
-    occ, facts = _tensors(walk, modules)
-    scanned = walk.scanned
-    if scanned is None or scanned[0] != facts:
-        scanned = walk.scanned = (facts, *_scanned(walk, occ, *facts))
-    _, counted, distinct = scanned  # the counts; the objects are this call's
-    return ModelScan(counts=copy_counts(counted.counts), module_params=counted.module_params,
-                     module_names=counted.module_names, parameters=[occ[i] for i in distinct],
-                     watch=counted.watch, modules=modules, semi_structured=counted.semi_structured)
+    return walk, modules
 
 
 def copy_counts(counts: ParamCount) -> ParamCount:

@@ -337,4 +337,5 @@ def _scoped_class(cls: type) -> type:
                               _DYNAMO, _COMPILER)
     return type(cls)(cls.__name__, (cls,), {
         "forward": forward, "__reduce_ex__": _reduce_ex, "__module__": cls.__module__,
-        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
+        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
+        "_effmetrics_original": cls})  # params' tree check sees cls (module_tree.cpp)

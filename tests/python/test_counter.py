@@ -168,6 +168,44 @@ def test_mode_module_set_and_grad_mode_are_part_of_the_signature():
     assert list(steps["flops"]) == [2 * 2 * 64] * 3 + [2 * 2 * 2 * 64] * 2
 
 
+def _frozen(linear):
+    linear.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
+
+
+@pytest.mark.parametrize("change", [
+    lambda m: m[1].eval(),  # a submodule's mode: batch statistics no longer computed
+    lambda m: m[2].eval(),  # dropout off
+    lambda m: m.__delitem__(3),  # `del`: no registration hook sees it
+    lambda m: m._modules.pop("3"),  # the dict edited directly
+    lambda m: m._modules.__setitem__("2", nn.ReLU()),  # a layer swapped: same modes, params
+    lambda m: _frozen(m[3]),  # a parameter replaced by a frozen one under its name
+], ids=["batchnorm eval", "dropout eval", "del", "dict edit", "layer swapped",
+        "parameter replaced"])
+def test_a_change_inside_the_model_is_counted_not_reused(change):
+    """A change anywhere in the model that the root's state does not show: step 2 is counted
+    (its counts are count="every"'s, not step 0's), and step 3 reuses step 2's."""
+
+    def run(**kw):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(16, 16), nn.BatchNorm1d(16), nn.Dropout(0.5),
+                              nn.Linear(16, 16))
+        x = torch.randn(8, 16)
+        with em.Counter(model, **kw) as c:
+            for i in range(4):
+                if i == 2:
+                    change(model)
+                model(x).sum().backward()
+                model.zero_grad(set_to_none=True)
+                c.step()
+        return c.steps
+
+    every, auto = run(count="every"), run()
+    assert list(auto["counted"]) == [True, False, True, False]
+    assert list(auto["counts_from"]) == [0, 0, 2, 2]
+    pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
+    assert (every.loc[2, COUNTS] != every.loc[0, COUNTS]).any()  # the change is visible
+
+
 def test_gradients_to_accumulate_into_are_part_of_the_signature():
     """Without zero_grad the first backward assigns the gradients and the later ones add to
     them: step 1 does more work than step 0 and is counted, not given step 0's counts."""

@@ -249,6 +249,47 @@ def test_module_tree_if_unchanged_compares_the_kept_structure_in_place():
         em._C.module_tree_if_unchanged(model, [model[0]], kept)
 
 
+def test_a_scoped_tree_is_the_same_tree():
+    """While ModuleScopes holds a model (each module of a scoped subclass of its class), the tree
+    check sees each module's class before scoping: scan keeps its walk, and a Counter's counted
+    steps (scoped) and its other steps (not) compare alike."""
+    from effmetrics.params import scan, walk_of
+    from effmetrics.scopes import ModuleScopes
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    walk, _ = walk_of(model)
+    found = scan(model)
+    scopes = ModuleScopes.acquire(found.module_names, found.modules)
+    try:
+        assert type(model[0]) is not nn.Linear  # scoped
+        assert walk_of(model)[0] is walk
+    finally:
+        ModuleScopes.release(scopes)
+    assert type(model[0]) is nn.Linear and walk_of(model)[0] is walk
+    object.__setattr__(model[1], "__class__", nn.Identity)  # any other class change: a new walk
+    assert walk_of(model)[0] is not walk
+
+
+def test_training_modes_and_backward_state_read_each_module_and_parameter():
+    """_C.training_modes: a byte per module, its training flag. _C.backward_state: a byte per
+    parameter found by (module index, name), bit 0 requires_grad, bit 1 a gradient is there."""
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.Linear(2, 2))
+    modules = [model, *model]
+    model[1].eval()
+    assert em._C.training_modes(modules) == bytes([1, 1, 0, 1])
+    model[2].bias.requires_grad_(False)
+    model(torch.randn(3, 2)).sum().backward()
+    model[0].weight.grad = None
+    pairs = [(1, "weight"), (1, "bias"), (3, "weight"), (3, "bias")]
+    assert em._C.backward_state(modules, pairs) == bytes([0b01, 0b11, 0b11, 0b00])
+    with pytest.raises(KeyError):
+        em._C.backward_state(modules, [(1, "nope")])
+    with pytest.raises(IndexError, match="backward_state: module index"):
+        em._C.backward_state(modules, [(4, "weight")])
+    with pytest.raises(TypeError, match=r"backward_state: each pair is \(module index, name\)"):
+        em._C.backward_state(modules, [1])
+
+
 def test_named_tensor_facts_finds_each_tensor_by_module_and_name():
     """_C.named_tensor_facts, how scan reads the parameters again before every pass: the tensor
     at modules[i].<where>[name] for each (i, name), its TensorImpl address, and the facts (the
