@@ -113,19 +113,25 @@ py::tuple named_tensor_facts(const py::list& modules, const py::list& pairs, con
   return py::make_tuple(tensors, cdata, py::make_tuple(f.first, f.numel, grad));
 }
 
-// What a backward does with the parameters named by pairs (in modules' "_parameters"), as
-// Counter's signatures compare it before every model call: a byte each, bit 0 requires_grad,
-// bit 1 a gradient is there (backward then adds to it instead of assigning it). In Python the
-// same loop cost ~280 ns a parameter.
-py::bytes backward_state(const py::list& modules, const py::list& pairs) {
+// The state of the parameters named by pairs (in modules' "_parameters") that changes the work
+// of a call at the same inputs, as Counter's signatures compare it before every model call: four
+// bytes a parameter: bit 0 requires_grad and bit 1 a gradient is there (backward then adds to it
+// instead of assigning it); the dtype (model.to(torch.bfloat16) on a model fed token ids); the
+// device type and index. In Python the first two alone cost ~170 ns a parameter.
+py::bytes parameter_state(const py::list& modules, const py::list& pairs) {
   static PyObject* const kParameters = PyUnicode_InternFromString("_parameters");
-  std::string state(PyList_GET_SIZE(pairs.ptr()), '\0');
-  for_each_named_tensor(
-      modules, pairs, kParameters, "backward_state",
-      [&](Py_ssize_t k, PyObject*, const py::object& address) {
-        const c10::TensorImpl* impl = impl_at(address);
-        state[k] = static_cast<char>(impl->requires_grad() | impl->grad().defined() << 1);
-      });
+  std::string state(4 * PyList_GET_SIZE(pairs.ptr()), '\0');
+  for_each_named_tensor(modules, pairs, kParameters, "parameter_state",
+                        [&](Py_ssize_t k, PyObject*, const py::object& address) {
+                          const c10::TensorImpl* impl = impl_at(address);
+                          const c10::Device device = impl->device();
+                          char* out = &state[4 * k];
+                          out[0] = static_cast<char>(impl->requires_grad() | impl->grad().defined()
+                                                                                 << 1);
+                          out[1] = static_cast<char>(impl->dtype().toScalarType());
+                          out[2] = static_cast<char>(device.type());
+                          out[3] = static_cast<char>(device.index());
+                        });
   return py::bytes(state);
 }
 
@@ -502,7 +508,7 @@ PYBIND11_MODULE(_C, m) {
   bind_module_tree(m);  // module_tree.cpp
   m.def("named_tensor_facts", &named_tensor_facts, py::arg("modules"), py::arg("pairs"),
         py::arg("where"));
-  m.def("backward_state", &backward_state, py::arg("modules"), py::arg("pairs"));
+  m.def("parameter_state", &parameter_state, py::arg("modules"), py::arg("pairs"));
   m.def("scalar_type_codes", [](const std::vector<uintptr_t>& impls) {
     std::vector<const c10::TensorImpl*> tensors;
     for (uintptr_t a : impls) tensors.push_back(reinterpret_cast<const c10::TensorImpl*>(a));

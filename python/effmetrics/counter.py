@@ -78,8 +78,8 @@ class _Signatures:
     autocast and the attention kernels allowed (_kernel_context); and the model's tree as
     params.scan sees it (a version bumped whenever anything in it changed: a submodule added,
     deleted or replaced, a parameter or buffer added or removed), each module's training mode,
-    and its parameters' state for backward (requires_grad, and whether a gradient is there to
-    accumulate into)."""
+    and its parameters' state: for backward (requires_grad, and whether a gradient is there to
+    accumulate into), dtype and device."""
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -92,7 +92,7 @@ class _Signatures:
             self._walk = walk
             self.version += 1
         return (self.version, _C.training_modes(modules),
-                _C.backward_state(modules, walk.occ))
+                _C.parameter_state(modules, walk.occ))
 
     def close(self) -> None:
         self._walk = None
@@ -125,13 +125,13 @@ class Counter:
         "auto" (default): the first step, and each step whose model calls have an input
         signature (shapes, dtypes, devices and requires_grad of the inputs, their other values,
         grad mode, autocast and the attention kernels allowed; the model's tree, every module's
-        training/eval mode, its parameters' requires_grad and gradients) not counted before.
-        The other steps reuse the counts of the step that had their signature and run
-        unobserved from the model's first call on: no per-op callbacks, no module hooks. Only
-        the ops before that call (data loading, copies to the device: the part of a step that
-        no signature describes) are observed in every step, and added to the reused counts.
-        Work that depends on the inputs' values at the same signature (an MoE router's tokens
-        per expert) gets the counted step's figures: count such a model with "every".
+        training/eval mode, its parameters' requires_grad, gradients, dtypes and devices) not
+        counted before. The other steps reuse the counts of the step that had their signature
+        and run unobserved from the model's first call on: no per-op callbacks, no module
+        hooks. Only the ops before that call (data loading, copies to the device: the part of a
+        step that no signature describes) are observed in every step, and added to the reused
+        counts. Work that depends on the inputs' values at the same signature (an MoE router's
+        tokens per expert) gets the counted step's figures: count such a model with "every".
         "every": every step is counted (the observer runs throughout).
         N (int): steps 0, N, 2N, ... are counted; a step in between reuses the counts of a
         counted step with its signature, and has none (NaN) when no counted step has it.

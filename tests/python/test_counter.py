@@ -206,6 +206,29 @@ def test_a_change_inside_the_model_is_counted_not_reused(change):
     assert (every.loc[2, COUNTS] != every.loc[0, COUNTS]).any()  # the change is visible
 
 
+def test_a_model_cast_to_another_dtype_is_counted_not_reused():
+    """A language model fed token ids, cast to bf16 between steps: its inputs are the same, its
+    work moves half the bytes. Step 2 (the cast's copies before the call, then the model) and
+    step 3 are count="every"'s."""
+
+    def run(**kw):
+        torch.manual_seed(0)
+        model, ids = TinyLM(), torch.randint(0, 50, (4, 8))
+        with em.Counter(model, **kw) as c:
+            for i in range(4):
+                if i == 2:
+                    model.to(torch.bfloat16)
+                model(ids).float().sum().backward()
+                model.zero_grad(set_to_none=True)
+                c.step()
+        return c.steps
+
+    every, auto = run(count="every"), run()
+    assert list(auto["counted"]) == [True, False, True, False]
+    pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
+    assert every.loc[3, "bytes_read"] < every.loc[1, "bytes_read"]
+
+
 def test_gradients_to_accumulate_into_are_part_of_the_signature():
     """Without zero_grad the first backward assigns the gradients and the later ones add to
     them: step 1 does more work than step 0 and is counted, not given step 0's counts."""

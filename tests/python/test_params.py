@@ -270,9 +270,10 @@ def test_a_scoped_tree_is_the_same_tree():
     assert walk_of(model)[0] is not walk
 
 
-def test_training_modes_and_backward_state_read_each_module_and_parameter():
-    """_C.training_modes: a byte per module, its training flag. _C.backward_state: a byte per
-    parameter found by (module index, name), bit 0 requires_grad, bit 1 a gradient is there."""
+def test_training_modes_and_parameter_state_read_each_module_and_parameter():
+    """_C.training_modes: a byte per module, its training flag. _C.parameter_state: 4 bytes per
+    parameter found by (module index, name): bit 0 requires_grad and bit 1 a gradient is there;
+    the dtype's code (as scalar_type_codes gives it); the device type and index."""
     model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(), nn.Linear(2, 2))
     modules = [model, *model]
     model[1].eval()
@@ -281,13 +282,28 @@ def test_training_modes_and_backward_state_read_each_module_and_parameter():
     model(torch.randn(3, 2)).sum().backward()
     model[0].weight.grad = None
     pairs = [(1, "weight"), (1, "bias"), (3, "weight"), (3, "bias")]
-    assert em._C.backward_state(modules, pairs) == bytes([0b01, 0b11, 0b11, 0b00])
+    params = [model[0].weight, model[0].bias, model[2].weight, model[2].bias]
+
+    def codes():
+        return bytes(em._C.scalar_type_codes([p._cdata for p in params]))
+
+    state = em._C.parameter_state(modules, pairs)
+    assert state[0::4] == bytes([0b01, 0b11, 0b11, 0b00])
+    assert state[1::4] == codes()
+    model[2].to(torch.bfloat16)
+    params[2:] = [model[2].weight, model[2].bias]
+    cast = em._C.parameter_state(modules, pairs)
+    assert cast[1::4] == codes() and cast[1::4] != state[1::4]
+    assert cast[1::4][:2] == state[1::4][:2]
+    model[0].to("meta")
+    moved = em._C.parameter_state(modules, pairs)
+    assert moved[2::4][:2] != state[2::4][:2] and moved[2::4][2:] == state[2::4][2:]
     with pytest.raises(KeyError):
-        em._C.backward_state(modules, [(1, "nope")])
-    with pytest.raises(IndexError, match="backward_state: module index"):
-        em._C.backward_state(modules, [(4, "weight")])
-    with pytest.raises(TypeError, match=r"backward_state: each pair is \(module index, name\)"):
-        em._C.backward_state(modules, [1])
+        em._C.parameter_state(modules, [(1, "nope")])
+    with pytest.raises(IndexError, match="parameter_state: module index"):
+        em._C.parameter_state(modules, [(4, "weight")])
+    with pytest.raises(TypeError, match=r"parameter_state: each pair is \(module index, name\)"):
+        em._C.parameter_state(modules, [1])
 
 
 def test_named_tensor_facts_finds_each_tensor_by_module_and_name():
