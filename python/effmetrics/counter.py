@@ -130,8 +130,9 @@ class Counter:
         and run unobserved from the model's first call on: no per-op callbacks, no module
         hooks. Only the ops before that call (data loading, copies to the device: the part of a
         step that no signature describes) are observed in every step, and added to the reused
-        counts. Work that depends on the inputs' values at the same signature (an MoE router's
-        tokens per expert) gets the counted step's figures: count such a model with "every".
+        counts. Work that depends on anything else at the same signature (the inputs' values:
+        an MoE router's tokens per expert; a plain attribute a forward reads, set between
+        steps) gets the counted step's figures: count such a model with "every".
         "every": every step is counted (the observer runs throughout).
         N (int): steps 0, N, 2N, ... are counted; a step in between reuses the counts of a
         counted step with its signature, and has none (NaN) when no counted step has it.
