@@ -186,11 +186,17 @@ py::object scope_classes(const py::list& modules, const py::dict& added, const p
       if (!key || PyDict_DelItem(swapped.ptr(), key.ptr()) < 0) PyErr_Clear();
     }
   };
-  auto fail = [&] {  // an unexpected error: the swaps undone, the error raised
+  auto fail = [&] {               // an unexpected error: the swaps undone, the error raised
+#if PY_VERSION_HEX >= 0x030C0000  // PyErr_Fetch is deprecated from 3.12 (the GPU machine's)
+    PyObject* error = PyErr_GetRaisedException();
+    undo();
+    PyErr_SetRaisedException(error);
+#else
     PyObject *type, *value, *trace;
     PyErr_Fetch(&type, &value, &trace);
     undo();
     PyErr_Restore(type, value, trace);
+#endif
     throw py::error_already_set();
   };
   const Py_ssize_t n = PyList_GET_SIZE(modules.ptr());
