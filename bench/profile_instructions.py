@@ -13,8 +13,8 @@ gets), the observer with the scopes, and em.profile end to end with each.
 --train: a training step of the same model (forward, cross-entropy backward, SGD), bare, under
 the floor observer, under em.Counter(count="every") and count="auto". Each mode runs blocks of 2
 and of 6 steps (a `with` block each, c.step() after every step), and per step is the difference
-of the two over 4: the block's entry and exit (the scan, the report) and auto's first, counted
-step drop out, so auto's figure is an uncounted step's.
+of the two over 4: the block's entry and exit (the scan, the report) and auto's first two,
+counted steps drop out, so auto's figure is an uncounted step's.
 """
 from __future__ import annotations
 

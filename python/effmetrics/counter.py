@@ -121,12 +121,17 @@ class Counter:
         c.summary()  # whole-run figures
         c.report     # Report of the counted steps (by_module(), by_op(), ...)
 
+    A step is one optimizer step (or whatever repeats the same work): with gradient accumulation,
+    call c.step() after the optimizer's step, not after each micro-batch.
+
     count: which steps run under the observer.
         "auto" (default): the first step, and each step whose model calls have an input
         signature (shapes, dtypes, devices and requires_grad of the inputs, their other values,
         grad mode, autocast and the attention kernels allowed; the model's tree, every module's
         training/eval mode, its parameters' requires_grad, gradients, dtypes and devices) not
-        counted before. The other steps reuse the counts of the step that had their signature
+        counted before. The first step lends its counts to no other: it does one-time work (an
+        optimizer makes its state at its first step()), so the next step with its signature is
+        counted too. The other steps reuse the counts of the step that had their signature
         and run unobserved from the model's first call on: no per-op callbacks, no module
         hooks. Only the ops before that call (data loading, copies to the device: the part of a
         step that no signature describes) are observed in every step, and added to the reused
@@ -135,7 +140,8 @@ class Counter:
         steps) gets the counted step's figures: count such a model with "every".
         "every": every step is counted (the observer runs throughout).
         N (int): steps 0, N, 2N, ... are counted; a step in between reuses the counts of a
-        counted step with its signature, and has none (NaN) when no counted step has it.
+        counted step with its signature (step 0 lends none), and has none (NaN) when no
+        counted step has it.
         Without a model there is no signature: "auto" counts every step.
 
     ``c.steps`` has counts on every row and says how they were had: ``counted`` (the step ran
@@ -145,7 +151,7 @@ class Counter:
 
     A torch.compile'd model is counted through its graphs in its counted steps and runs its
     compiled code in the others: with "auto", the step times are the compiled run's from the
-    second step of each signature on.
+    second step of each signature on (the third, for the first step's).
 
     Backward ops are recognised by the autograd node they run in and attributed to the module
     of their forward op.
@@ -418,7 +424,8 @@ class Counter:
             comm = {name: None if t[ns] < 0 else (t[ns] - self._t_last[ns]) / 1e9
                     for name, ns in _COMM_TIMES}
             model_part = _diff(t, self._t_call) if self._t_call is not None else counts
-            self._learn(full, i, counts, model_part)
+            if i > 0:  # the run's first step does one-time work: it lends its counts to none
+                self._learn(full, i, counts, model_part)
             row["counts_from"] = i
         elif mode == "reuse":
             ref = self._known[full]

@@ -59,9 +59,10 @@ def test_auto_counts_each_new_signature_and_reuses_the_rest():
     every = _train(model, batches, count="every").steps
     c = _train(model, batches)  # count="auto" is the default
     auto = c.steps
-    # the first step, the first length-12 step and the last partial batch are new signatures
-    assert list(auto["counted"]) == [True, False, True, False, False, False, True]
-    assert list(auto["counts_from"]) == [0, 0, 2, 0, 2, 0, 6]
+    # the first step, the first length-12 step and the last partial batch are new signatures;
+    # the first step lends its counts to none (one-time work), so step 1 is counted too
+    assert list(auto["counted"]) == [True, True, True, False, False, False, True]
+    assert list(auto["counts_from"]) == [0, 1, 2, 1, 2, 1, 6]
     assert every["counted"].all() and list(every["counts_from"]) == list(range(7))
     pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
     # the observer saw the counted steps whole and, in the others, the copy before the call
@@ -70,8 +71,32 @@ def test_auto_counts_each_new_signature_and_reuses_the_rest():
     assert c.report.bytes_read == counted["bytes_read"].sum() + sum(
         ids.numel() * 8 for ids, seen in zip(batches, auto["counted"]) if not seen)
     s = c.summary()
-    assert s["counted_steps"] == 3 and s["step_time_basis"] == "uncounted steps"
+    assert s["counted_steps"] == 4 and s["step_time_basis"] == "uncounted steps"
     assert s["flops_per_step"] == pytest.approx(every["flops"].mean())
+
+
+def test_the_first_step_s_one_time_work_is_not_reused():
+    """AdamW makes its state (exp_avg, exp_avg_sq) at its first step(): the run's first step
+    writes more than the steps after it at the same signature. It lends its counts to none:
+    step 1 is counted and the later steps get its counts, equal to count="every"'s."""
+
+    def run(**kw):
+        torch.manual_seed(0)
+        model, ids = TinyLM(), torch.randint(0, 50, (4, 8))
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        with em.Counter(model, **kw) as c:
+            for _ in range(4):
+                model(ids).float().pow(2).mean().backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                c.step()
+        return c.steps
+
+    every, auto = run(count="every"), run()
+    assert every.loc[0, "bytes_written"] > every.loc[1, "bytes_written"]  # the state made
+    assert list(auto["counted"]) == [True, True, False, False]
+    assert list(auto["counts_from"]) == [0, 1, 1, 1]
+    pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
 
 
 def test_uncounted_steps_run_without_callbacks_or_module_hooks():
@@ -91,9 +116,9 @@ def test_uncounted_steps_run_without_callbacks_or_module_hooks():
         for _ in range(4):
             model(x)
             c.step()
-    assert seen == [(0, False), (0, True), (0, True), (0, True)]
-    assert type(model[1]) is Probe and list(c.steps["counted"]) == [True, False, False, False]
-    assert c.report.by_op().loc["aten::mul", "calls"] == 1  # the counted step's only
+    assert seen == [(0, False), (0, False), (0, True), (0, True)]
+    assert type(model[1]) is Probe and list(c.steps["counted"]) == [True, True, False, False]
+    assert c.report.by_op().loc["aten::mul", "calls"] == 2  # the counted steps' only
     assert (c.steps["flops"] == c.steps.loc[0, "flops"]).all()
 
 
@@ -104,9 +129,9 @@ def test_count_n_counts_exactly_the_chosen_steps():
     c = _train(model, batches, count=3)
     steps = c.steps
     assert list(steps["counted"]) == [True, False, False, True, False, False, True]
-    # step 1 has step 0's signature, step 5 step 3's; steps 2 and 4 (length 12) have no
-    # counted step with their signature: no counts, not someone else's
-    assert list(steps["counts_from"].fillna(-1)) == [0, 0, -1, 3, -1, 3, 6]
+    # steps 1 and 5 have step 3's signature (step 0 lends its counts to none: one-time work);
+    # steps 2 and 4 (length 12) have no counted step with theirs: no counts, not someone else's
+    assert list(steps["counts_from"].fillna(-1)) == [0, 3, -1, 3, -1, 3, 6]
     known = steps["counts_from"].notna()
     pd.testing.assert_frame_equal(steps.loc[known, COUNTS], every.loc[known, COUNTS],
                                   check_dtype=False)  # float: NaN in the other rows
@@ -116,21 +141,23 @@ def test_count_n_counts_exactly_the_chosen_steps():
 
 def test_count_n_fills_a_step_when_a_later_counted_step_has_its_signature():
     model = nn.Linear(8, 8)
-    sizes = [2, 5, 5, 2]  # count=2: steps 0 and 2 counted; step 1 waits for step 2's count
+    # count=2: steps 0, 2 and 4 counted; step 1 waits for step 2's count, step 3 for step 4's
+    # (step 0 lends its counts to none)
+    sizes = [2, 5, 5, 2, 2]
     with em.Counter(model, count=2) as c:
         for n in sizes:
             model(torch.randn(n, 8))
             c.step()
     steps = c.steps
-    assert list(steps["counted"]) == [True, False, True, False]
-    assert list(steps["counts_from"]) == [0, 2, 2, 0]
+    assert list(steps["counted"]) == [True, False, True, False, True]
+    assert list(steps["counts_from"]) == [0, 2, 2, 4, 4]
     assert list(steps["flops"]) == [2 * n * 8 * 8 for n in sizes]
 
 
 def test_a_step_that_turns_out_different_is_never_reused_wrongly():
     """Two model calls a step; the second's shape changes in step 2: the first call looked like
-    step 0's, so step 2 ran unobserved, has no counts, and the next such step is counted and
-    fills it."""
+    step 1's, so step 2 ran unobserved, has no counts, and the next such step is counted and
+    fills it. Step 4 looks like step 3 at its first call and like step 1 at its end."""
     model = nn.Linear(8, 8)
     a, b, big = torch.randn(2, 8), torch.randn(3, 8), torch.randn(6, 8)
     plan = [(a, b), (a, b), (a, big), (a, big), (a, b)]
@@ -140,8 +167,8 @@ def test_a_step_that_turns_out_different_is_never_reused_wrongly():
             model(y)
             c.step()
     steps = c.steps
-    assert list(steps["counted"]) == [True, False, False, True, False]
-    assert list(steps["counts_from"]) == [0, 0, 3, 3, 0]
+    assert list(steps["counted"]) == [True, True, False, True, False]
+    assert list(steps["counts_from"]) == [0, 1, 3, 3, 1]
     expected = [2 * 8 * 8 * (len(x) + len(y)) for x, y in plan]
     assert list(steps["flops"]) == expected
 
@@ -183,7 +210,7 @@ def _frozen(linear):
         "parameter replaced"])
 def test_a_change_inside_the_model_is_counted_not_reused(change):
     """A change anywhere in the model that the root's state does not show: step 2 is counted
-    (its counts are count="every"'s, not step 0's), and step 3 reuses step 2's."""
+    (its counts are count="every"'s, not step 1's), and step 3 reuses step 2's."""
 
     def run(**kw):
         torch.manual_seed(0)
@@ -200,8 +227,8 @@ def test_a_change_inside_the_model_is_counted_not_reused(change):
         return c.steps
 
     every, auto = run(count="every"), run()
-    assert list(auto["counted"]) == [True, False, True, False]
-    assert list(auto["counts_from"]) == [0, 0, 2, 2]
+    assert list(auto["counted"]) == [True, True, True, False]
+    assert list(auto["counts_from"]) == [0, 1, 2, 2]
     pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
     assert (every.loc[2, COUNTS] != every.loc[0, COUNTS]).any()  # the change is visible
 
@@ -224,7 +251,7 @@ def test_a_model_cast_to_another_dtype_is_counted_not_reused():
         return c.steps
 
     every, auto = run(count="every"), run()
-    assert list(auto["counted"]) == [True, False, True, False]
+    assert list(auto["counted"]) == [True, True, True, False]
     pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
     assert every.loc[3, "bytes_read"] < every.loc[1, "bytes_read"]
 
@@ -275,8 +302,9 @@ def test_autocast_and_attention_kernels_are_part_of_the_signature():
         return c.steps
 
     every, auto = run(count="every"), run()
-    assert list(auto["counted"]) == [True, True, True, False, False, False]
-    assert list(auto["counts_from"]) == [0, 1, 2, 0, 1, 2]
+    # step 3 is in step 0's context, but step 0 lends its counts to none: counted
+    assert list(auto["counted"]) == [True, True, True, True, False, False]
+    assert list(auto["counts_from"]) == [0, 1, 2, 3, 1, 2]
     pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
     # the three contexts do different work (reusing one's counts for another would show)
     assert len(set(every.loc[:2, "bytes_read"])) == 3
@@ -305,14 +333,14 @@ def test_uncounted_steps_have_device_wall_but_no_busy(host_timeline):
             c.step()
     steps = c.steps
     assert c.clock == "steady_clock" and steps["device_wall_s"].notna().all()
-    assert steps["busy_s"].notna().tolist() == [True, False, False]
+    assert steps["busy_s"].notna().tolist() == [True, True, False]
     assert c.summary()["idle_fraction"] is not None
 
 
 def test_a_compiled_model_runs_its_compiled_code_in_uncounted_steps():
-    """count="auto" on a compiled model: the first step counted through its graphs (eager
+    """count="auto" on a compiled model: the first two steps counted through its graphs (eager
     kernels), the later ones run the compiled code itself (a backend that counts its real
-    calls shows it), with the first step's counts."""
+    calls shows it), with the second step's counts."""
     calls = []
 
     def backend(gm, example_inputs):
@@ -327,9 +355,9 @@ def test_a_compiled_model_runs_its_compiled_code_in_uncounted_steps():
     eager = _loop(model, x, zero_grad=True, count="every")
     cm = torch.compile(model, backend=backend)
     compiled = _loop(cm, x, zero_grad=True)
-    assert list(compiled["counted"]) == [True, False, False]
+    assert list(compiled["counted"]) == [True, True, False]
     pd.testing.assert_frame_equal(compiled[COUNTS], eager[COUNTS])
-    assert len(calls) == 2  # steps 1 and 2 ran the compiled graph, step 0 the counting trace
+    assert len(calls) == 1  # step 2 ran the compiled graph, steps 0 and 1 the counting trace
     assert list(eager["counted"]) == [True] * 3
 
 
