@@ -264,7 +264,7 @@ class Counter:
     def __exit__(self, *exc) -> None:
         self._close_step_range()
         raw = self._close(*exc)
-        self.report = _report(raw, self._scan, compiles=dict(self._compiles))
+        self.report = _report(raw, self._scan, compiles=dict(self._compiles), model=self.model)
         if self._on_device:
             self._fill_device(raw.device_steps[self._filled:])
 

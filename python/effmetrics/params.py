@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import weakref
 
 import torch
 from torch import nn
+from torch.nn.parameter import UninitializedParameter
 
 from effmetrics import _C
 
@@ -66,6 +68,7 @@ class ModelScan:
     watch: list  # (TensorImpl address, numel) of each distinct parameter, for Profiler.watch
     modules: list  # each module once, in pre-order (module_names' keys are their ids)
     semi_structured: bool = False  # some parameter is a 2:4 semi-structured sparse tensor
+    lazy: int = 0  # parameters not materialized yet (a lazy module before its first call)
 
 
 @dataclasses.dataclass
@@ -169,7 +172,8 @@ def scan(model: nn.Module) -> ModelScan:
     _, counted, distinct = scanned  # the counts; the objects are this call's
     return ModelScan(counts=copy_counts(counted.counts), module_params=counted.module_params,
                      module_names=counted.module_names, parameters=[occ[i] for i in distinct],
-                     watch=counted.watch, modules=modules, semi_structured=counted.semi_structured)
+                     watch=counted.watch, modules=modules, semi_structured=counted.semi_structured,
+                     lazy=counted.lazy)
 
 
 def walk_of(model: nn.Module) -> tuple[_Walk, list]:
@@ -238,7 +242,8 @@ def _scanned(walk: _Walk, occ: list, cdata: list, facts: tuple,
                         frozen=total - trainable, buffers=buffers, embedding=embedding)
     return ModelScan(counts, _inclusive(paths, first, numel, shared > 0), walk.module_names,
                      [], [(cdata[i], numel[i]) for i in distinct], [],
-                     any([is_semi_structured(occ[i]) for i in distinct])), distinct
+                     any([is_semi_structured(occ[i]) for i in distinct]),
+                     sum([isinstance(occ[i], UninitializedParameter) for i in distinct])), distinct
 
 
 def _inclusive(paths: list, first: list, numel: list, has_shared: bool) -> dict:
@@ -312,6 +317,12 @@ def count_params(model: nn.Module, nonzero: bool = False) -> ParamCount:
             "For a plain function there are no parameters to count."
         )
     model_scan = scan(model)
+    if model_scan.lazy:
+        warnings.warn(
+            f"effmetrics: {model_scan.lazy} parameter(s) of this model are not materialized yet "
+            "(a lazy module, e.g. nn.LazyLinear, before its first call): they count 0 here. "
+            "Count after one forward, or em.profile(model, x), which counts after its pass.",
+            stacklevel=2)
     if nonzero:
         counts = nonzero_counts(model_scan.parameters)
         model_scan.counts.nonzero = sum(counts) if counts is not None else None

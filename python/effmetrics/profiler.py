@@ -221,7 +221,7 @@ def profile(
         if memory:
             mem = m
         timing = {"wall_s": wall_s, "clock": clock} if time else None
-    return _report(raw, model_scan, mem, compiles, timing, basis)
+    return _report(raw, model_scan, mem, compiles, timing, basis, model=module)
 
 
 def _effective_inputs(model_scan: ModelScan | None, effective: bool) -> tuple:
@@ -299,10 +299,23 @@ def _profile_graph(gm: torch.fx.GraphModule, args: tuple, kwargs: dict, all_thre
 
 def _report(raw, model_scan: ModelScan | None, memory: dict | None = None,
             compiles: dict | None = None, timing: dict | None = None,
-            basis: dict | None = None) -> Report:
+            basis: dict | None = None, model: nn.Module | None = None) -> Report:
+    """The Report of a pass. model: the model model_scan scanned before the pass, scanned again
+    if some of its parameters were not materialized then (a lazy module's first call makes
+    them)."""
+    lazy = model_scan.lazy if model_scan is not None and model is not None else 0
+    if lazy:
+        model_scan = scan(model)
     params = copy_counts(model_scan.counts) if model_scan is not None else None
     report = Report(raw, params, model_scan.module_params if model_scan is not None else None,
                     memory, compiles=compiles, timing=timing, basis=basis)
+    if lazy:
+        # The pass watched their reads with 0 elements: applied and touched are not known.
+        report.params.applied = report.params.touched = None
+        warnings.warn(
+            f"effmetrics: {lazy} parameter(s) were not materialized before the pass (a lazy "
+            "module's first call made them): the parameter counts are the model's after the "
+            "pass; applied and touched are None. Profile again to have them.", stacklevel=3)
     if report.rule_errors:
         errors = "; ".join(f"{op}: {e.splitlines()[0]}" for op, e in report.rule_errors.items())
         warnings.warn(

@@ -249,6 +249,36 @@ def test_module_tree_if_unchanged_compares_the_kept_structure_in_place():
         em._C.module_tree_if_unchanged(model, [model[0]], kept)
 
 
+def test_a_lazy_model_is_counted_as_its_pass_leaves_it():
+    """nn.LazyLinear makes its parameters at its first call. count_params before it warns that
+    they count 0; em.profile and em.Counter count the model the pass left (sum of numel after
+    it), with applied and touched None (their reads were watched at 0 elements) and a warning."""
+    def lazy_model():
+        return nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 4))
+
+    x = torch.randn(4, 16)
+    model = lazy_model()
+    with pytest.warns(UserWarning, match="2 parameter.*not materialized.*count 0"):
+        before = em.count_params(model)
+    assert before.total == 8 * 4 + 4  # the Linear alone
+    with pytest.warns(UserWarning, match="2 parameter.*not materialized before the pass"):
+        rep = em.profile(model, x, backward=True)
+    total = sum(p.numel() for p in model.parameters())
+    assert total == 16 * 8 + 8 + 8 * 4 + 4
+    assert rep.params.total == total and rep.params.trainable == total
+    assert rep.params.applied is None and rep.params.touched is None
+    assert rep.by_module().loc["0", "params"] == 16 * 8 + 8
+    again = em.profile(model, x)  # materialized now: no warning, applied known
+    assert again.params.total == total and again.params.applied == total
+    model = lazy_model()
+    with pytest.warns(UserWarning, match="not materialized before the pass"):
+        with em.Counter(model) as c:
+            for _ in range(3):
+                model(x).sum().backward()
+                c.step()
+    assert c.report.params.total == total
+
+
 def test_a_scoped_tree_is_the_same_tree():
     """While ModuleScopes holds a model (each module of a scoped subclass of its class), the tree
     check sees each module's class before scoping: scan keeps its walk, and a Counter's counted
