@@ -143,6 +143,33 @@ def test_unsupported_leaf_op_keeps_its_bytes():
     assert row["bytes_read"] == 3 * 4 * 4 and row["bytes_written"] == 3 * 4 * 4
 
 
+def test_weight_norm_pad_splits_and_conjugate_views_have_rules():
+    """Ops that popular models run and that were listed unsupported: weight norm (wav2vec2's
+    positional conv) by its rule's formula; pad (Swin's windows), tensor_split (Mamba),
+    matrix_H (spectral_norm) and diag_embed, whose work is their bytes."""
+    lin = torch.nn.utils.parametrizations.weight_norm(nn.Linear(16, 8))
+    rep = em.profile(lin, torch.randn(4, 16), backward=True)
+    ops = rep.by_op()
+    assert rep.unsupported_ops == {}
+    assert ops.loc["aten::_weight_norm_interface", "flops"] == 3 * 8 * 16  # 3 * numel(v)
+    assert ops.loc["aten::_weight_norm_interface_backward", "flops"] == 5 * 8 * 16
+    x = torch.randn(2, 3, 5, 5)
+    rep = em.profile(lambda t: torch.nn.functional.pad(t, (1, 1, 2, 2)), x)
+    assert rep.unsupported_ops == {} and rep.flops == 0
+    # constant_pad_nd fills the padded output, then copies the input into its interior
+    assert rep.bytes_written == (2 * 3 * 9 * 7 + x.numel()) * 4
+    assert rep.bytes_read == x.numel() * 4
+    rep = em.profile(lambda t: [c.sum() for c in torch.tensor_split(t, 3, dim=2)], x)
+    assert rep.unsupported_ops == {} and rep.flops == x.numel()  # the sums, 1 per element
+    rep = em.profile(lambda t: t.H @ t, torch.randn(4, 3))  # .H runs aten::matrix_H
+    assert rep.unsupported_ops == {} and rep.macs == 3 * 4 * 3
+    v = torch.randn(2, 6)
+    rep = em.profile(torch.diag_embed, v)
+    assert rep.unsupported_ops == {} and rep.flops == 0
+    # zeros for the output, then the diagonals copied in
+    assert rep.bytes_read == v.numel() * 4 and rep.bytes_written == (2 * 6 * 6 + v.numel()) * 4
+
+
 @pytest.mark.parametrize("case", ["sparse", "complex", "quantized", "nested"])
 def test_exotic_tensors_do_not_crash(case):
     if case == "sparse":
