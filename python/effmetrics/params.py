@@ -102,11 +102,11 @@ def _structure(modules: list) -> list:
     before ModuleScopes gave it a scoped subclass, if it did); the keys of its _modules,
     _parameters and _buffers; the ids of its submodules and the types of its parameters and
     buffers (None or a tensor class); each dict's length first (_C.module_structure builds it:
-    in Python it cost ~6,500 instructions a module). The walk is
-    the same when the list is equal and no module it walked was freed (then no other module has
-    their ids). This catches what torch's registration hooks miss (`del`, direct dict edits); a
-    parameter replaced by another (Module._apply puts new ones into _parameters directly) is
-    found again by its name, and the tensors' facts are read at every scan."""
+    in Python it cost ~6,500 instructions a module). The walk is the same when the list is equal
+    and no module it walked was freed (then no other module has their ids). This catches what
+    torch's registration hooks miss (`del`, direct dict edits); a parameter replaced by another
+    (Module._apply puts new ones into _parameters directly) is found again by its name, and the
+    tensors' facts are read at every scan."""
     return _C.module_structure(modules)
 
 
