@@ -51,6 +51,10 @@ constexpr int kTopkK = 1;
 constexpr int kDropoutTrain = 2;
 // nll_loss_forward(self, target, weight, reduction, ignore_index)
 constexpr int kLossTarget = 1;
+// _cudnn_rnn_backward(input, weight[], weight_stride0, weight_buf, hx, cx, output, grad_output,
+//   grad_hy, grad_cy, mode, hidden_size, proj_size, num_layers, batch_first, dropout, train,
+//   bidirectional, batch_sizes, dropout_state, reserve, output_mask[input, hx, cx, weight])
+constexpr int kCudnnRnnBackwardMask = 21;
 // embedding(weight, indices), index_select(self, dim, index), gather(self, dim, index),
 // index(self, indices[]), take(self, index): the gathered-from tensor
 constexpr int kGatherSource = 0;
@@ -126,6 +130,55 @@ OpCost convolution_backward(const OpCall& c) {
   if (c.list_int(Args::kOutputMask, 0, 1)) macs += fwd;
   if (c.list_int(Args::kOutputMask, 1, 1)) macs += fwd;
   return OpCost::matmul(macs);
+}
+
+// Recurrent layers as one kernel each: oneDNN's mkldnn_rnn_layer (an LSTM on CPU; one layer and
+// direction a call: input, w_ih, w_hh, ...) and cuDNN's _cudnn_rnn (every layer and direction:
+// input, weight[], ...). Their work is the gate matmuls: every row of the sequence (numel(input)
+// / in: T*B rows, or sum(batch_sizes) packed) times every 2-D weight (w_ih [G*H, in], w_hh
+// [G*H, H], a projection's w_hr [P, H]; G = 4 LSTM, 3 GRU, 1 RNN). The gates' elementwise work
+// is not counted (as a matmul's fused activation). Without the rule the kernel's small ATen ops
+// (the biases added) made it look counted: an LSTM on CPU counted 256 of its 286,720 FLOPs.
+int64_t rnn_macs(const Shape& input, const Shape& w_ih, int64_t weights) {
+  if (w_ih.ndim != 2 || w_ih[1] <= 0) return -1;
+  return input.numel / w_ih[1] * weights;
+}
+
+OpCost mkldnn_rnn_layer(const OpCall& c) {
+  Shape w_ih = c.input(1), w_hh = c.input(2);
+  const int64_t macs = rnn_macs(c.input(0), w_ih, w_ih.numel + (w_hh.ndim == 2 ? w_hh.numel : 0));
+  return macs < 0 ? OpCost::generic_bytes() : OpCost::matmul(macs);
+}
+
+// Its backward: the gradients of the input (and of the recurrent state) and of the weights,
+// each the forward's matmuls again.
+OpCost mkldnn_rnn_layer_backward(const OpCall& c) {
+  OpCost fwd = mkldnn_rnn_layer(c);
+  return fwd.macs > 0 ? OpCost::matmul(2 * fwd.macs) : fwd;
+}
+
+int64_t cudnn_rnn_macs(const OpCall& c) {
+  const int n = c.list_size(1);
+  if (n == 0) return -1;
+  int64_t weights = 0;
+  for (int k = 0; k < n; ++k) {
+    Shape w = c.list_tensor(1, k);
+    if (w.ndim == 2) weights += w.numel;
+  }
+  return rnn_macs(c.input(0), c.list_tensor(1, 0), weights);
+}
+
+OpCost cudnn_rnn(const OpCall& c) {
+  const int64_t macs = cudnn_rnn_macs(c);
+  return macs < 0 ? OpCost::generic_bytes() : OpCost::matmul(macs);
+}
+
+// output_mask [input, hx, cx, weight]: the data gradients always (the recurrence runs through
+// them), the weight gradients where asked.
+OpCost cudnn_rnn_backward(const OpCall& c) {
+  const int64_t macs = cudnn_rnn_macs(c);
+  if (macs < 0) return OpCost::generic_bytes();
+  return OpCost::matmul(macs * (1 + (c.list_int(args::kCudnnRnnBackwardMask, 3, 1) != 0)));
 }
 
 // SDPA: q [b, hq, sq, dq], k [b, hkv, sk, dq], v [b, hkv, sk, dv] (Layout::kBHSD) or
@@ -385,6 +438,17 @@ const std::vector<Family>& families() {
       {OpKind::kMatmul, convolution_backward<args::ConvolutionBackwardOverrideable>,
        "one forward convolution per gradient in output_mask (input, weight); bias gradient not counted",
        {"convolution_backward_overrideable"}},
+      {OpKind::kMatmul, mkldnn_rnn_layer,
+       "macs = numel(input) / in * (numel(w_ih) + numel(w_hh)): the gate matmuls of one layer",
+       {"mkldnn_rnn_layer"}},
+      {OpKind::kMatmul, mkldnn_rnn_layer_backward, "2x the forward's matmuls (data and weights)",
+       {"mkldnn_rnn_layer_backward"}},
+      {OpKind::kMatmul, cudnn_rnn,
+       "macs = numel(input) / in * sum(numel of each 2-D weight): every layer's gate matmuls",
+       {"_cudnn_rnn", "miopen_rnn"}},
+      {OpKind::kMatmul, cudnn_rnn_backward,
+       "the forward's matmuls for the data gradients, again for the weights' (output_mask)",
+       {"_cudnn_rnn_backward"}},
       {OpKind::kMatmul, sdpa_forward<Layout::kBHSD>,
        "q[b,h,sq,dq], k[b,h,sk,dq], v[b,h,sk,dv]: macs = b*h*sq*sk*(dq+dv); effective: kept (i,j) pairs only",
        {"_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
@@ -504,6 +568,11 @@ const std::vector<Family>& families() {
       {OpKind::kVector, per_input<1, args::kBackwardSelf>,
        "flops = numel(forward input)",
        {"_adaptive_avg_pool2d_backward", "_adaptive_avg_pool3d_backward"}},
+      // reflection/replication pad backward: each gradient element added into the input's
+      {OpKind::kVector, per_input<1>, "flops = numel(grad_output)",
+       {"reflection_pad1d_backward", "reflection_pad2d_backward", "reflection_pad3d_backward",
+        "replication_pad1d_backward", "replication_pad2d_backward",
+        "replication_pad3d_backward"}},
       // interpolation
       {OpKind::kMemory, moves_bytes,
        "no FLOPs; bytes = distinct inputs read, outputs written",
@@ -626,11 +695,13 @@ const std::vector<Family>& families() {
         "split", "split_with_sizes", "unsafe_split", "unsafe_split_with_sizes", "chunk",
         "unsafe_chunk", "unbind", "unflatten", "flatten", "movedim", "moveaxis", "view_as",
         "view_as_real", "view_as_complex", "alias", "detach", "lift_fresh", "diagonal",
-        "unfold", "numpy_T", "mT", "mH", "matrix_H", "adjoint", "tensor_split", "swapaxes",
-        "swapdims", "contiguous", "to", "type_as", "resolve_conj", "resolve_neg", "_conj", "conj", "_neg_view", "real", "imag",
+        "unfold", "numpy_T", "mT", "mH", "matrix_H", "adjoint", "tensor_split", "meshgrid",
+        "swapaxes", "swapdims", "contiguous", "to", "type_as", "resolve_conj", "resolve_neg",
+        "_conj", "conj", "_neg_view", "real", "imag",
         "dropout", "feature_dropout", "alpha_dropout", "empty", "empty_like", "empty_strided",
         "new_empty", "new_empty_strided", "resize_", "resize_as_", "set_", "_resize_output_",
         "_has_compatible_shallow_copy_type", "is_same_size", "is_nonzero", "size", "stride",
+        "cudnn_is_acceptable",
         "_shape_as_tensor", "result_type", "_values", "_indices", "indices", "values",
         "coalesce", "_coalesced_", "is_coalesced", "sparse_resize_", "_nested_tensor_size",
         "_nested_tensor_strides", "_nested_view_from_buffer", "q_scale", "q_zero_point",

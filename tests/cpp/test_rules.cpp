@@ -174,6 +174,59 @@ TEST(Convolution, BackwardByOutputMask) {
   }
 }
 
+// A 2-layer bidirectional LSTM with a projection as cuDNN takes it: _cudnn_rnn(input,
+// weight[], weight_stride0, ...) with each layer and direction's w_ih, w_hh, b_ih, b_hh, w_hr.
+em::OpCall cudnn_lstm_call(bool backward, bool weight_grad) {
+  const int64_t T = 7, B = 3, I = 10, H = 16, P = 8, G = 4;
+  em::OpCall c;
+  c.add_tensor({T, B, I});
+  c.begin_tensor_list();
+  std::vector<std::vector<int64_t>> shapes;
+  for (int layer = 0; layer < 2; ++layer) {
+    for (int direction = 0; direction < 2; ++direction) {
+      const int64_t in = layer == 0 ? I : 2 * P;  // layer 2 reads both directions' projections
+      for (std::vector<int64_t> s :
+           {std::vector<int64_t>{G * H, in}, {G * H, P}, {G * H}, {G * H}, {P, H}}) {
+        shapes.push_back(s);
+      }
+    }
+  }
+  uintptr_t id = 1;
+  for (const auto& s : shapes) {
+    c.add_list_tensor(reinterpret_cast<const void*>(id++), s.data(), static_cast<int>(s.size()), 4);
+  }
+  if (backward) {
+    for (int k = 2; k < 21; ++k) c.add_none();  // weight_stride0 ... reserve: unread
+    c.add_bool_list({true, true, true, weight_grad});
+  }
+  return c;
+}
+
+TEST(Matmul, RecurrentLayers) {
+  // oneDNN, one LSTM layer and direction: input [T, B, I], w_ih [4H, I], w_hh [4H, H].
+  const int64_t T = 5, B = 2, I = 16, H = 32;
+  em::OpCall layer;
+  layer.add_tensor({B, T, I});  // batch first: the rows are the same
+  layer.add_tensor({4 * H, I});
+  layer.add_tensor({4 * H, H});
+  layer.add_tensor({4 * H});
+  layer.add_tensor({4 * H});
+  const int64_t macs = T * B * 4 * H * (I + H);
+  EXPECT_EQ(run("aten::mkldnn_rnn_layer", layer).macs, macs);
+  EXPECT_EQ(run("aten::mkldnn_rnn_layer_backward", layer).macs, 2 * macs);
+  EXPECT_EQ(kind("aten::mkldnn_rnn_layer"), em::OpKind::kMatmul);
+  // cuDNN, every layer and direction at once, projections included
+  const int64_t rows = 7 * 3, G = 4, H2 = 16, P = 8;
+  const int64_t layer1 = G * H2 * (10 + P) + P * H2, layer2 = G * H2 * (2 * P + P) + P * H2;
+  const int64_t fwd = rows * 2 * (layer1 + layer2);
+  EXPECT_EQ(run("aten::_cudnn_rnn", cudnn_lstm_call(false, false)).macs, fwd);
+  EXPECT_EQ(run("aten::_cudnn_rnn_backward", cudnn_lstm_call(true, true)).macs, 2 * fwd);
+  EXPECT_EQ(run("aten::_cudnn_rnn_backward", cudnn_lstm_call(true, false)).macs, fwd);
+  em::OpCall unreadable;  // no weights: bytes only, never a guess
+  unreadable.add_tensor({T, B, I});
+  EXPECT_EQ(run("aten::mkldnn_rnn_layer", unreadable).flops, 0);
+}
+
 TEST(Attention, SdpaForwardBackwardAndGqa) {
   const int64_t b = 2, h = 4, sq = 16, sk = 24, d = 8, dv = 12;
   em::OpCall fwd;  // BHSD

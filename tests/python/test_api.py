@@ -145,8 +145,9 @@ def test_unsupported_leaf_op_keeps_its_bytes():
 
 def test_weight_norm_pad_splits_and_conjugate_views_have_rules():
     """Ops that popular models run and that were listed unsupported: weight norm (wav2vec2's
-    positional conv) by its rule's formula; pad (Swin's windows), tensor_split (Mamba),
-    matrix_H (spectral_norm) and diag_embed, whose work is their bytes."""
+    positional conv) and reflection pad backward by their rules' formulas; pad (Swin's windows),
+    tensor_split (Mamba), matrix_H (spectral_norm), diag_embed and meshgrid, whose work is
+    their bytes."""
     lin = torch.nn.utils.parametrizations.weight_norm(nn.Linear(16, 8))
     rep = em.profile(lin, torch.randn(4, 16), backward=True)
     ops = rep.by_op()
@@ -168,6 +169,13 @@ def test_weight_norm_pad_splits_and_conjugate_views_have_rules():
     assert rep.unsupported_ops == {} and rep.flops == 0
     # zeros for the output, then the diagonals copied in
     assert rep.bytes_read == v.numel() * 4 and rep.bytes_written == (2 * 6 * 6 + v.numel()) * 4
+    # a reflection pad's backward adds each gradient element into the input's (EnCodec)
+    x = torch.randn(2, 3, 16, requires_grad=True)
+    rep = em.profile(lambda: torch.nn.functional.pad(x, (3, 3), mode="reflect").sum().backward())
+    assert rep.unsupported_ops == {}
+    assert rep.by_op().loc["aten::reflection_pad1d_backward", "flops"] == 2 * 3 * 22
+    rep = em.profile(lambda: torch.meshgrid(torch.arange(3), torch.arange(4), indexing="ij"))
+    assert rep.unsupported_ops == {}  # BEiT's relative positions: views
 
 
 @pytest.mark.parametrize("case", ["sparse", "complex", "quantized", "nested"])

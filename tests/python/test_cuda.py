@@ -24,6 +24,8 @@ MODELS = {
     "vit": (lambda: ViT(64, 2, 4, 128, 8, image=32, classes=10), (2, 3, 32, 32)),
     "transformer": (lambda: nn.TransformerEncoderLayer(64, 4, 128, dropout=0.0,
                                                        batch_first=True), (2, 16, 64)),
+    # cuDNN's _cudnn_rnn on the GPU, oneDNN's mkldnn_rnn_layer on the CPU: both rules agree
+    "lstm": (lambda: nn.LSTM(16, 32, num_layers=2, batch_first=True), (2, 5, 16)),
 }
 
 

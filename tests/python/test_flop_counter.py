@@ -70,3 +70,36 @@ def test_grouped_conv_backward_is_exact_where_reference_overcounts():
         conv(x).sum().backward()
     # torch's grad_weight term ignores groups: 8x the exact weight-gradient work.
     assert mode.get_total_flops() == 2 * (2 * macs_forward + 8 * macs_forward)
+
+
+@pytest.mark.parametrize("kind,bidirectional", [("LSTM", False), ("LSTM", True), ("GRU", False)])
+def test_recurrent_layers_match_flop_counter_on_torch_s_native_path(kind, bidirectional):
+    """An LSTM on CPU runs as oneDNN kernels (mkldnn_rnn_layer), one opaque op per layer and
+    direction, which FlopCounterMode does not see into. The reference: FlopCounterMode on torch's
+    native path (oneDNN off), which runs the same gate matmuls as ATen ops, every gradient asked
+    for (the kernels' backward computes all of them). The GRU runs natively either way."""
+    torch.manual_seed(0)
+    model = getattr(nn, kind)(16, 32, num_layers=2, batch_first=True, bidirectional=bidirectional)
+    x = torch.randn(2, 5, 16, requires_grad=True)
+    states = 2 * (2 if bidirectional else 1)
+    h = torch.zeros(states, 2, 32, requires_grad=True)
+    hx = (h, torch.zeros(states, 2, 32, requires_grad=True)) if kind == "LSTM" else h
+
+    def forward():
+        return model(x, hx)[0]
+
+    with torch.backends.mkldnn.flags(enabled=False):
+        expected_forward = reference_flops(forward)
+        expected = reference_flops(lambda: forward().sum().backward())
+    gates = {"LSTM": 4, "GRU": 3}[kind]
+    directions = 2 if bidirectional else 1
+    # by hand: T*B rows times each layer's w_ih and w_hh (layer 2 reads both directions)
+    rows = 2 * 5
+    by_hand = 2 * rows * directions * gates * 32 * ((16 + 32) + (32 * directions + 32))
+    assert expected_forward == by_hand
+    rep = em.profile(forward)
+    assert rep.flops_matmul == expected_forward and rep.unsupported_ops == {}
+    rep = em.profile(lambda: forward().sum().backward())
+    assert rep.flops_matmul == expected and rep.unsupported_ops == {}
+    if kind == "LSTM":  # the oneDNN path was the one counted
+        assert "aten::mkldnn_rnn_layer" in rep.by_op().index
