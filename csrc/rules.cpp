@@ -341,6 +341,36 @@ OpCost native_dropout(const OpCall& c) {
   return OpCost::vector(train ? 2 * c.input(0).numel : 0);
 }
 
+// Fused optimizer steps, one op for every parameter: the elementwise work torch's single-tensor
+// and foreach paths do op by op, per element of the parameters (arg 0, a list).
+int64_t list_numel(const OpCall& c, int i) {
+  int64_t n = 0;
+  for (int k = 0; k < c.list_size(i); ++k) n += c.list_tensor(i, k).numel;
+  return n;
+}
+
+// _fused_adam_/_fused_adamw_(self[], grads[], exp_avgs[], exp_avg_sqs[], max_exp_avg_sqs[],
+// state_steps[], lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, grad_scale, found_inf):
+// lerp (2), mul + addcmul (3), sqrt, divide, add eps (3), addcdiv (2); weight decay 1 (a mul of
+// the parameter, or an add to the gradient), amsgrad's maximum 1, maximize's negation 1. The
+// unscaling by grad_scale is not counted (the foreach path does it in GradScaler's own op).
+OpCost fused_adam(const OpCall& c) {
+  const int64_t per =
+      10 + (c.double_arg(9, 0.0) != 0.0) + (c.int_arg(11, 0) != 0) + (c.int_arg(12, 0) != 0);
+  return OpCost::vector(per * list_numel(c, 0));
+}
+
+// _fused_sgd_(self[], grads[], momentum_buffer_list[], weight_decay, momentum, lr, dampening,
+// nesterov, maximize, is_first_step, ...): the update (1); weight decay 1; momentum 2 (mul,
+// add; none on the first step, which copies the gradient), nesterov 1; maximize's negation 1.
+OpCost fused_sgd(const OpCall& c) {
+  const bool momentum = c.double_arg(4, 0.0) != 0.0;
+  const int64_t per = 1 + (c.double_arg(3, 0.0) != 0.0) +
+                      (momentum && c.int_arg(9, 0) == 0 ? 2 : 0) +
+                      (momentum && c.int_arg(7, 0) != 0) + (c.int_arg(8, 0) != 0);
+  return OpCost::vector(per * list_numel(c, 0));
+}
+
 // ---------------------------------------------------------------- bytes-only families
 OpCost moves_bytes(const OpCall&) { return OpCost::generic_bytes(); }
 OpCost no_cost(const OpCall&) { return OpCost::none(); }
@@ -624,6 +654,13 @@ const std::vector<Family>& families() {
        {"_transform_bias_rescale_qkv"}},
       {OpKind::kVector, native_dropout, "flops = 2 * numel(input) when training, else 0",
        {"native_dropout"}},
+      {OpKind::kVector, fused_adam,
+       "flops = numel(params) * (10 + [weight_decay] + [amsgrad] + [maximize])",
+       {"_fused_adam_", "_fused_adamw_"}},
+      {OpKind::kVector, fused_sgd,
+       "flops = numel(params) * (1 + [weight_decay] + 2*[momentum, not the first step] + "
+       "[nesterov] + [maximize])",
+       {"_fused_sgd_"}},
       {OpKind::kVector, scatter<args::IndexPut>, "flops = numel(values) if accumulate else 0; bytes: indices + values",
        {"index_put", "_index_put_impl"}},
       {OpKind::kVector, scatter<args::ScatterAdd>,

@@ -178,6 +178,41 @@ def test_weight_norm_pad_splits_and_conjugate_views_have_rules():
     assert rep.unsupported_ops == {}  # BEiT's relative positions: views
 
 
+@pytest.mark.parametrize("name,kw,per_element", [
+    ("AdamW", {}, 11),  # lerp 2, mul + addcmul 3, sqrt, div, add eps 3, addcdiv 2, decay 1
+    ("Adam", {}, 10),
+    ("Adam", {"weight_decay": 0.1}, 11),
+    ("AdamW", {"amsgrad": True}, 12),
+    ("AdamW", {"maximize": True}, 12),
+    ("SGD", {}, 1),
+    ("SGD", {"momentum": 0.9}, (1, 3)),  # the first step copies the gradient into the buffer
+    ("SGD", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.1, "maximize": True}, (4, 6)),
+])
+def test_a_fused_optimizer_step_counts_as_its_single_tensor_path(name, kw, per_element):
+    """fused=True runs one op for every parameter (_fused_adamw_, _fused_sgd_), which was listed
+    unsupported: it counts what torch's single-tensor path (foreach=False, one op at a time)
+    counts, first step and later, and the per-element formula written here."""
+    firsts, laters = per_element if isinstance(per_element, tuple) else (per_element,) * 2
+
+    def steps(**path):
+        torch.manual_seed(0)
+        model = nn.Linear(16, 8)
+        opt = getattr(torch.optim, name)(model.parameters(), lr=1e-3, **kw, **path)
+        reports = []
+        for _ in range(2):
+            model(torch.randn(4, 16)).sum().backward()
+            reports.append(em.profile(opt.step))
+        return reports
+
+    n = 16 * 8 + 8
+    steps_counted = 0 if name == "SGD" else 2  # Adam's step counters, one add per parameter
+    for path in ({"foreach": False}, {"fused": True}):
+        first, later = steps(**path)
+        assert first.unsupported_ops == {} and later.unsupported_ops == {}, path
+        assert first.flops == firsts * n + steps_counted, path
+        assert later.flops == laters * n + steps_counted, path
+
+
 @pytest.mark.parametrize("case", ["sparse", "complex", "quantized", "nested"])
 def test_exotic_tensors_do_not_crash(case):
     if case == "sparse":
