@@ -371,6 +371,9 @@ OpCost fused_sgd(const OpCall& c) {
   return OpCost::vector(per * list_numel(c, 0));
 }
 
+// GradScaler's unscale: each gradient multiplied by the inverse scale and checked finite.
+OpCost amp_unscale(const OpCall& c) { return OpCost::vector(2 * list_numel(c, 0)); }
+
 // ---------------------------------------------------------------- bytes-only families
 OpCost moves_bytes(const OpCall&) { return OpCost::generic_bytes(); }
 OpCost no_cost(const OpCall&) { return OpCost::none(); }
@@ -657,6 +660,9 @@ const std::vector<Family>& families() {
       {OpKind::kVector, fused_adam,
        "flops = numel(params) * (10 + [weight_decay] + [amsgrad] + [maximize])",
        {"_fused_adam_", "_fused_adamw_"}},
+      {OpKind::kVector, amp_unscale,
+       "flops = 2 * numel(grads) (multiply by the inverse scale, check finite)",
+       {"_amp_foreach_non_finite_check_and_unscale_"}},
       {OpKind::kVector, fused_sgd,
        "flops = numel(params) * (1 + [weight_decay] + 2*[momentum, not the first step] + "
        "[nesterov] + [maximize])",
@@ -683,7 +689,7 @@ const std::vector<Family>& families() {
         "int_repr", "dequantize", "quantize_per_tensor", "quantize_per_channel",
         "value_selecting_reduction_backward", "index_select_backward", "diagonal_backward",
         "as_strided_backward", "permute_backward",
-        "_fused_sdp_choice", "pad", "diag_embed"}},
+        "_fused_sdp_choice", "pad", "diag_embed", "_amp_update_scale_"}},
       {OpKind::kMemory, writes_only,
        "no FLOPs; bytes written = outputs",
        {"fill_", "zero_", "fill", "zeros", "ones", "full", "arange", "linspace", "logspace",

@@ -213,6 +213,26 @@ def test_a_fused_optimizer_step_counts_as_its_single_tensor_path(name, kw, per_e
         assert later.flops == laters * n + steps_counted, path
 
 
+def test_grad_scaler_steps_are_counted():
+    """GradScaler's unscale (one op for every gradient: multiply by the inverse scale, check
+    finite: 2 per element) and its scale update (a scalar: bytes) were listed unsupported."""
+    model = nn.Linear(16, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(model(torch.randn(4, 16)).sum()).backward()
+
+    def step():
+        scaler.unscale_(opt)
+        scaler.step(opt)
+        scaler.update()
+
+    rep = em.profile(step)
+    assert rep.unsupported_ops == {}
+    ops = rep.by_op()
+    assert ops.loc["aten::_amp_foreach_non_finite_check_and_unscale_", "flops"] == 2 * (16 * 8 + 8)
+    assert ops.loc["aten::_amp_update_scale_", "flops"] == 0
+
+
 @pytest.mark.parametrize("case", ["sparse", "complex", "quantized", "nested"])
 def test_exotic_tensors_do_not_crash(case):
     if case == "sparse":
