@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <deque>
 #include <mutex>
 #include <stdexcept>
@@ -371,6 +372,34 @@ OpCost fused_sgd(const OpCall& c) {
   return OpCost::vector(per * list_numel(c, 0));
 }
 
+// FFTs (_fft_r2c, _fft_c2c, _fft_c2r: self, dim[], normalization, ...): FFTW's benchmark
+// convention, 5 N log2 N for a complex transform of N points (N the product of the transformed
+// sizes), half that for a real one (r2c, and c2r whose real size is last_dim_size), times the
+// transforms in the batch. The normalization's scaling is not counted.
+template <int TenthsPerPoint, bool RealOutput>
+OpCost fft(const OpCall& c) {
+  Shape x = c.input(0);
+  const int dims = c.list_size(1);
+  if (x.ndim == 0 || dims == 0) return OpCost::generic_bytes();
+  int64_t n = 1;  // transformed points of self
+  for (int k = 0; k < dims; ++k) {
+    int64_t d = c.list_int(1, k, 0);
+    if (d < 0) d += x.ndim;
+    if (d < 0 || d >= x.ndim) return OpCost::generic_bytes();
+    n *= x[static_cast<int>(d)];
+  }
+  if (n <= 0) return OpCost::vector(0);
+  const int64_t batch = x.numel / n;
+  if (RealOutput) {  // c2r: the last transformed size is last_dim_size (arg 3), not self's
+    int64_t last = c.list_int(1, dims - 1, 0);
+    if (last < 0) last += x.ndim;
+    n = n / x[static_cast<int>(last)] * c.int_arg(3, x[static_cast<int>(last)]);
+  }
+  const double per =
+      TenthsPerPoint / 10.0 * static_cast<double>(n) * std::log2(static_cast<double>(n));
+  return OpCost::vector(batch * std::llround(per));
+}
+
 // GradScaler's unscale: each gradient multiplied by the inverse scale and checked finite.
 OpCost amp_unscale(const OpCall& c) { return OpCost::vector(2 * list_numel(c, 0)); }
 
@@ -660,6 +689,15 @@ const std::vector<Family>& families() {
       {OpKind::kVector, fused_adam,
        "flops = numel(params) * (10 + [weight_decay] + [amsgrad] + [maximize])",
        {"_fused_adam_", "_fused_adamw_"}},
+      {OpKind::kVector, fft<50, false>,
+       "flops = 5 * N * log2(N) per transform, N = the transformed points (FFTW's convention)",
+       {"_fft_c2c"}},
+      {OpKind::kVector, fft<25, false>,
+       "flops = 2.5 * N * log2(N) per transform of N real points (FFTW's convention)",
+       {"_fft_r2c"}},
+      {OpKind::kVector, fft<25, true>,
+       "flops = 2.5 * N * log2(N) per transform, N real points out (FFTW's convention)",
+       {"_fft_c2r"}},
       {OpKind::kVector, amp_unscale,
        "flops = 2 * numel(grads) (multiply by the inverse scale, check finite)",
        {"_amp_foreach_non_finite_check_and_unscale_"}},
@@ -730,6 +768,16 @@ const std::vector<Family>& families() {
        "no FLOPs; comm_bytes S = n x the output; bus bytes (n-1)/n x S", {"c10d::scatter_"}},
       {OpKind::kCollective, barrier, "no FLOPs, no bytes (its tensor is a placeholder)",
        {"c10d::barrier", "c10d::monitored_barrier_"}},
+      // ---- computed outside ATen, no FLOP rule: listed in unsupported_ops even where a small
+      // ATen op inside them (tril, the error check's any) counted FLOPs and made them look
+      // counted. Their bytes are those of the ATen ops below them.
+      {OpKind::kUnsupported, no_cost,
+       "no FLOP count: LAPACK/cuSOLVER work outside ATen; listed in unsupported_ops",
+       {"linalg_cholesky_ex", "linalg_qr", "_linalg_svd", "_linalg_eigh", "linalg_eig",
+        "_linalg_eigvals", "linalg_lstsq", "linalg_lu_factor_ex", "linalg_lu", "linalg_lu_solve",
+        "linalg_solve_triangular", "triangular_solve", "cholesky_solve", "cholesky_inverse",
+        "linalg_householder_product", "geqrf", "ormqr", "linalg_ldl_factor_ex",
+        "linalg_ldl_solve"}},
       // ---- views, allocation and metadata: no FLOPs, no bytes
       {OpKind::kView, no_cost,
        "no FLOPs, no bytes (view, allocation, metadata)",

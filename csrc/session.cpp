@@ -553,6 +553,12 @@ bool Session::count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, in
                     int64_t span) {
   const OpRule* rule = f.info->rule;
   try {
+    if (rule && rule->kind == OpKind::kUnsupported) {
+      // Known to compute outside ATen with no FLOP rule (LAPACK): listed, whatever the small
+      // ATen ops below it counted (they count as themselves, with the bytes they moved).
+      add_cell(tb, f, OpKind::kUnsupported, OpCost::none(), dur_ns, span);
+      return false;
+    }
     if (rule && !f.child_counted) {
       if (rule->kind != OpKind::kView) capture_outputs(fn.outputs(), f.call);
       if (f.call.unknown_shape() && rule->kind != OpKind::kView) {

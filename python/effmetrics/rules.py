@@ -188,8 +188,10 @@ def unregister_rule(op) -> bool:
 
 def rules():
     """The op rule table as a DataFrame, one row per op: ``op``, ``kind`` (matmul, vector,
-    memory, view), ``formula`` (what it counts), ``user`` (registered by register_rule) and
-    ``overridden`` (a built-in rule a registered one replaces)."""
+    memory, view; unsupported for ops known to compute outside ATen with no FLOP count, LAPACK's,
+    listed in unsupported_ops: register_rule gives one a count), ``formula`` (what it counts),
+    ``user`` (registered by register_rule) and ``overridden`` (a built-in rule a registered one
+    replaces)."""
     import pandas as pd
 
     return pd.DataFrame(_C.rules())

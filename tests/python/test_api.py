@@ -3,6 +3,7 @@ import abc
 import copy
 import io
 import json
+import math
 import threading
 import warnings
 
@@ -211,6 +212,38 @@ def test_a_fused_optimizer_step_counts_as_its_single_tensor_path(name, kw, per_e
         assert first.unsupported_ops == {} and later.unsupported_ops == {}, path
         assert first.flops == firsts * n + steps_counted, path
         assert later.flops == laters * n + steps_counted, path
+
+
+def test_ffts_count_by_fftw_s_convention():
+    """5 N log2 N per complex transform of N points, 2.5 N log2 N per real one (FFTW's benchmark
+    convention), times the transforms in the batch: FNet, Hyena and spectral convolutions run
+    these, which were listed unsupported."""
+    x = torch.randn(4, 6, 64)
+    rep = em.profile(torch.fft.rfft, x)  # 24 real transforms of 64 points
+    assert rep.unsupported_ops == {} and rep.flops == 24 * 2.5 * 64 * math.log2(64)
+    z = torch.randn(3, 16, 32, dtype=torch.cfloat)
+    rep = em.profile(lambda t: torch.fft.fft2(t), z)  # 3 complex transforms of 16 x 32 points
+    assert rep.unsupported_ops == {} and rep.flops == 3 * 5 * 512 * math.log2(512)
+    spectrum = torch.fft.rfft(x)
+    rep = em.profile(lambda t: torch.fft.irfft(t, n=64), spectrum)  # 64 real points out each
+    assert rep.unsupported_ops == {} and rep.flops == 24 * 2.5 * 64 * math.log2(64)
+
+
+def test_lapack_decompositions_are_listed_not_counted_by_their_small_ops():
+    """cholesky, QR, SVD, eigh run in LAPACK, outside ATen, with a small ATen op inside (tril,
+    triu, the error check's any) whose FLOPs made them look counted: they are listed in
+    unsupported_ops, and the small ops still count as themselves."""
+    a = torch.randn(16, 16)
+    s = a @ a.T + 16 * torch.eye(16)
+    cases = {"aten::linalg_cholesky_ex": lambda: torch.linalg.cholesky(s),
+             "aten::linalg_qr": lambda: torch.linalg.qr(a),
+             "aten::_linalg_svd": lambda: torch.linalg.svd(a),
+             "aten::_linalg_eigh": lambda: torch.linalg.eigh(s)}
+    for op, fn in cases.items():
+        rep = em.profile(fn)
+        assert rep.unsupported_ops == {op: 1}, op
+    rep = em.profile(lambda: torch.linalg.cholesky(s))
+    assert rep.by_op().loc["aten::tril", "flops"] == 16 * 16  # its own rule, 1 per element
 
 
 def test_grad_scaler_steps_are_counted():
