@@ -350,15 +350,30 @@ int64_t list_numel(const OpCall& c, int i) {
   return n;
 }
 
+// The _foreach_ ops (optimizers' foreach path, the default on CUDA, and clip_grad_norm_): one
+// kernel for a list of tensors on CUDA, where no ATen op runs below it (on CPU it runs the
+// single-tensor op per tensor). K FLOPs per element of the list (arg 0), as the single-tensor
+// op counts.
+template <int K>
+OpCost per_list_element(const OpCall& c) {
+  OpCost cost = OpCost::vector(K * list_numel(c, 0));
+  if (c.num_outputs() == 0) cost.bytes_written = c.arg_bytes(0);  // in place: its list written
+  return cost;
+}
+
 // _fused_adam_/_fused_adamw_(self[], grads[], exp_avgs[], exp_avg_sqs[], max_exp_avg_sqs[],
 // state_steps[], lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, grad_scale, found_inf):
 // lerp (2), mul + addcmul (3), sqrt, divide, add eps (3), addcdiv (2); weight decay 1 (a mul of
 // the parameter, or an add to the gradient), amsgrad's maximum 1, maximize's negation 1. The
 // unscaling by grad_scale is not counted (the foreach path does it in GradScaler's own op).
+// Written in place: the parameters, both moments, and the max with amsgrad.
 OpCost fused_adam(const OpCall& c) {
-  const int64_t per =
-      10 + (c.double_arg(9, 0.0) != 0.0) + (c.int_arg(11, 0) != 0) + (c.int_arg(12, 0) != 0);
-  return OpCost::vector(per * list_numel(c, 0));
+  const bool amsgrad = c.int_arg(11, 0) != 0;
+  const int64_t per = 10 + (c.double_arg(9, 0.0) != 0.0) + amsgrad + (c.int_arg(12, 0) != 0);
+  OpCost cost = OpCost::vector(per * list_numel(c, 0));
+  cost.bytes_written =
+      c.arg_bytes(0) + c.arg_bytes(2) + c.arg_bytes(3) + (amsgrad ? c.arg_bytes(4) : 0);
+  return cost;
 }
 
 // _fused_sgd_(self[], grads[], momentum_buffer_list[], weight_decay, momentum, lr, dampening,
@@ -369,7 +384,9 @@ OpCost fused_sgd(const OpCall& c) {
   const int64_t per = 1 + (c.double_arg(3, 0.0) != 0.0) +
                       (momentum && c.int_arg(9, 0) == 0 ? 2 : 0) +
                       (momentum && c.int_arg(7, 0) != 0) + (c.int_arg(8, 0) != 0);
-  return OpCost::vector(per * list_numel(c, 0));
+  OpCost cost = OpCost::vector(per * list_numel(c, 0));
+  cost.bytes_written = c.arg_bytes(0) + (momentum ? c.arg_bytes(2) : 0);  // in place
+  return cost;
 }
 
 // FFTs (_fft_r2c, _fft_c2c, _fft_c2r: self, dim[], normalization, ...): FFTW's benchmark
@@ -401,7 +418,11 @@ OpCost fft(const OpCall& c) {
 }
 
 // GradScaler's unscale: each gradient multiplied by the inverse scale and checked finite.
-OpCost amp_unscale(const OpCall& c) { return OpCost::vector(2 * list_numel(c, 0)); }
+OpCost amp_unscale(const OpCall& c) {
+  OpCost cost = OpCost::vector(2 * list_numel(c, 0));
+  cost.bytes_written = c.arg_bytes(0) + c.arg_bytes(1);  // the gradients, found_inf, in place
+  return cost;
+}
 
 // ---------------------------------------------------------------- bytes-only families
 OpCost moves_bytes(const OpCall&) { return OpCost::generic_bytes(); }
@@ -698,6 +719,21 @@ const std::vector<Family>& families() {
       {OpKind::kVector, fft<25, true>,
        "flops = 2.5 * N * log2(N) per transform, N real points out (FFTW's convention)",
        {"_fft_c2r"}},
+      {OpKind::kVector, per_list_element<1>,
+       "flops = numel(tensors): per element, as the single-tensor op",
+       {"_foreach_abs", "_foreach_acos", "_foreach_add", "_foreach_asin", "_foreach_atan",
+        "_foreach_ceil", "_foreach_clamp_max", "_foreach_clamp_min", "_foreach_cos",
+        "_foreach_cosh", "_foreach_div", "_foreach_erf", "_foreach_erfc", "_foreach_exp",
+        "_foreach_expm1", "_foreach_floor", "_foreach_frac", "_foreach_lgamma", "_foreach_log",
+        "_foreach_log10", "_foreach_log1p", "_foreach_log2", "_foreach_maximum",
+        "_foreach_minimum", "_foreach_mul", "_foreach_neg", "_foreach_pow",
+        "_foreach_reciprocal", "_foreach_round", "_foreach_rsqrt", "_foreach_sigmoid",
+        "_foreach_sign", "_foreach_sin", "_foreach_sinh", "_foreach_sqrt", "_foreach_sub",
+        "_foreach_tan", "_foreach_tanh", "_foreach_trunc", "_foreach_max"}},
+      {OpKind::kVector, per_list_element<2>,
+       "flops = 2 * numel(tensors): fused multiply-add forms, norms (square, add)",
+       {"_foreach_addcdiv", "_foreach_addcmul", "_foreach_lerp", "_foreach_norm",
+        "_foreach_powsum"}},
       {OpKind::kVector, amp_unscale,
        "flops = 2 * numel(grads) (multiply by the inverse scale, check finite)",
        {"_amp_foreach_non_finite_check_and_unscale_"}},
@@ -727,7 +763,8 @@ const std::vector<Family>& families() {
         "int_repr", "dequantize", "quantize_per_tensor", "quantize_per_channel",
         "value_selecting_reduction_backward", "index_select_backward", "diagonal_backward",
         "as_strided_backward", "permute_backward",
-        "_fused_sdp_choice", "pad", "diag_embed", "_amp_update_scale_"}},
+        "_fused_sdp_choice", "pad", "diag_embed", "_amp_update_scale_", "_foreach_copy",
+        "_foreach_clone"}},
       {OpKind::kMemory, writes_only,
        "no FLOPs; bytes written = outputs",
        {"fill_", "zero_", "fill", "zeros", "ones", "full", "arange", "linspace", "logspace",
@@ -735,7 +772,7 @@ const std::vector<Family>& families() {
         "exponential_", "geometric_", "log_normal_", "cauchy_", "randperm", "multinomial",
         "eye", "_efficientzerotensor", "zeros_like", "ones_like", "full_like", "new_zeros",
         "new_ones", "new_full", "rand_like", "randn_like", "randint_like", "rand", "randn",
-        "randint", "empty_permuted", "new_tensor", "one_hot"}},
+        "randint", "empty_permuted", "new_tensor", "one_hot", "_foreach_zero"}},
       {OpKind::kMemory, gather, "no FLOPs; bytes read = indices + gathered elements",
        {"embedding", "index_select", "gather", "take",
                                                "index"}},

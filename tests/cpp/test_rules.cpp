@@ -227,6 +227,50 @@ TEST(Matmul, RecurrentLayers) {
   EXPECT_EQ(run("aten::mkldnn_rnn_layer", unreadable).flops, 0);
 }
 
+TEST(Vector, ForeachListsAndFusedOptimizers) {
+  // A list of two tensors, [3, 4] and [5]: 17 elements, 68 bytes.
+  auto lists = [](int n_lists) {
+    em::OpCall c;
+    const std::vector<int64_t> a{3, 4}, b{5};
+    uintptr_t id = 1;
+    for (int l = 0; l < n_lists; ++l) {
+      c.begin_tensor_list();
+      c.add_list_tensor(reinterpret_cast<const void*>(id++), a.data(), 2, 4);
+      c.add_list_tensor(reinterpret_cast<const void*>(id++), b.data(), 1, 4);
+    }
+    return c;
+  };
+  em::OpCall add_ = lists(2);  // _foreach_add_(self[], other[]): in place, no outputs
+  em::OpCost c = run("aten::_foreach_add_", add_);
+  EXPECT_EQ(c.flops, 17);
+  EXPECT_EQ(c.bytes_written, 68);
+  EXPECT_EQ(c.bytes_read, 2 * 68);
+  em::OpCall lerp = lists(2);  // out of place: its outputs written
+  lerp.add_double(0.1);
+  lerp.add_output({3, 4});
+  lerp.add_output({5});
+  c = run("aten::_foreach_lerp", lerp);
+  EXPECT_EQ(c.flops, 2 * 17);
+  EXPECT_EQ(c.bytes_written, 68);
+  EXPECT_EQ(run("aten::_foreach_norm", lists(1)).flops, 2 * 17);
+  EXPECT_EQ(kind("aten::_foreach_zero_"), em::OpKind::kMemory);
+  // _fused_adamw_(self[], grads[], exp_avgs[], exp_avg_sqs[], max_exp_avg_sqs[], state_steps[],
+  // lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, ...)
+  auto adamw = [&](double weight_decay, bool amsgrad) {
+    em::OpCall c = lists(6);
+    for (double v : {1e-3, 0.9, 0.999, weight_decay, 1e-8}) c.add_double(v);
+    c.add_bool(amsgrad);
+    c.add_bool(false);
+    return c;
+  };
+  c = run("aten::_fused_adamw_", adamw(0.01, false));
+  EXPECT_EQ(c.flops, 11 * 17);
+  EXPECT_EQ(c.bytes_written, 3 * 68);  // parameters, exp_avgs, exp_avg_sqs
+  c = run("aten::_fused_adamw_", adamw(0.0, true));
+  EXPECT_EQ(c.flops, 11 * 17);  // no decay, amsgrad's maximum
+  EXPECT_EQ(c.bytes_written, 4 * 68);
+}
+
 TEST(Attention, SdpaForwardBackwardAndGqa) {
   const int64_t b = 2, h = 4, sq = 16, sk = 24, d = 8, dv = 12;
   em::OpCall fwd;  // BHSD

@@ -191,8 +191,10 @@ def test_weight_norm_pad_splits_and_conjugate_views_have_rules():
 ])
 def test_a_fused_optimizer_step_counts_as_its_single_tensor_path(name, kw, per_element):
     """fused=True runs one op for every parameter (_fused_adamw_, _fused_sgd_), which was listed
-    unsupported: it counts what torch's single-tensor path (foreach=False, one op at a time)
-    counts, first step and later, and the per-element formula written here."""
+    unsupported, and foreach=True one op for every list (_foreach_lerp_, ...; on CUDA with no ATen
+    op below it): each counts what torch's single-tensor path (foreach=False, one op at a time)
+    counts, first step and later, and the per-element formula written here. The foreach path
+    writes what the single-tensor path writes; the fused one its states in place."""
     firsts, laters = per_element if isinstance(per_element, tuple) else (per_element,) * 2
 
     def steps(**path):
@@ -207,11 +209,19 @@ def test_a_fused_optimizer_step_counts_as_its_single_tensor_path(name, kw, per_e
 
     n = 16 * 8 + 8
     steps_counted = 0 if name == "SGD" else 2  # Adam's step counters, one add per parameter
-    for path in ({"foreach": False}, {"fused": True}):
+    written = {}
+    paths = {"single": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+    for label, path in paths.items():
         first, later = steps(**path)
-        assert first.unsupported_ops == {} and later.unsupported_ops == {}, path
-        assert first.flops == firsts * n + steps_counted, path
-        assert later.flops == laters * n + steps_counted, path
+        assert first.unsupported_ops == {} and later.unsupported_ops == {}, label
+        assert first.flops == firsts * n + steps_counted, label
+        assert later.flops == laters * n + steps_counted, label
+        written[label] = later.bytes_written
+    assert written["foreach"] == written["single"]
+    # fused, in place: the parameters, the moments (and the max) or the momentum buffers, in
+    # float32, and Adam's step counters
+    states = 1 + ({"SGD": "momentum" in kw}.get(name, 2 + kw.get("amsgrad", False)))
+    assert written["fused"] == states * n * 4 + 4 * steps_counted
 
 
 def test_ffts_count_by_fftw_s_convention():

@@ -44,6 +44,24 @@ def test_cuda_counts_equal_cpu_counts(name, backward):
     assert rg.unsupported_ops == {}
 
 
+@pytest.mark.parametrize("path", [{"foreach": True}, {"fused": True}])
+def test_cuda_optimizer_steps_count_as_on_cpu(path):
+    """On CUDA an optimizer's foreach ops (the default there) and its fused step are each one
+    kernel with no ATen op below: their rules count what the single-tensor path counts on
+    CPU."""
+    def step_flops(device, **kw):
+        torch.manual_seed(0)
+        model = nn.Linear(64, 32).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, **kw)
+        for _ in range(2):
+            model(torch.randn(8, 64, device=device)).sum().backward()
+            rep = em.profile(opt.step)
+        assert rep.unsupported_ops == {}, (device, kw)
+        return rep.flops
+
+    assert step_flops("cuda", **path) == step_flops("cpu", foreach=False)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_sdpa_kernels_match_flop_counter(dtype):
     vit = ViT(64, 2, 4, 128, 8, image=32, classes=10).cuda().to(dtype)
