@@ -430,6 +430,9 @@ OpCost no_cost(const OpCall&) { return OpCost::none(); }
 OpCost writes_only(const OpCall& c) { return OpCost::bytes(0, c.output_bytes()); }
 // copy_(self, src): reads src, writes self.
 OpCost copy(const OpCall& c) { return OpCost::bytes(c.input(1).nbytes(), c.input(0).nbytes()); }
+// _foreach_copy_(self[], src[]) and _foreach_zero_(self[]): in place, their lists written.
+OpCost foreach_copy(const OpCall& c) { return OpCost::bytes(c.arg_bytes(1), c.arg_bytes(0)); }
+OpCost foreach_zero(const OpCall& c) { return OpCost::bytes(0, c.arg_bytes(0)); }
 // Gathers read the indices and the gathered elements only, not the whole source.
 int64_t index_bytes(const OpCall& c) {
   int64_t bytes = 0;
@@ -763,8 +766,10 @@ const std::vector<Family>& families() {
         "int_repr", "dequantize", "quantize_per_tensor", "quantize_per_channel",
         "value_selecting_reduction_backward", "index_select_backward", "diagonal_backward",
         "as_strided_backward", "permute_backward",
-        "_fused_sdp_choice", "pad", "diag_embed", "_amp_update_scale_", "_foreach_copy",
-        "_foreach_clone"}},
+        "_fused_sdp_choice", "pad", "diag_embed", "_amp_update_scale_", "_foreach_clone"}},
+      {OpKind::kMemory, foreach_copy, "no FLOPs; bytes read = src list, written = self list",
+       {"_foreach_copy"}},
+      {OpKind::kMemory, foreach_zero, "no FLOPs; bytes written = the list", {"_foreach_zero"}},
       {OpKind::kMemory, writes_only,
        "no FLOPs; bytes written = outputs",
        {"fill_", "zero_", "fill", "zeros", "ones", "full", "arange", "linspace", "logspace",
@@ -772,7 +777,7 @@ const std::vector<Family>& families() {
         "exponential_", "geometric_", "log_normal_", "cauchy_", "randperm", "multinomial",
         "eye", "_efficientzerotensor", "zeros_like", "ones_like", "full_like", "new_zeros",
         "new_ones", "new_full", "rand_like", "randn_like", "randint_like", "rand", "randn",
-        "randint", "empty_permuted", "new_tensor", "one_hot", "_foreach_zero"}},
+        "randint", "empty_permuted", "new_tensor", "one_hot"}},
       {OpKind::kMemory, gather, "no FLOPs; bytes read = indices + gathered elements",
        {"embedding", "index_select", "gather", "take",
                                                "index"}},

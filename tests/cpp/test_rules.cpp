@@ -254,6 +254,10 @@ TEST(Vector, ForeachListsAndFusedOptimizers) {
   EXPECT_EQ(c.bytes_written, 68);
   EXPECT_EQ(run("aten::_foreach_norm", lists(1)).flops, 2 * 17);
   EXPECT_EQ(kind("aten::_foreach_zero_"), em::OpKind::kMemory);
+  EXPECT_EQ(run("aten::_foreach_zero_", lists(1)).bytes_written, 68);  // zero_grad, foreach
+  c = run("aten::_foreach_copy_", lists(2));
+  EXPECT_EQ(c.bytes_read, 68);
+  EXPECT_EQ(c.bytes_written, 68);
   // _fused_adamw_(self[], grads[], exp_avgs[], exp_avg_sqs[], max_exp_avg_sqs[], state_steps[],
   // lr, beta1, beta2, weight_decay, eps, amsgrad, maximize, ...)
   auto adamw = [&](double weight_decay, bool amsgrad) {
