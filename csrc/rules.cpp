@@ -298,6 +298,50 @@ OpCost interpolate_backward(const OpCall& c) {
   return OpCost::vector((2 * Taps - 1) * c.input(0).numel);
 }
 
+// grid_sampler_2d/3d(input, grid, interpolation_mode, ...): interpolation at each output element
+// (N*C*spatial): bilinear/trilinear (mode 0) 4 or 8 taps, nearest (1) none, bicubic (2, 2-D
+// only) 16; as interpolate: 2*taps - 1 per output element. The grid's unnormalization is not
+// counted. Backward (grad_output first, output_mask [input, grid]): the same per gradient
+// element for each gradient asked for.
+template <int LinearTaps>
+int64_t grid_taps(const OpCall& c, int mode_arg) {
+  switch (c.int_arg(mode_arg, 0)) {
+    case 0:
+      return LinearTaps;
+    case 2:
+      return 16;
+    default:
+      return 0;
+  }
+}
+template <int LinearTaps>
+OpCost grid_sampler(const OpCall& c) {
+  const int64_t taps = grid_taps<LinearTaps>(c, 2);
+  return OpCost::vector(taps > 0 ? (2 * taps - 1) * c.output_numel(0) : 0);
+}
+template <int LinearTaps>
+OpCost grid_sampler_backward(const OpCall& c) {
+  const int64_t taps = grid_taps<LinearTaps>(c, 3);
+  const int64_t grads = (c.list_int(6, 0, 1) != 0) + (c.list_int(6, 1, 1) != 0);
+  return OpCost::vector(taps > 0 ? (2 * taps - 1) * c.input(0).numel * grads : 0);
+}
+
+// _cdist_forward(x1 [B, P, M], x2 [B, R, M], p, compute_mode): per pair and coordinate a
+// difference, a power (a square for p = 2) and an add; a root per pair. (For larger inputs and
+// p = 2 torch computes it through a matmul instead: counted there.) _cdist_backward(grad, x1,
+// x2, p, cdist): per pair and coordinate the gradient's 4 (difference, scale, multiply, add).
+OpCost cdist(const OpCall& c) {
+  Shape a = c.input(0), b = c.input(1);
+  if (a.ndim < 2 || b.ndim < 2) return OpCost::generic_bytes();
+  const int64_t pairs = c.output_numel(0);
+  return OpCost::vector(pairs * (3 * a[a.ndim - 1] + 1));
+}
+OpCost cdist_backward(const OpCall& c) {
+  Shape a = c.input(1);
+  if (a.ndim < 2) return OpCost::generic_bytes();
+  return OpCost::vector(4 * c.input(0).numel * a[a.ndim - 1]);
+}
+
 // topk: one pass with a heap of k: numel * ceil(log2(k+1)) comparisons.
 int64_t ceil_log2(int64_t n) {
   int64_t r = 0;
@@ -678,6 +722,21 @@ const std::vector<Family>& families() {
        {"upsample_trilinear3d"}},
       {OpKind::kVector, interpolate<16>, "flops = 31 * numel(output) (16 taps)",
        {"upsample_bicubic2d", "_upsample_bicubic2d_aa"}},
+      {OpKind::kVector, grid_sampler<4>,
+       "flops = (2 * taps - 1) * numel(output): bilinear 4 taps, bicubic 16, nearest 0",
+       {"grid_sampler_2d", "_grid_sampler_2d_cpu_fallback", "cudnn_grid_sampler"}},
+      {OpKind::kVector, grid_sampler<8>,
+       "flops = (2 * taps - 1) * numel(output): trilinear 8 taps, nearest 0",
+       {"grid_sampler_3d"}},
+      {OpKind::kVector, grid_sampler_backward<4>,
+       "flops = (2 * taps - 1) * numel(grad) per gradient in output_mask (input, grid)",
+       {"grid_sampler_2d_backward"}},
+      {OpKind::kVector, grid_sampler_backward<8>,
+       "flops = (2 * taps - 1) * numel(grad) per gradient in output_mask (input, grid)",
+       {"grid_sampler_3d_backward"}},
+      {OpKind::kVector, cdist, "flops = pairs * (3 * M + 1): difference, power, add; a root",
+       {"_cdist_forward"}},
+      {OpKind::kVector, cdist_backward, "flops = 4 * pairs * M", {"_cdist_backward"}},
       {OpKind::kVector, interpolate_backward<2>, "flops = 3 * numel(grad)",
        {"upsample_linear1d_backward"}},
       {OpKind::kVector, interpolate_backward<4>,

@@ -239,6 +239,31 @@ def test_ffts_count_by_fftw_s_convention():
     assert rep.unsupported_ops == {} and rep.flops == 24 * 2.5 * 64 * math.log2(64)
 
 
+def test_grid_sample_and_cdist_count_by_their_formulas():
+    """grid_sample (spatial transformers, deformable attention) interpolates like interpolate:
+    2 * taps - 1 per output element (bilinear 4 taps, bicubic 16, nearest none), its backward the
+    same per gradient element for each of the input's and the grid's gradients. cdist: per pair
+    and coordinate a difference, a power and an add, a root per pair; its backward 4 per pair
+    and coordinate. Both were listed unsupported."""
+    img = torch.randn(2, 3, 16, 16, requires_grad=True)
+    grid = (torch.rand(2, 8, 8, 2) * 2 - 1).requires_grad_()
+    out = 2 * 3 * 8 * 8
+    for mode, taps in (("bilinear", 4), ("bicubic", 16), ("nearest", 0)):
+        rep = em.profile(lambda m=mode: torch.nn.functional.grid_sample(
+            img, grid, mode=m, align_corners=False).sum().backward())
+        ops = rep.by_op()
+        assert rep.unsupported_ops == {}, mode
+        forward = (2 * taps - 1) * out if taps else 0
+        assert ops.loc["aten::grid_sampler_2d", "flops"] == forward, mode
+        assert ops.loc["aten::grid_sampler_2d_backward", "flops"] == 2 * forward, mode
+    x1, x2 = torch.randn(2, 5, 7, requires_grad=True), torch.randn(2, 6, 7)
+    rep = em.profile(lambda: torch.cdist(x1, x2).sum().backward())
+    ops = rep.by_op()
+    assert rep.unsupported_ops == {}
+    assert ops.loc["aten::_cdist_forward", "flops"] == 2 * 5 * 6 * (3 * 7 + 1)
+    assert ops.loc["aten::_cdist_backward", "flops"] == 4 * 2 * 5 * 6 * 7
+
+
 def test_lapack_decompositions_are_listed_not_counted_by_their_small_ops():
     """cholesky, QR, SVD, eigh run in LAPACK, outside ATen, with a small ATen op inside (tril,
     triu, the error check's any) whose FLOPs made them look counted: they are listed in
