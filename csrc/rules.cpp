@@ -888,6 +888,7 @@ const std::vector<Family>& families() {
         "unsafe_chunk", "unbind", "unflatten", "flatten", "movedim", "moveaxis", "view_as",
         "view_as_real", "view_as_complex", "alias", "detach", "lift_fresh", "diagonal",
         "unfold", "numpy_T", "mT", "mH", "matrix_H", "adjoint", "tensor_split", "meshgrid",
+        "broadcast_tensors",
         "swapaxes", "swapdims", "contiguous", "to", "type_as", "resolve_conj", "resolve_neg",
         "_conj", "conj", "_neg_view", "real", "imag",
         "dropout", "feature_dropout", "alpha_dropout", "empty", "empty_like", "empty_strided",

@@ -177,6 +177,8 @@ def test_weight_norm_pad_splits_and_conjugate_views_have_rules():
     assert rep.by_op().loc["aten::reflection_pad1d_backward", "flops"] == 2 * 3 * 22
     rep = em.profile(lambda: torch.meshgrid(torch.arange(3), torch.arange(4), indexing="ij"))
     assert rep.unsupported_ops == {}  # BEiT's relative positions: views
+    rep = em.profile(torch.broadcast_tensors, torch.randn(3, 1), torch.randn(1, 4))
+    assert rep.unsupported_ops == {} and rep.bytes_read == 0  # views (quantile runs it)
 
 
 @pytest.mark.parametrize("name,kw,per_element", [
