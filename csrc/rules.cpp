@@ -442,20 +442,18 @@ OpCost fft(const OpCall& c) {
   Shape x = c.input(0);
   const int dims = c.list_size(1);
   if (x.ndim == 0 || dims == 0) return OpCost::generic_bytes();
-  int64_t n = 1;  // transformed points of self
+  int64_t n = 1, last = 0;  // transformed points of self; the last transformed size
   for (int k = 0; k < dims; ++k) {
     int64_t d = c.list_int(1, k, 0);
     if (d < 0) d += x.ndim;
     if (d < 0 || d >= x.ndim) return OpCost::generic_bytes();
-    n *= x[static_cast<int>(d)];
+    last = x[static_cast<int>(d)];
+    n *= last;
   }
   if (n <= 0) return OpCost::vector(0);
   const int64_t batch = x.numel / n;
-  if (RealOutput) {  // c2r: the last transformed size is last_dim_size (arg 3), not self's
-    int64_t last = c.list_int(1, dims - 1, 0);
-    if (last < 0) last += x.ndim;
-    n = n / x[static_cast<int>(last)] * c.int_arg(3, x[static_cast<int>(last)]);
-  }
+  // c2r: the last transformed size out is last_dim_size (arg 3), not self's
+  if (RealOutput) n = n / last * c.int_arg(3, last);
   const double per =
       TenthsPerPoint / 10.0 * static_cast<double>(n) * std::log2(static_cast<double>(n));
   return OpCost::vector(batch * std::llround(per));

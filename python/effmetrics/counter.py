@@ -94,9 +94,6 @@ class _Signatures:
         return (self.version, _C.training_modes(modules),
                 _C.parameter_state(modules, walk.occ))
 
-    def close(self) -> None:
-        self._walk = None
-
     def of(self, args: tuple, kwargs: dict) -> tuple:
         sig = [torch.is_grad_enabled(), _kernel_context(), self._model_state(), len(args),
                tuple(kwargs)]
@@ -277,8 +274,6 @@ class Counter:
             if self._undo_call_hook is not None:
                 self._undo_call_hook()
                 self._undo_call_hook = None
-            if self._signatures is not None:
-                self._signatures.close()
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None

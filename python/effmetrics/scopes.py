@@ -275,18 +275,23 @@ class ModuleScopes:
 # ---------------------------------------------------------------- scoped classes
 
 _SCOPED: dict = {}  # original class -> its scoped subclass (made once per class; None: cannot)
-_ORIGINAL: dict = {}  # scoped subclass -> original class
+_ORIGINAL = "_effmetrics_original"  # a scoped subclass's own attribute: the class it scopes
+
+
+def _original_of(cls: type) -> type | None:
+    """The class a scoped subclass scopes (in its own __dict__, where params' tree check in
+    module_tree.cpp reads it too), or None: not one of ours."""
+    return cls.__dict__.get(_ORIGINAL)
 
 
 def _scoped_class_of(cls: type) -> type | None:
     """The scoped subclass of cls, made once per class: for a plain Python forward on the class,
     not TorchScript; None where it cannot be made (the global hooks scope such modules)."""
     scoped = None
-    if (cls not in _ORIGINAL and isinstance(getattr(cls, "forward", None), types.FunctionType)
+    if (_original_of(cls) is None and isinstance(getattr(cls, "forward", None), types.FunctionType)
             and not issubclass(cls, torch.jit.ScriptModule)):
         try:
             scoped = _scoped_class(cls)
-            _ORIGINAL[scoped] = cls
         except Exception:  # a metaclass or an __init_subclass__ that refuses
             scoped = None
     _SCOPED[cls] = scoped
@@ -322,7 +327,7 @@ def _reduce_ex(self, protocol):
     equal, which both know.)"""
     scoped = type(self)
     rv = super(scoped, self).__reduce_ex__(protocol)
-    original = _ORIGINAL.get(scoped)  # None: a class made on top of ours since (parametrize)
+    original = _original_of(scoped)  # None: a class made on top of ours since (parametrize)
     if (original is None or not isinstance(rv, tuple) or len(rv) < 2 or not rv[1]
             or rv[1][0] is not scoped):
         return rv
@@ -337,5 +342,4 @@ def _scoped_class(cls: type) -> type:
                               _DYNAMO, _COMPILER)
     return type(cls)(cls.__name__, (cls,), {
         "forward": forward, "__reduce_ex__": _reduce_ex, "__module__": cls.__module__,
-        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
-        "_effmetrics_original": cls})  # params' tree check sees cls (module_tree.cpp)
+        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__, _ORIGINAL: cls})
