@@ -19,6 +19,14 @@ OpNames& table() {
   return *n;
 }
 
+// A composite rule counts nothing itself: the op is one without a rule whose kernel is trusted.
+void set_rule(OpInfo& info, std::string_view op) {
+  const OpRule* rule = find_rule(op);
+  const bool composite = rule && rule->kind == OpKind::kComposite;
+  info.rule = composite ? nullptr : rule;
+  info.own_kernel = composite ? 0 : -1;
+}
+
 }  // namespace
 
 std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
@@ -26,7 +34,7 @@ std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
   std::lock_guard<std::mutex> lock(t.mu);
   const uint64_t version = rules_version();
   if (version != t.rules_version) {  // a rule was registered or removed: look every name up again
-    for (auto& [op, info] : t.infos) info.rule = find_rule(op);
+    for (auto& [op, info] : t.infos) set_rule(info, op);
     t.rules_version = version;
   }
   auto it = t.infos.find(std::string_view(name));
@@ -36,7 +44,7 @@ std::pair<std::string_view, OpInfo> resolve_op(const char* name, bool is_op) {
   OpInfo info;
   info.id = static_cast<uint32_t>(t.names.size() - 1);
   info.name = interned.c_str();
-  info.rule = find_rule(interned);
+  set_rule(info, interned);
   info.attention = find_attention(interned);
   info.is_op = is_op;
   info.compiled_region = interned.rfind("Torch-Compiled Region", 0) == 0;

@@ -28,6 +28,10 @@ struct OpInfo {
   bool comm_work = false;
   bool recv = false;     // a point-to-point receive (c10d op or backend work): waiting for a peer
   bool barrier = false;  // a c10d barrier (or its backend work): moves nothing
+  // Whether the op runs a kernel of its own (CPU, CUDA, ...), not a composite of other ops:
+  // 1 yes, 0 no or trusted (a composite rule: its kernel's work is the ops it runs), -1 not
+  // looked up yet (the observer asks the dispatcher when it first needs it, per thread).
+  mutable int8_t own_kernel = -1;
   // Learned by a thread's cache entry (each ThreadBuffer has its own copies), for muting: the
   // records seen nested in the op when last observed (-1: not yet), and the calls left before
   // it is observed again (an op's nesting can change with its inputs).

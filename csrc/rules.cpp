@@ -867,6 +867,15 @@ const std::vector<Family>& families() {
        "no FLOPs; comm_bytes S = n x the output; bus bytes (n-1)/n x S", {"c10d::scatter_"}},
       {OpKind::kCollective, barrier, "no FLOPs, no bytes (its tensor is a placeholder)",
        {"c10d::barrier", "c10d::monitored_barrier_"}},
+      // ---- a kernel of its own (not a composite) whose work is the ATen ops it runs: they
+      // count, and the op is not listed (an op with its own kernel and no rule is, since its
+      // kernel may compute outside ATen). Each one's op tree checked with torch.profiler.
+      {OpKind::kComposite, no_cost, "no count of its own: the ATen ops its kernel runs count",
+       {"_native_multi_head_attention",    // in-projection, bmm, masked softmax, out-projection
+        "_transformer_encoder_layer_fwd",  // the above, layer norms, feed-forward addmm
+        "_embedding_bag_backward",         // dense or sparse backward
+        "_linalg_det", "_linalg_solve_ex", "linalg_inv_ex",  // over LU (listed) and its solve
+        "linalg_matrix_exp"}},             // Taylor polynomials: bmm and add
       // ---- computed outside ATen, no FLOP rule: listed in unsupported_ops even where a small
       // ATen op inside them (tril, the error check's any) counted FLOPs and made them look
       // counted. Their bytes are those of the ATen ops below them.
@@ -980,6 +989,8 @@ const char* kind_name(OpKind kind) {
       return "collective";
     case OpKind::kUnsupported:
       return "unsupported";
+    case OpKind::kComposite:
+      return "composite";
   }
   return "unknown";
 }
@@ -996,8 +1007,9 @@ void register_rule(const std::string& op_name, OpKind kind, RuleFn cost,
   }
   if (kind == OpKind::kUnsupported) {
     throw std::invalid_argument("register_rule(" + op_name +
-                                "): kind must be matmul, vector, memory or view");
+                                "): kind must be matmul, vector, memory, view or composite");
   }
+  if (!cost && kind == OpKind::kComposite) cost = [](const OpCall&) { return OpCost::none(); };
   if (!cost) throw std::invalid_argument("register_rule(" + op_name + "): no cost function");
   UserRules& u = user_rules();
   std::lock_guard<std::mutex> lock(u.mu);

@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/count_nonzero.h>
 #include <ATen/record_function.h>
 #include <torch/csrc/autograd/graph_task.h>
@@ -92,9 +93,31 @@ int8_t coverage_class(OpKind kind) {
     case OpKind::kCollective:  // a rule, no FLOPs: its host time posts the backend's work
       return 1;
     case OpKind::kUnsupported:
+    case OpKind::kComposite:  // never a cell's kind (an op without a rule)
       return 2;
   }
   return 2;
+}
+
+// Whether the op runs a kernel of its own for a backend (CPU, CUDA, ...), not a composite
+// (CompositeImplicitAutograd, CompositeExplicitAutograd: its work is the ops it runs). Looked up
+// once per op name and thread; the first overload met decides.
+bool own_kernel(const at::RecordFunction& fn, const OpInfo& info) {
+  if (info.own_kernel < 0) {
+    static const c10::DispatchKeySet kBackends(
+        {c10::DispatchKey::CPU, c10::DispatchKey::CUDA, c10::DispatchKey::HIP,
+         c10::DispatchKey::XPU, c10::DispatchKey::MPS, c10::DispatchKey::PrivateUse1});
+    bool own = false;
+    try {
+      const std::optional<c10::OperatorName> name = fn.operator_name();
+      std::optional<c10::OperatorHandle> op;
+      if (name) op = c10::Dispatcher::singleton().findOp(*name);
+      own = op && op->hasKernelForAnyDispatchKey(kBackends);
+    } catch (const std::exception&) {
+    }
+    info.own_kernel = own ? 1 : 0;
+  }
+  return info.own_kernel == 1;
 }
 
 // True elements of a boolean mask, or -1 where its values cannot be read (meta, fake or
@@ -595,6 +618,13 @@ bool Session::count(const at::RecordFunction& fn, Frame& f, ThreadBuffer& tb, in
         cost = OpCost::bytes(f.call.input_bytes(), f.call.output_bytes());
       }
       add_cell(tb, f, OpKind::kUnsupported, cost, dur_ns, span);
+    } else if (!rule && f.info->is_op && !f.under_rule && own_kernel(fn, *f.info)) {
+      // No rule, and a kernel of its own that ran ATen ops which counted FLOPs. They may be all
+      // of its work (the MultiheadAttention fast path) or a small part of it (oneDNN's LSTM
+      // adds its biases with aten::add; LAPACK's error check): listed, never taken as counted.
+      // The ops below count as themselves. A composite rule marks a kernel whose ops are its
+      // work.
+      add_cell(tb, f, OpKind::kUnsupported, OpCost::none(), dur_ns, span);
     }
   } catch (const std::exception&) {
   }

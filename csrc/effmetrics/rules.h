@@ -19,6 +19,12 @@ enum class OpKind : uint8_t {
   kView,         // no FLOPs, no bytes: views, allocation, metadata
   kCollective,   // no FLOPs, no memory traffic: c10d collectives and p2p (comm bytes, group)
   kUnsupported,  // no rule: listed in unsupported_ops, bytes still counted
+  // No count of its own: its kernel (a CPU or CUDA kernel, not a composite) runs the ATen ops
+  // that do its work, and they count (the MultiheadAttention fast path). The observer treats
+  // it as an op without a rule; without this kind, an op with its own kernel and no rule is
+  // listed in unsupported_ops even where the ops inside it counted FLOPs, since its kernel
+  // may compute outside ATen (oneDNN's LSTM, LAPACK) and run only a small ATen op inside.
+  kComposite,
 };
 const char* kind_name(OpKind kind);
 
@@ -91,8 +97,9 @@ inline bool owns_children(const OpRule& rule) {
 const OpRule* find_rule(std::string_view op_name);
 
 // Registers (or replaces) the rule of op_name ("mylib::my_op", no overload): for custom ops,
-// ops the table lacks, or to override a built-in rule. kind: matmul, vector, memory or view
-// (throws std::invalid_argument otherwise, or for an empty name or callable). Thread-safe.
+// ops the table lacks, or to override a built-in rule. kind: matmul, vector, memory, view or
+// composite (its cost is never called, and may be empty); throws std::invalid_argument
+// otherwise, or for an empty name or (other kinds) an empty callable. Thread-safe.
 // Takes effect for profilers started after the call; a profiler already running applies it
 // only to op names its threads meet for the first time (never half an op). The callable is kept
 // alive for the life of the process (a running profiler may still hold it).

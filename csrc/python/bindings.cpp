@@ -245,8 +245,9 @@ OpKind parse_kind(const std::string& kind) {
   if (kind == "vector") return OpKind::kVector;
   if (kind == "memory") return OpKind::kMemory;
   if (kind == "view") return OpKind::kView;
-  throw std::invalid_argument("kind must be 'matmul', 'vector', 'memory' or 'view'; got '" + kind +
-                              "'");
+  if (kind == "composite") return OpKind::kComposite;
+  throw std::invalid_argument(
+      "kind must be 'matmul', 'vector', 'memory', 'view' or 'composite'; got '" + kind + "'");
 }
 
 // A rule written in Python: fn(args, outputs) -> (macs, flops, bytes_read, bytes_written), -1

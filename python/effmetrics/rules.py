@@ -17,7 +17,7 @@ import torch
 
 from effmetrics import _C
 
-_KINDS = ("matmul", "vector", "memory", "view")
+_KINDS = ("matmul", "vector", "memory", "composite")  # what register_rule takes
 
 
 class TensorArg(typing.NamedTuple):
@@ -117,7 +117,8 @@ def _checked(name: str, v, op: str) -> int:
 def register_rule(op, *, flops=None, macs=None, bytes_read=None, bytes_written=None,
                   kind: str = "matmul", formula: str | None = None) -> None:
     """Count ``op`` with your own formula (a custom ``torch.library`` op, an op the table lacks,
-    or an override of a built-in rule). A registered op is no longer unsupported.
+    or an override of a built-in rule). A registered op is no longer unsupported (a composite
+    one still is where nothing inside it counted FLOPs, like an op without a rule).
 
     Args:
         op: ``"namespace::name"`` as the profiler sees it (no overload), or the op object
@@ -133,9 +134,17 @@ def register_rule(op, *, flops=None, macs=None, bytes_read=None, bytes_written=N
             or both. ``kind="vector"``: give ``flops`` (macs default 0). ``kind="memory"``: no
             FLOPs. ``bytes_*`` default to the generic count (distinct inputs read, outputs
             written).
-        kind: "matmul" (tensor-core class), "vector", or "memory" (moves bytes, no FLOPs).
-            Matmul and vector rules own the op's subtree: nothing below it is counted again.
+        kind: "matmul" (tensor-core class), "vector", "memory" (moves bytes, no FLOPs), or
+            "composite": the op counts nothing itself, the ATen ops its kernel runs count (give
+            no counts). Matmul and vector rules own the op's subtree: nothing below it is
+            counted again.
         formula: the text ``rules()`` shows (default: "user rule").
+
+    An op with a kernel of its own (a ``torch.library`` op implemented for "CPU" or "CUDA", not
+    a composite of other ops) and no rule is listed in ``unsupported_ops`` even where ATen ops
+    inside it counted FLOPs: a kernel may compute outside ATen and run only a small ATen op
+    inside, so what ran inside is not taken as its whole count. Register such an op with its
+    formula, or with ``kind="composite"`` where its kernel's work is the ATen ops it runs.
 
     The callables run inside the profiler's observer: the GIL is taken only for their call, and
     only for this op. An exception inside them never stops the model: the op is listed in
@@ -147,9 +156,18 @@ def register_rule(op, *, flops=None, macs=None, bytes_read=None, bytes_written=N
     again replaces its rule. The callables are kept alive for the life of the process.
     """
     name = _op_name(op)
-    if kind not in _KINDS[:3]:
-        raise ValueError(f"register_rule({name!r}): kind must be 'matmul', 'vector' or "
-                         f"'memory'; got {kind!r}")
+    if kind not in _KINDS:
+        raise ValueError(f"register_rule({name!r}): kind must be 'matmul', 'vector', 'memory' "
+                         f"or 'composite'; got {kind!r}")
+    if kind == "composite":
+        given = [k for k, v in (("flops", flops), ("macs", macs), ("bytes_read", bytes_read),
+                                ("bytes_written", bytes_written)) if v is not None]
+        if given:
+            raise ValueError(f"register_rule({name!r}): kind='composite' counts nothing itself "
+                             f"(the ops its kernel runs count); drop {', '.join(given)}")
+        _C.register_rule(name, kind, lambda args, outputs: (0, 0, 0, 0), _tensor_arg,
+                         formula or "user rule: the ATen ops its kernel runs count")
+        return
     parts = {k: _part(k, v, name) for k, v in (("flops", flops), ("macs", macs),
                                                 ("bytes_read", bytes_read),
                                                 ("bytes_written", bytes_written))}
@@ -189,7 +207,8 @@ def unregister_rule(op) -> bool:
 def rules():
     """The op rule table as a DataFrame, one row per op: ``op``, ``kind`` (matmul, vector,
     memory, view; unsupported for ops known to compute outside ATen with no FLOP count, LAPACK's,
-    listed in unsupported_ops: register_rule gives one a count), ``formula`` (what it counts),
+    listed in unsupported_ops: register_rule gives one a count; composite for ops with a kernel
+    of their own whose work is the ATen ops it runs), ``formula`` (what it counts),
     ``user`` (registered by register_rule) and ``overridden`` (a built-in rule a registered one
     replaces)."""
     import pandas as pd

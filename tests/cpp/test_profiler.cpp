@@ -572,6 +572,48 @@ TEST(Profiler, RegistrationWhileProfilingIsSafe) {
   em::unregister_rule("aten::mm");
 }
 
+// Two ops whose kernels run an ATen matmul: one a CPU kernel of its own, one a composite.
+TORCH_LIBRARY(em_cpp_kernel_test, m) {
+  m.def("own_mm(Tensor a, Tensor b) -> Tensor");
+  m.def("composite_mm(Tensor a, Tensor b) -> Tensor");
+}
+TORCH_LIBRARY_IMPL(em_cpp_kernel_test, CPU, m) {
+  m.impl("own_mm", [](const at::Tensor& a, const at::Tensor& b) { return at::mm(a, b); });
+}
+TORCH_LIBRARY_IMPL(em_cpp_kernel_test, CompositeExplicitAutograd, m) {
+  m.impl("composite_mm", [](const at::Tensor& a, const at::Tensor& b) { return at::mm(a, b); });
+}
+
+// An op with a kernel of its own and no rule is listed even where the ATen ops inside it
+// counted FLOPs (they count as themselves): its kernel may compute outside ATen. A composite
+// op, or one registered as composite, is counted by the ops it runs and not listed.
+TEST(Profiler, OwnKernelWithoutRuleIsListedWhateverRanInsideIt) {
+  auto a = torch::randn({6, 4}), b = torch::randn({4, 5});
+  auto call = [&](const char* op) {
+    c10::Dispatcher::singleton()
+        .findSchemaOrThrow(op, "")
+        .typed<at::Tensor(const at::Tensor&, const at::Tensor&)>()
+        .call(a, b);
+  };
+  auto profile = [&](const char* op) {
+    em::Profiler prof;
+    call(op);
+    return prof.stop();
+  };
+  em::Report r = profile("em_cpp_kernel_test::own_mm");
+  EXPECT_EQ(r.total.macs, 6 * 4 * 5);
+  ASSERT_EQ(r.unsupported_ops.size(), 1u);
+  EXPECT_EQ(r.unsupported_ops.count("em_cpp_kernel_test::own_mm"), 1u);
+  r = profile("em_cpp_kernel_test::composite_mm");
+  EXPECT_EQ(r.total.macs, 6 * 4 * 5);
+  EXPECT_TRUE(r.unsupported_ops.empty());
+  em::register_rule("em_cpp_kernel_test::own_mm", em::OpKind::kComposite, nullptr);
+  r = profile("em_cpp_kernel_test::own_mm");
+  EXPECT_EQ(r.total.macs, 6 * 4 * 5);
+  EXPECT_TRUE(r.unsupported_ops.empty());
+  em::unregister_rule("em_cpp_kernel_test::own_mm");
+}
+
 // flops_effective end to end: a causal SDPA's matmul work counts the kept (i, j) pairs only;
 // the dense flops stay as they were.
 TEST(Profiler, CausalAttentionEffectiveFlops) {

@@ -283,6 +283,34 @@ def test_lapack_decompositions_are_listed_not_counted_by_their_small_ops():
     assert rep.by_op().loc["aten::tril", "flops"] == 16 * 16  # its own rule, 1 per element
 
 
+def test_kernels_that_run_their_work_as_aten_ops_are_counted_by_them():
+    """The MultiheadAttention and TransformerEncoderLayer fast paths (inference), EmbeddingBag's
+    backward and linalg's inv/solve/det run a kernel of their own whose work is the ATen ops it
+    runs: counted by them, not listed (only LAPACK's LU is, which they run)."""
+    torch.manual_seed(0)
+    b, s, e, heads, ff = 2, 7, 32, 4, 64
+    mha = nn.MultiheadAttention(e, heads, batch_first=True).eval()
+    layer = nn.TransformerEncoderLayer(e, heads, ff, batch_first=True).eval()
+    x = torch.randn(b, s, e)
+    # in-projection (q, k, v), scores and weighted sum (b*heads*s*s*(e/heads) each), out-projection
+    attention = b * s * e * 3 * e + 2 * b * s * s * e + b * s * e * e
+    with torch.inference_mode():
+        rep = em.profile(lambda: mha(x, x, x, need_weights=False))
+        assert rep.unsupported_ops == {} and rep.macs == attention
+        assert "aten::_transform_bias_rescale_qkv" in rep.by_op().index  # the fast path ran
+        rep = em.profile(layer, x)
+        assert rep.unsupported_ops == {} and rep.macs == attention + 2 * b * s * e * ff
+        assert "aten::_addmm_activation" in rep.by_op().index  # its fused feed-forward
+    bag = nn.EmbeddingBag(50, 8, mode="mean")
+    rep = em.profile(lambda: bag(torch.randint(0, 50, (4, 6))).sum().backward())
+    assert rep.unsupported_ops == {}
+    a = torch.randn(6, 6) + 6 * torch.eye(6)
+    lu = "aten::linalg_lu_factor_ex"
+    assert em.profile(lambda: torch.linalg.det(a)).unsupported_ops == {lu: 1}
+    assert em.profile(lambda: torch.linalg.inv(a)).unsupported_ops == {
+        lu: 1, "aten::linalg_lu_solve": 1}
+
+
 def test_grad_scaler_steps_are_counted():
     """GradScaler's unscale (one op for every gradient: multiply by the inverse scale, check
     finite: 2 per element) and its scale update (a scalar: bytes) were listed unsupported."""

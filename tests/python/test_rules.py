@@ -36,6 +36,65 @@ def custom_ops():
     del lib
 
 
+@pytest.fixture(scope="module")
+def kernel_ops():
+    """Custom ops that run ATen ops inside: two with a CPU kernel of their own (one computes
+    outside ATen, numpy, after checking its input with an ATen sum; one's work is the ATen
+    matmul it runs), and a composite (CompositeExplicitAutograd) running the same matmul."""
+    lib = torch.library.Library("em_kernel_test", "DEF")
+    for op in ("opaque_mm", "aten_mm", "composite_mm"):
+        lib.define(f"{op}(Tensor a, Tensor b) -> Tensor")
+
+    def opaque_mm(a, b):
+        if not torch.isfinite(a.sum()):
+            raise ValueError("a holds inf or nan")
+        return torch.from_numpy(a.numpy() @ b.numpy())
+
+    lib.impl("opaque_mm", opaque_mm, "CPU")
+    lib.impl("aten_mm", lambda a, b: torch.mm(a, b), "CPU")
+    lib.impl("composite_mm", lambda a, b: torch.mm(a, b), "CompositeExplicitAutograd")
+    yield torch.ops.em_kernel_test
+    for op in ("opaque_mm", "aten_mm", "composite_mm"):
+        em.unregister_rule(f"em_kernel_test::{op}")
+    del lib
+
+
+def test_an_op_with_its_own_kernel_is_not_counted_by_the_small_ops_inside_it(kernel_ops):
+    """An op with a kernel of its own and no rule is listed even where ATen ops inside it
+    counted FLOPs (oneDNN's LSTM adds its biases with aten::add): the ops inside count as
+    themselves. A composite op's work is the ops it runs: not listed."""
+    m, k, n = 5, 7, 3
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    rep = em.profile(kernel_ops.opaque_mm, a, b)
+    assert rep.unsupported_ops == {"em_kernel_test::opaque_mm": 1}
+    ops = rep.by_op()
+    assert ops.loc["aten::sum", "flops"] == m * k and ops.loc["aten::isfinite", "flops"] == 1
+    assert rep.macs == 0
+    # Its kernel's work is the matmul it runs: counted, and listed until registered as such.
+    rep = em.profile(kernel_ops.aten_mm, a, b)
+    assert rep.unsupported_ops == {"em_kernel_test::aten_mm": 1} and rep.macs == m * k * n
+    em.register_rule("em_kernel_test::aten_mm", kind="composite")
+    rep = em.profile(kernel_ops.aten_mm, a, b)
+    assert rep.unsupported_ops == {} and rep.macs == m * k * n
+    table = em.rules().set_index("op")
+    assert table.loc["em_kernel_test::aten_mm", "kind"] == "composite"
+    rep = em.profile(kernel_ops.composite_mm, a, b)
+    assert rep.unsupported_ops == {} and rep.macs == m * k * n
+
+
+def test_builtin_composites_have_kernels_of_their_own():
+    """The table's composite entries are the ops that need one: each has a CPU kernel of its own
+    (a composite of other ops is never listed, and needs no entry)."""
+    has = torch._C._dispatch_has_kernel_for_dispatch_key
+    table = em.rules()
+    composites = table[(table.kind == "composite") & ~table.user].op
+    assert len(composites) >= 7
+    for op in composites:
+        packet = getattr(torch.ops.aten, op.split("::")[1])
+        overloads = [op if o == "default" else f"{op}.{o}" for o in packet.overloads()]
+        assert any(has(o, "CPU") for o in overloads), op
+
+
 def test_custom_op_counted_through_a_python_rule(custom_ops):
     m, k, n = 5, 7, 3
     a, b = torch.randn(m, k), torch.randn(k, n)
@@ -124,6 +183,7 @@ def test_a_failing_rule_warns_and_lists_the_op_unsupported(custom_ops):
     ({"op": "em_rules_test::py_mm"}, "give flops= or macs="),
     ({"op": "em_rules_test::py_mm", "macs": "3"}, "an int or a callable"),
     ({"op": "em_rules_test::py_mm", "flops": 1, "kind": "memory"}, "counts no FLOPs"),
+    ({"op": "em_rules_test::py_mm", "macs": 1, "kind": "composite"}, "drop macs"),
 ])
 def test_bad_registrations_say_what_to_do(kwargs, match):
     op = kwargs.pop("op")
