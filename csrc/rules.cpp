@@ -52,6 +52,13 @@ constexpr int kTopkK = 1;
 constexpr int kDropoutTrain = 2;
 // nll_loss_forward(self, target, weight, reduction, ignore_index)
 constexpr int kLossTarget = 1;
+// histc(self, bins, min, max)
+constexpr int kHistcMin = 2, kHistcMax = 3;
+// The sorted tensor of a binary search: searchsorted(sorted_sequence, self, ...),
+// bucketize(self, boundaries, ...)
+constexpr int kSearchsortedSorted = 0, kBucketizeSorted = 1;
+// unique_dim(self, dim, sorted, return_inverse, return_counts)
+constexpr int kUniqueDim = 1;
 // _cudnn_rnn_backward(input, weight[], weight_stride0, weight_buf, hx, cx, output, grad_output,
 //   grad_hy, grad_cy, mode, hidden_size, proj_size, num_layers, batch_first, dropout, train,
 //   bidirectional, batch_sizes, dropout_state, reserve, output_mask[input, hx, cx, weight])
@@ -359,6 +366,36 @@ OpCost sort(const OpCall& c) {
   if (dim < 0) dim += x.ndim;
   int64_t n = (dim >= 0 && dim < x.ndim) ? x[static_cast<int>(dim)] : x.numel;
   return OpCost::vector(x.numel * ceil_log2(n));
+}
+
+// histc: per element the bin index (x - lo) * bins / (hi - lo) and the count into it; with
+// min == max (the default 0, 0) the range is the data's, found first (a min and a max).
+OpCost histc(const OpCall& c) {
+  const int64_t n = c.input(0).numel;
+  const bool data_range = c.double_arg(args::kHistcMin, 0) == c.double_arg(args::kHistcMax, 0);
+  return OpCost::vector(4 * n + (data_range ? 2 * n : 0));
+}
+// searchsorted / bucketize: a binary search per value (output element) over the m sorted
+// values of its row: ceil(log2(m + 1)) comparisons.
+template <int Sorted>
+OpCost binary_search(const OpCall& c) {
+  Shape sorted = c.input(Sorted);
+  const int64_t m = sorted.ndim > 0 ? sorted[sorted.ndim - 1] : 1;
+  return OpCost::vector(c.output_numel(0) * ceil_log2(m + 1));
+}
+// unique (torch sorts, CPU and CUDA): the sort and a compare per element with its neighbour;
+// unique_dim sorts the slices along dim. unique_consecutive: the compares only.
+OpCost unique(const OpCall& c) {
+  Shape x = c.input(0);
+  return OpCost::vector(x.numel * ceil_log2(x.numel) + x.numel);
+}
+OpCost unique_dim(const OpCall& c) {
+  Shape x = c.input(0);
+  if (x.ndim == 0) return OpCost::vector(0);
+  int64_t dim = c.int_arg(args::kUniqueDim, 0);
+  if (dim < 0) dim += x.ndim;
+  const int64_t n = (dim >= 0 && dim < x.ndim) ? x[static_cast<int>(dim)] : x.numel;
+  return OpCost::vector(x.numel * ceil_log2(n) + x.numel);
 }
 
 // nll_loss: gather + sum per target.
@@ -761,6 +798,23 @@ const std::vector<Family>& families() {
        {"topk"}},
       {OpKind::kVector, sort, "flops = numel(input) * ceil(log2(n)), n = size along dim",
        {"sort"}},
+      {OpKind::kVector, histc,
+       "flops = 4 * numel(input) (bin index, count); + 2 * numel(input) when min == max (the data's range)",
+       {"histc"}},
+      {OpKind::kVector, binary_search<args::kSearchsortedSorted>,
+       "flops = numel(output) * ceil(log2(m+1)), m = sorted values per row (binary search)",
+       {"searchsorted"}},
+      {OpKind::kVector, binary_search<args::kBucketizeSorted>,
+       "flops = numel(output) * ceil(log2(m+1)), m = boundaries (binary search)",
+       {"bucketize"}},
+      {OpKind::kVector, unique,
+       "flops = n * ceil(log2(n)) + n, n = numel(input) (sort, neighbour compare)",
+       {"_unique2", "_unique"}},
+      {OpKind::kVector, unique_dim,
+       "flops = numel(input) * ceil(log2(n)) + numel(input), n = size along dim",
+       {"unique_dim"}},
+      {OpKind::kVector, per_input<1>, "flops = numel(input) (neighbour compare)",
+       {"unique_consecutive"}},
       {OpKind::kVector, embedding_bag, "flops = numel(indices) * dim; bytes read = indices + gathered rows",
        {"_embedding_bag", "_embedding_bag_forward_only"}},
       {OpKind::kVector, transform_bias_rescale_qkv, "flops = numel(qkv) * 4/3 (bias add, scale q)",

@@ -311,6 +311,33 @@ def test_kernels_that_run_their_work_as_aten_ops_are_counted_by_them():
         lu: 1, "aten::linalg_lu_solve": 1}
 
 
+def test_histograms_binary_searches_and_unique_are_counted():
+    """histc (Mixtral's expert counts), searchsorted/bucketize and unique were listed as
+    unsupported: counted by the formulas written here (README: the rule table)."""
+    x = torch.rand(1000)
+
+    def flops(fn):
+        rep = em.profile(fn)
+        assert rep.unsupported_ops == {}
+        return rep.flops
+
+    # bin index (x - lo) * bins / (hi - lo) and the count: 4 per element; the data's range first
+    # when min == max (the default): a min and a max, 2 more
+    assert flops(lambda: torch.histc(x, bins=10, min=0, max=1)) == 4 * 1000
+    assert flops(lambda: torch.histc(x, bins=10)) == 6 * 1000
+    # a binary search per value over m sorted values: ceil(log2(m + 1)) comparisons
+    edges = torch.linspace(0, 1, 7)
+    assert flops(lambda: torch.bucketize(x, edges)) == 1000 * 3
+    assert flops(lambda: torch.searchsorted(edges, x)) == 1000 * 3
+    rows, values = torch.rand(4, 15).sort().values, torch.rand(4, 9)
+    assert flops(lambda: torch.searchsorted(rows, values)) == 4 * 9 * 4
+    # unique sorts (n log2 n) and compares neighbours (n); unique_consecutive compares only
+    ints = torch.randint(0, 5, (64,))
+    assert flops(lambda: torch.unique(ints)) == 64 * 6 + 64
+    assert flops(lambda: torch.unique(ints.view(16, 4), dim=0)) == 64 * 4 + 64
+    assert flops(lambda: torch.unique_consecutive(ints)) == 64
+
+
 def test_grad_scaler_steps_are_counted():
     """GradScaler's unscale (one op for every gradient: multiply by the inverse scale, check
     finite: 2 per element) and its scale update (a scalar: bytes) were listed unsupported."""
