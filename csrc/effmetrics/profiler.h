@@ -13,7 +13,8 @@
 // aten::addmm; an op with a FLOP rule accounts for everything below it (owns_children in
 // rules.h), so a backend's internal copies are not counted twice; memory/view rules count at the
 // innermost op that has one. Bytes are counted at the ops that count, and at leaf ops without a
-// rule, which are also listed as unsupported.
+// rule, which are also listed as unsupported. An op without a rule that has a backend kernel
+// of its own (not a composite) is listed too, whatever the ops inside it counted.
 #pragma once
 
 #include <array>
