@@ -11,7 +11,7 @@ from torch import nn
 from effmetrics import _C
 from effmetrics.compiled import CompileWatch, counting_callable, unwrap
 from effmetrics.energy import MeterReader, energy_summary, open_meter
-from effmetrics.inputs import device_of, leaves, parse_device
+from effmetrics.inputs import describe, device_of, leaves, parse_device
 from effmetrics.params import scan, walk_of
 from effmetrics.pipeline import STAGE_COLUMNS, StageActions, pipeline_stages
 from effmetrics.profiler import _report, _timeline
@@ -94,7 +94,9 @@ class _Signatures:
         return (self.version, _C.training_modes(modules),
                 _C.parameter_state(modules, walk.occ))
 
-    def of(self, args: tuple, kwargs: dict) -> tuple:
+    def of(self, args: tuple, kwargs: dict) -> tuple | None:
+        """The call's signature; None where an argument cannot be described (its step is
+        counted: no other step can be said to do the same work)."""
         sig = [torch.is_grad_enabled(), _kernel_context(), self._model_state(), len(args),
                tuple(kwargs)]
         for x in leaves(args, kwargs):
@@ -102,8 +104,11 @@ class _Signatures:
                 sig.append((x.shape, x.dtype, x.device, x.requires_grad))
             elif x is None or isinstance(x, (bool, int, float, str)):
                 sig.append(x)
-            else:  # an object the work may depend on in ways not seen here: never the same
-                sig.append(id(x))
+            else:  # an object (a KV cache, updated in place between calls): what it holds
+                d = describe(x)
+                if d is None:
+                    return None
+                sig.append(d)
         return tuple(sig)
 
 
@@ -122,19 +127,22 @@ class Counter:
     call c.step() after the optimizer's step, not after each micro-batch.
 
     count: which steps run under the observer.
-        "auto" (default): the first step, and each step whose model calls have an input
-        signature (shapes, dtypes, devices and requires_grad of the inputs, their other values,
-        grad mode, autocast and the attention kernels allowed; the model's tree, every module's
-        training/eval mode, its parameters' requires_grad, gradients, dtypes and devices) not
-        counted before. The first step lends its counts to no other: it does one-time work (an
-        optimizer makes its state at its first step()), so the next step with its signature is
-        counted too. The other steps reuse the counts of the step that had their signature
-        and run unobserved from the model's first call on: no per-op callbacks, no module
-        hooks. Only the ops before that call (data loading, copies to the device: the part of a
-        step that no signature describes) are observed in every step, and added to the reused
-        counts. Work that depends on anything else at the same signature (the inputs' values:
-        an MoE router's tokens per expert; a plain attribute a forward reads, set between
-        steps) gets the counted step's figures: count such a model with "every".
+        "auto" (default): the first step, and each step whose model calls have an input signature
+        (shapes, dtypes, devices and requires_grad of the inputs, their other values, grad mode,
+        autocast and the attention kernels allowed; the model's tree, every module's training/eval
+        mode, its parameters' requires_grad, gradients, dtypes and devices) not counted before. An
+        object argument (a KV cache updated in place, a config) is read for what it holds: its
+        tensors' shapes, dtypes and devices and its plain values, through its attributes, lists and
+        dicts (4 levels); a step with one that cannot be read so (no __dict__, too large) is
+        counted. The first step lends its counts to no other: it does one-time work (an optimizer
+        makes its state at its first step()), so the next step with its signature is counted too.
+        The other steps reuse the counts of the step that had their signature and run unobserved
+        from the model's first call on: no per-op callbacks, no module hooks. Only the ops before
+        that call (data loading, copies to the device: the part of a step that no signature
+        describes) are observed in every step, and added to the reused counts. Work that depends on
+        anything else at the same signature (the inputs' values: an MoE router's tokens per expert;
+        a plain attribute a forward reads, set between steps) gets the counted step's figures: count
+        such a model with "every".
         "every": every step is counted (the observer runs throughout).
         N (int): steps 0, N, 2N, ... are counted; a step in between reuses the counts of a
         counted step with its signature (step 0 lends none), and has none (NaN) when no
@@ -429,10 +437,10 @@ class Counter:
         else:  # skip (count=N) or lost (auto): counts of a counted step with the signature
             before = _diff(self._t_call, self._t_last) if mode == "lost" else None
             counts = self._reused(full, before)
-            if counts is None:
-                self._missing.setdefault(full, []).append((row, before))
-            else:
+            if counts is not None:
                 row["counts_from"] = self._known[full]["step"]
+            elif None not in full:  # a later counted step may have it (None: none can)
+                self._missing.setdefault(full, []).append((row, before))
         row.update(counts if counts is not None else dict.fromkeys(_COUNTS))
         if self._on_device:  # filled from the device's steps once the GPU has passed them
             row.update(wall_s=wall, device_wall_s=None, busy_s=None, idle_s=None,
@@ -469,7 +477,10 @@ class Counter:
                                else None)
 
     def _learn(self, full: tuple, step: int, whole: dict, model_part: dict) -> None:
-        """A counted step: its counts serve the later (and earlier, missing) steps like it."""
+        """A counted step: its counts serve the later (and earlier, missing) steps like it,
+        unless a call could not be described (None): then no other step is like it."""
+        if None in full:
+            return
         self._known[full] = {"step": step, "whole": whole, "model": model_part}
         if full and self._every is None:
             self._by_first[full[0]] = full

@@ -1,6 +1,10 @@
 """What the public functions read off a call's arguments."""
 from __future__ import annotations
 
+import enum
+import functools
+import types
+
 import torch
 from torch import nn
 from torch.utils import _pytree as pytree
@@ -39,6 +43,56 @@ def leaves(args, kwargs=None) -> list:
     except _NotPlain:  # a namedtuple, a dataclass, a registered node: pytree knows them
         return pytree.tree_leaves((args, kwargs))
     return out
+
+
+class _Undescribed(Exception):
+    pass
+
+
+# Held by value: equal values do the same work.
+_VALUES = (int, float, bool, str, bytes, complex, type(None), torch.dtype, torch.device,
+           torch.Size, torch.memory_format, torch.layout, enum.Enum)
+# Code: the same object does the same work, so it is held by identity.
+_CODE = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial,
+         type, nn.Module)
+
+
+def describe(x, max_depth: int = 4, max_items: int = 1024):
+    """A hashable description of an object argument that the argument walk leaves whole (a KV
+    cache, a config object), from what it holds: its tensors' shapes, dtypes, devices and
+    requires_grad, its plain values, through its attributes, lists, tuples and dicts up to
+    max_depth levels; functions and modules by identity. None where it cannot be described
+    (an attribute without __dict__ that is not a plain value, a set, deeper or larger than the
+    limits): its work may change in ways no description shows."""
+    items = 0
+
+    def walk(v, depth):
+        nonlocal items
+        items += 1
+        if items > max_items:
+            raise _Undescribed
+        if isinstance(v, torch.Tensor):
+            return (v.shape, v.dtype, v.device, v.requires_grad)
+        if isinstance(v, _VALUES):
+            return v
+        if isinstance(v, _CODE):
+            return ("id", v)
+        if depth >= max_depth:
+            raise _Undescribed
+        t = type(v)
+        if t is tuple or t is list:
+            return (t, tuple(walk(e, depth + 1) for e in v))
+        if t is dict:
+            return (t, tuple((k, walk(e, depth + 1)) for k, e in v.items()))
+        fields = getattr(v, "__dict__", None)
+        if not isinstance(fields, dict):
+            raise _Undescribed
+        return (t, tuple((k, walk(e, depth + 1)) for k, e in fields.items()))
+
+    try:
+        return walk(x, 0)
+    except (_Undescribed, TypeError):  # TypeError: an unhashable dict key
+        return None
 
 
 def device_of(args, kwargs, model=None) -> torch.device:

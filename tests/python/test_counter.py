@@ -310,6 +310,92 @@ def test_autocast_and_attention_kernels_are_part_of_the_signature():
     assert len(set(every.loc[:2, "bytes_read"])) == 3
 
 
+class _KVCache:
+    """A decode loop's cache: one object, updated in place by every call."""
+
+    def __init__(self):
+        self.keys, self.values = [], []
+        self.length = 0
+
+
+class _SlotsCache:
+    """The same cache without a __dict__: nothing tells what it holds."""
+
+    __slots__ = ("keys", "values")
+
+    def __init__(self):
+        self.keys, self.values = [], []
+
+
+class _Decoder(nn.Module):
+    """One attention layer over everything the cache holds: a decode step's work grows with
+    the cache."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+
+    def forward(self, x, cache, scale=None):
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        cache.keys.append(k)
+        cache.values.append(v)
+        keys, values = torch.cat(cache.keys, 1), torch.cat(cache.values, 1)
+        return F.scaled_dot_product_attention(q, keys, values, scale=scale)
+
+
+@pytest.mark.parametrize("cache_type", [_KVCache, _SlotsCache])
+def test_an_object_updated_in_place_is_part_of_the_signature(cache_type):
+    """A KV cache passed to every decode step is the same object each time, its tensors one
+    longer: a step's work grows with them. Auto describes an object by what it holds (tensor
+    shapes, plain values, through its attributes), so each step is counted, and counts equal
+    count="every"; an object it cannot describe (no __dict__) makes its step counted. It
+    used the object's id: every step after the first two got the second's counts."""
+    torch.manual_seed(0)
+    model = _Decoder()
+    prompt, token = torch.randn(1, 5, 16), torch.randn(1, 1, 16)
+
+    def run(**kw):
+        cache = cache_type()
+        with torch.no_grad(), em.Counter(model, **kw) as c:
+            for x in [prompt] + [token] * 5:
+                model(x, cache)
+                c.step()
+        return c.steps
+
+    every, auto = run(count="every"), run()
+    assert auto["counted"].all()
+    pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
+    assert every.loc[1:, "flops"].is_monotonic_increasing and every["flops"].is_unique
+    # count=N: a skipped step has no counted step with its signature: none (NaN), not a guess
+    sampled = run(count=2)
+    assert list(sampled["counted"]) == [True, False] * 3
+    assert sampled.loc[sampled["counted"], "flops"].tolist() == every.loc[::2, "flops"].tolist()
+    assert sampled.loc[~sampled["counted"], "flops"].isna().all()
+
+
+def test_an_object_holding_the_same_shapes_is_reused():
+    """An object argument whose tensors keep their shapes and whose values stay the same (a
+    config, a static cache) does the same work: its steps are reused like any other."""
+    torch.manual_seed(0)
+    model = _Decoder()
+
+    class Static:
+        def __init__(self):
+            self.keys, self.values = [torch.randn(1, 4, 16)], [torch.randn(1, 4, 16)]
+
+    def run(**kw):
+        with torch.no_grad(), em.Counter(model, **kw) as c:
+            for _ in range(4):
+                cache = Static()  # a new object each step, holding the same shapes
+                model(torch.randn(1, 1, 16), cache, scale=0.25)
+                c.step()
+        return c.steps
+
+    every, auto = run(count="every"), run()
+    assert list(auto["counted"]) == [True, True, False, False]
+    pd.testing.assert_frame_equal(auto[COUNTS], every[COUNTS])
+
+
 def test_without_a_model_every_step_is_counted():
     with em.Counter() as c:
         for n in (2, 2):

@@ -11,6 +11,7 @@ on meta fails inside transformers' mask helpers, which read the mask's values (`
 `.item()`) to decide whether the mask can be dropped; meta tensors have no values. See
 test_attention_mask_on_meta_is_a_transformers_limit.
 """
+import inspect
 import os
 
 import pytest
@@ -178,6 +179,37 @@ def test_gpt2_generate_counts_every_forward():
     # yet, so it is listed (bytes counted, FLOPs not), never a silent zero. Update this set
     # when csrc/rules.cpp gains a rule for aten::isin.
     assert set(rep.unsupported_ops) == {"aten::isin"}
+
+
+def test_gpt2_decode_loop_with_a_kv_cache_counts_each_step():
+    """A decode loop passes the same DynamicCache to every forward, one position longer each
+    time: Counter(count="auto") counts each step (the cache's tensors are part of the call's
+    signature) and its rows equal count="every"'s. Its attention grows with the cache."""
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=1000)
+    model = transformers.GPT2LMHeadModel(cfg).eval()
+    prompt = torch.randint(0, 1000, (1, 5), generator=torch.Generator().manual_seed(0))
+
+    # transformers 5.25 renamed past_key_values to cache (the old name warns, then goes)
+    name = ("cache" if "cache" in inspect.signature(model.forward).parameters
+            else "past_key_values")
+
+    def run(count):
+        cache = transformers.DynamicCache(config=cfg)
+        ids = prompt
+        with torch.no_grad(), em.Counter(model, count=count) as c:
+            for _ in range(4):
+                out = model(ids, use_cache=True, **{name: cache})
+                ids = out.logits[:, -1:].argmax(-1)
+                c.step()
+        return c.steps
+
+    every, auto = run("every"), run("auto")
+    assert auto["counted"].all()
+    counts = ["flops", "macs", "bytes_read", "bytes_written"]
+    assert auto[counts].equals(every[counts])
+    # decode steps 1..3 attend over 6, 7, 8 positions: 2 layers x 2 x (1 x kv x 64) MACs more
+    # per position
+    assert every["macs"].diff()[2:].tolist() == [2 * 2 * 64] * 2
 
 
 # ------------------------------------------------------------------------ attention mask on meta
