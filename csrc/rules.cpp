@@ -59,6 +59,8 @@ constexpr int kHistcMin = 2, kHistcMax = 3;
 constexpr int kSearchsortedSorted = 0, kBucketizeSorted = 1;
 // unique_dim(self, dim, sorted, return_inverse, return_counts)
 constexpr int kUniqueDim = 1;
+// isin(elements, test_elements, assume_unique, invert); either may be a scalar
+constexpr int kIsinElements = 0, kIsinTest = 1, kIsinAssumeUnique = 2;
 // _cudnn_rnn_backward(input, weight[], weight_stride0, weight_buf, hx, cx, output, grad_output,
 //   grad_hy, grad_cy, mode, hidden_size, proj_size, num_layers, batch_first, dropout, train,
 //   bidirectional, batch_sizes, dropout_state, reserve, output_mask[input, hx, cx, weight])
@@ -388,6 +390,24 @@ OpCost binary_search(const OpCall& c) {
 OpCost unique(const OpCall& c) {
   Shape x = c.input(0);
   return OpCost::vector(x.numel * ceil_log2(x.numel) + x.numel);
+}
+// isin: torch's own choice of algorithm (numpy's heuristic). Few test elements (m below
+// 10 * n^0.145): each element against each test element, n * m comparisons at most. Else a
+// sort: unique of each side (unless assume_unique), the sort of the n + m values together and
+// a compare of neighbours.
+OpCost isin(const OpCall& c) {
+  if (!c.is_tensor(args::kIsinElements) && !c.is_tensor(args::kIsinTest)) {
+    return OpCost::vector(0);
+  }
+  auto numel = [&](int i) { return c.is_tensor(i) ? c.input(i).numel : int64_t{1}; };
+  const int64_t n = numel(args::kIsinElements), m = numel(args::kIsinTest);
+  if (n == 0) return OpCost::vector(0);
+  if (m < static_cast<int64_t>(10.0 * std::pow(static_cast<double>(n), 0.145))) {
+    return OpCost::vector(n * m);
+  }
+  auto sorted = [](int64_t k) { return k * ceil_log2(k) + k; };
+  const bool unique = c.int_arg(args::kIsinAssumeUnique, 0) != 0;
+  return OpCost::vector(sorted(n + m) + (unique ? 0 : sorted(n) + sorted(m)));
 }
 OpCost unique_dim(const OpCall& c) {
   Shape x = c.input(0);
@@ -815,6 +835,9 @@ const std::vector<Family>& families() {
        {"unique_dim"}},
       {OpKind::kVector, per_input<1>, "flops = numel(input) (neighbour compare)",
        {"unique_consecutive"}},
+      {OpKind::kVector, isin,
+       "flops = n * m (each element against each test element) when m < 10 * n^0.145, else sorts: (n+m) * ceil(log2(n+m)) + (n+m), plus each side's unique unless assume_unique",
+       {"isin"}},
       {OpKind::kVector, embedding_bag, "flops = numel(indices) * dim; bytes read = indices + gathered rows",
        {"_embedding_bag", "_embedding_bag_forward_only"}},
       {OpKind::kVector, transform_bias_rescale_qkv, "flops = numel(qkv) * 4/3 (bias add, scale q)",

@@ -312,7 +312,7 @@ def test_kernels_that_run_their_work_as_aten_ops_are_counted_by_them():
 
 
 def test_histograms_binary_searches_and_unique_are_counted():
-    """histc (Mixtral's expert counts), searchsorted/bucketize and unique were listed as
+    """histc (Mixtral's expert counts), searchsorted/bucketize, unique and isin were listed as
     unsupported: counted by the formulas written here (README: the rule table)."""
     x = torch.rand(1000)
 
@@ -336,6 +336,14 @@ def test_histograms_binary_searches_and_unique_are_counted():
     assert flops(lambda: torch.unique(ints)) == 64 * 6 + 64
     assert flops(lambda: torch.unique(ints.view(16, 4), dim=0)) == 64 * 4 + 64
     assert flops(lambda: torch.unique_consecutive(ints)) == 64
+    # isin (generate's stopping criteria): each element against each of m test elements while
+    # m < 10 * n^0.145 (torch's choice), else sorts: each side's unique, then both together
+    elements, test = torch.randperm(1000)[:100], torch.randperm(1000)[:50]
+    assert flops(lambda: torch.isin(elements, test[:5])) == 100 * 5
+    assert flops(lambda: torch.isin(elements, 3)) == 100
+    sort = {n: n * math.ceil(math.log2(n)) + n for n in (50, 100, 150)}
+    assert flops(lambda: torch.isin(elements, test)) == sort[150] + sort[100] + sort[50]
+    assert flops(lambda: torch.isin(elements, test, assume_unique=True)) == sort[150]
 
 
 def test_grad_scaler_steps_are_counted():

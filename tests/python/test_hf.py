@@ -175,10 +175,9 @@ def test_gpt2_generate_counts_every_forward():
     # each forward applies every parameter once and the tied wte twice
     wte = model.transformer.wte.weight.numel()
     assert rep.params.applied == new * (rep.params.total + wte)
-    # generate's stopping criterion calls torch.isin(last tokens, eos ids): no effmetrics rule
-    # yet, so it is listed (bytes counted, FLOPs not), never a silent zero. Update this set
-    # when csrc/rules.cpp gains a rule for aten::isin.
-    assert set(rep.unsupported_ops) == {"aten::isin"}
+    # generate's setup and stopping criterion call torch.isin (tokens against the eos and pad
+    # ids): counted (test_api has its formula), nothing listed
+    assert rep.unsupported_ops == {} and rep.by_op().loc["aten::isin", "flops"] > 0
 
 
 def test_gpt2_decode_loop_with_a_kv_cache_counts_each_step():
