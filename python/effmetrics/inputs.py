@@ -61,9 +61,10 @@ def describe(x, max_depth: int = 4, max_items: int = 1024):
     """A hashable description of an object argument that the argument walk leaves whole (a KV
     cache, a config object), from what it holds: its tensors' shapes, dtypes, devices and
     requires_grad, its plain values, through its attributes, lists, tuples and dicts up to
-    max_depth levels; functions and modules by identity. None where it cannot be described
-    (an attribute without __dict__ that is not a plain value, a set, deeper or larger than the
-    limits): its work may change in ways no description shows."""
+    max_depth levels (sets, slices and ranges too); functions and modules by identity; a random
+    generator by its type. None where it cannot be described (an object without __dict__ that
+    is none of these, deeper or larger than the limits): its work may change in ways no
+    description shows."""
     items = 0
 
     def walk(v, depth):
@@ -77,11 +78,17 @@ def describe(x, max_depth: int = 4, max_items: int = 1024):
             return v
         if isinstance(v, _CODE):
             return ("id", v)
+        if isinstance(v, torch.Generator):  # its state draws values, not work
+            return torch.Generator
         if depth >= max_depth:
             raise _Undescribed
         t = type(v)
         if t is tuple or t is list:
             return (t, tuple(walk(e, depth + 1) for e in v))
+        if t is set or t is frozenset:
+            return (t, frozenset(walk(e, depth + 1) for e in v))
+        if t is slice or t is range:
+            return (t, walk(v.start, depth + 1), walk(v.stop, depth + 1), walk(v.step, depth + 1))
         if t is dict:
             return (t, tuple((k, walk(e, depth + 1)) for k, e in v.items()))
         fields = getattr(v, "__dict__", None)

@@ -373,6 +373,29 @@ def test_an_object_updated_in_place_is_part_of_the_signature(cache_type):
     assert sampled.loc[~sampled["counted"], "flops"].isna().all()
 
 
+def test_describe_reads_what_an_object_holds():
+    """The description auto keys an object argument by: equal where the work would be."""
+    from effmetrics.inputs import describe
+
+    class Holder:
+        def __init__(self, n, flag="a"):
+            self.parts = {"k": [torch.zeros(n, 4)], "span": slice(0, n), "tags": {flag}}
+            self.gen = torch.Generator()
+
+    assert describe(Holder(3)) == describe(Holder(3))  # other objects, other generators
+    assert describe(Holder(3)) != describe(Holder(4))  # a tensor's shape, a slice's end
+    assert describe(Holder(3)) != describe(Holder(3, flag="b"))  # a plain value in a set
+    assert describe(Holder(3)) != describe(torch.zeros(3, 4))
+    assert describe(object()) is None  # no __dict__: nothing to read it by
+
+    class Deep:
+        def __init__(self, depth):
+            self.next = Deep(depth - 1) if depth else None
+
+    assert describe(Deep(2)) is not None and describe(Deep(6)) is None
+    assert describe([0] * 2000) is None  # larger than the limit
+
+
 def test_an_object_holding_the_same_shapes_is_reused():
     """An object argument whose tensors keep their shapes and whose values stay the same (a
     config, a static cache) does the same work: its steps are reused like any other."""
