@@ -110,6 +110,18 @@ OpCost bmm_family(const OpCall& c) {
   return OpCost::matmul(a[0] * a[1] * a[2] * b[2]);
 }
 
+// _grouped_mm(a, b, offs, ...) and _scaled_grouped_mm(a, b, scale_a, scale_b, offs, ...): G
+// matmuls in one kernel (transformers' MoE experts), the groups cut at offs along one dim.
+// a [M, K] @ b [G, K, N] (rows cut): M*K*N; a [M, K] @ b [K, N] (K cut: a weight gradient):
+// M*K*N; a [G, M, K] @ b [K, N] (columns cut): M*K*N; 3-D @ 3-D: a bmm. Rows or columns past
+// the last offset are counted (the offsets' values are not read).
+OpCost grouped_mm(const OpCall& c) {
+  Shape a = c.input(0), b = c.input(1);
+  if (a.ndim < 2 || a.ndim > 3 || b.ndim < 2 || b.ndim > 3) return OpCost::generic_bytes();
+  if (a.ndim == 3 && b.ndim == 2) return OpCost::matmul(a[1] * a[2] * b[1]);
+  return OpCost::matmul(a.numel * b[b.ndim - 1]);
+}
+
 // [m,n] @ [n]: m*n MACs (mv, addmv); [n].[n]: n MACs (dot, vdot).
 template <typename Args>
 OpCost mv_family(const OpCall& c) {
@@ -609,6 +621,9 @@ const std::vector<Family>& families() {
        {"addmm", "_addmm_activation"}},
       {OpKind::kMatmul, bmm_family<args::Mm>, "A[b,m,k] @ B[b,k,n]: macs = b*m*k*n, flops = 2*macs",
        {"bmm"}},
+      {OpKind::kMatmul, grouped_mm,
+       "G matmuls cut at offs: [M,K] @ [G,K,N], [M,K] @ [K,N] (K cut) or [G,M,K] @ [K,N]: macs = M*K*N; [G,M,K] @ [G,K,N]: G*M*K*N; flops = 2*macs",
+       {"_grouped_mm", "_scaled_grouped_mm"}},
       {OpKind::kMatmul, bmm_family<args::Addmm>, "C + A[b,m,k] @ B[b,k,n]: macs = b*m*k*n, flops = 2*macs",
        {"baddbmm", "addbmm"}},
       {OpKind::kMatmul, mv_family<args::Mm>, "A[m,n] @ v[n] (dot: n): macs = numel(A), flops = 2*macs",

@@ -346,6 +346,34 @@ def test_histograms_binary_searches_and_unique_are_counted():
     assert flops(lambda: torch.isin(elements, test, assume_unique=True)) == sort[150]
 
 
+def test_grouped_mm_counts_each_group_s_matmul():
+    """torch._grouped_mm (transformers' MoE experts): one kernel on CUDA and on meta, where it
+    was listed unsupported and the experts' FLOPs were lost. Each layout counts the matmuls of
+    its groups: the formula, and on CPU the mm per group of torch's own fallback (the oracle,
+    counted with the op registered as a composite)."""
+    bf = torch.bfloat16
+    g, m, k, n = 4, 12, 16, 8
+    cut = lambda size: torch.arange(1, g + 1, dtype=torch.int32) * (size // g)  # noqa: E731
+    cases = {  # name: (a, b, offs, M*K*N per group summed)
+        "rows cut": ((m, k), (g, k, n), cut(m), m * k * n),
+        "K cut (a weight gradient)": ((m, k), (k, n), cut(k), m * k * n),
+        "columns cut": ((g, m, k), (k, n), cut(n), m * k * n),
+        "batched": ((g, m, k), (g, k, n), None, g * m * k * n),
+    }
+    for name, (sa, sb, offs, macs) in cases.items():
+        a, b = torch.randn(sa, dtype=bf), torch.randn(sb, dtype=bf)
+        rep = em.profile(torch._grouped_mm, a, b, offs)
+        assert rep.unsupported_ops == {} and rep.macs == macs, name
+        on_meta = [t if t is None else t.to("meta") for t in (a, b, offs)]
+        rep = em.profile(torch._grouped_mm, *on_meta)
+        assert rep.unsupported_ops == {} and rep.macs == macs, name
+        em.register_rule("aten::_grouped_mm", kind="composite")
+        try:
+            assert em.profile(torch._grouped_mm, a, b, offs).macs == macs, name
+        finally:
+            em.unregister_rule("aten::_grouped_mm")
+
+
 def test_grad_scaler_steps_are_counted():
     """GradScaler's unscale (one op for every gradient: multiply by the inverse scale, check
     finite: 2 per element) and its scale update (a scalar: bytes) were listed unsupported."""
