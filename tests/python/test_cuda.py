@@ -62,6 +62,26 @@ def test_cuda_optimizer_steps_count_as_on_cpu(path):
     assert step_flops("cuda", **path) == step_flops("cpu", foreach=False)
 
 
+@pytest.mark.skipif(not hasattr(torch, "_grouped_mm"), reason="torch without _grouped_mm")
+def test_cuda_grouped_mm_counts_as_on_cpu():
+    """torch._grouped_mm (MoE experts) is one kernel on CUDA (sm90+), with no ATen op below: its
+    rule counts what the CPU fallback's mm per group counts, forward and backward."""
+    if torch.cuda.get_device_capability() < (9, 0):
+        pytest.skip("_grouped_mm needs sm90+")
+
+    def counts(device):
+        torch.manual_seed(0)
+        a = torch.randn(64, 32, device=device, dtype=torch.bfloat16, requires_grad=True)
+        b = torch.randn(4, 32, 48, device=device, dtype=torch.bfloat16, requires_grad=True)
+        offs = torch.tensor([16, 32, 48, 64], device=device, dtype=torch.int32)
+        rep = em.profile(lambda: torch._grouped_mm(a, b, offs).float().sum().backward())
+        assert rep.unsupported_ops == {}, device
+        return rep.flops_matmul, rep.flops_backward
+
+    cpu = counts("cpu")
+    assert counts("cuda") == cpu and cpu[0] == 3 * 2 * 64 * 32 * 48
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_sdpa_kernels_match_flop_counter(dtype):
     vit = ViT(64, 2, 4, 128, 8, image=32, classes=10).cuda().to(dtype)
