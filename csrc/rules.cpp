@@ -122,6 +122,14 @@ OpCost grouped_mm(const OpCall& c) {
   return OpCost::matmul(a.numel * b[b.ndim - 1]);
 }
 
+// A matmul whose weight is packed (int8/int4 weight-only, quantized::linear's packed params):
+// [.., K] @ W -> [.., N], read off the input and the output: numel(output) * K MACs.
+OpCost packed_matmul(const OpCall& c) {
+  Shape x = c.input(0);
+  if (x.ndim < 1 || c.num_outputs() < 1) return OpCost::generic_bytes();
+  return OpCost::matmul(c.output_numel(0) * x[x.ndim - 1]);
+}
+
 // [m,n] @ [n]: m*n MACs (mv, addmv); [n].[n]: n MACs (dot, vdot).
 template <typename Args>
 OpCost mv_family(const OpCall& c) {
@@ -624,6 +632,12 @@ const std::vector<Family>& families() {
       {OpKind::kMatmul, grouped_mm,
        "G matmuls cut at offs: [M,K] @ [G,K,N], [M,K] @ [K,N] (K cut) or [G,M,K] @ [K,N]: macs = M*K*N; [G,M,K] @ [G,K,N]: G*M*K*N; flops = 2*macs",
        {"_grouped_mm", "_scaled_grouped_mm"}},
+      {OpKind::kMatmul, packed_matmul,
+       "x[..,K] @ packed weight -> [..,N]: macs = numel(output) * K, flops = 2*macs",
+       {"_weight_int8pack_mm", "_weight_int4pack_mm", "_weight_int4pack_mm_for_cpu",
+        "_weight_int4pack_mm_with_scales_and_zeros", "_dyn_quant_matmul_4bit",
+        "quantized::linear", "quantized::linear_relu", "quantized::linear_dynamic",
+        "quantized::linear_relu_dynamic", "quantized::linear_dynamic_fp16"}},
       {OpKind::kMatmul, bmm_family<args::Addmm>, "C + A[b,m,k] @ B[b,k,n]: macs = b*m*k*n, flops = 2*macs",
        {"baddbmm", "addbmm"}},
       {OpKind::kMatmul, mv_family<args::Mm>, "A[m,n] @ v[n] (dot: n): macs = numel(A), flops = 2*macs",

@@ -374,6 +374,33 @@ def test_grouped_mm_counts_each_group_s_matmul():
             em.unregister_rule("aten::_grouped_mm")
 
 
+def test_packed_weight_matmuls_are_counted():
+    """Weight-only quantized matmuls (int8 and int4 packed weights: gpt-fast, torchao) and
+    torch.ao's dynamically quantized Linear were listed unsupported: counted from the input
+    and the output, M*K*N MACs each."""
+    m, k, n = 4, 64, 32
+    x = torch.randn(m, k, dtype=torch.bfloat16)
+    w8 = torch.randint(-128, 127, (n, k), dtype=torch.int8)
+    rep = em.profile(torch._weight_int8pack_mm, x, w8, torch.randn(n, dtype=torch.bfloat16))
+    assert rep.unsupported_ops == {} and rep.macs == m * k * n
+    w4 = torch._convert_weight_to_int4pack_for_cpu(
+        torch.randint(0, 16, (n, k), dtype=torch.int32), 1)
+    scales_zeros = torch.randn(k // 32, n, 2, dtype=torch.bfloat16)
+    rep = em.profile(torch._weight_int4pack_mm_for_cpu, x, w4, 32, scales_zeros)
+    assert rep.unsupported_ops == {} and rep.macs == m * k * n
+    quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
+    if quantize_dynamic is None:
+        return  # removed from torch (deprecated since 2.10)
+    model = nn.Sequential(nn.Linear(k, n), nn.ReLU(), nn.Linear(n, 8))
+    rows = 3 * 5
+    for dtype in (torch.qint8, torch.float16):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation of torch.ao.quantization
+            quantized = quantize_dynamic(model, {nn.Linear}, dtype=dtype)
+        rep = em.profile(quantized, torch.randn(3, 5, k))
+        assert rep.unsupported_ops == {} and rep.macs == rows * (k * n + n * 8), dtype
+
+
 def test_grad_scaler_steps_are_counted():
     """GradScaler's unscale (one op for every gradient: multiply by the inverse scale, check
     finite: 2 per element) and its scale update (a scalar: bytes) were listed unsupported."""
