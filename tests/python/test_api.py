@@ -401,6 +401,26 @@ def test_packed_weight_matmuls_are_counted():
         assert rep.unsupported_ops == {} and rep.macs == rows * (k * n + n * 8), dtype
 
 
+def test_small_ops_once_listed_are_counted():
+    """polar, renorm, bincount, frexp, normal and rot90 (a composite of memory ops: nothing
+    below it counted FLOPs) were listed unsupported: each counted by the formula here."""
+    v = torch.randn(6, 10)
+    ops = lambda fn: em.profile(fn).by_op()  # noqa: E731
+    assert ops(lambda: torch.polar(v.abs(), v)).loc["aten::polar", "flops"] == 4 * 60
+    assert ops(lambda: torch.renorm(v, 2, 0, 1.0)).loc["aten::renorm", "flops"] == 3 * 60
+    counts = torch.randint(0, 10, (6,))
+    assert ops(lambda: torch.bincount(counts)).loc["aten::bincount", "flops"] == 6
+    frexp = ops(lambda: torch.frexp(v)).loc["aten::frexp"]
+    assert frexp["flops"] == 60 and frexp["bytes_read"] == 60 * 4
+    assert frexp["bytes_written"] == 60 * 4 + 60 * 4  # mantissa (float), exponent (int32)
+    # normal(mean, std): the mean added (the draws are not counted, as for uniform_)
+    normal = ops(lambda: torch.normal(torch.zeros(10), 1.0)).loc["aten::normal"]
+    assert normal["flops"] == 10 and normal["bytes_written"] == 10 * 4
+    x = torch.randn(2, 3, 4, 5)
+    rep = em.profile(lambda: torch.rot90(x, 1, (2, 3)))  # a flip and a transpose: one copy
+    assert rep.unsupported_ops == {} and rep.flops == 0 and rep.bytes_written == 120 * 4
+
+
 def test_grad_scaler_steps_are_counted():
     """GradScaler's unscale (one op for every gradient: multiply by the inverse scale, check
     finite: 2 per element) and its scale update (a scalar: bytes) were listed unsupported."""
