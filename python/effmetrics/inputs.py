@@ -49,15 +49,18 @@ class _Undescribed(Exception):
     pass
 
 
+Tensor = torch.Tensor
 # Held by value: equal values do the same work.
 _VALUES = (int, float, bool, str, bytes, complex, type(None), torch.dtype, torch.device,
            torch.Size, torch.memory_format, torch.layout, enum.Enum)
+_VALUE_TYPES = frozenset((int, float, bool, str, bytes, type(None), torch.dtype, torch.device,
+                          torch.Size))
 # Code: the same object does the same work, so it is held by identity.
 _CODE = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, functools.partial,
          type, nn.Module)
 
 
-def describe(x, max_depth: int = 4, max_items: int = 1024):
+def describe(x, max_depth: int = 4, max_items: int = 4096):
     """A hashable description of an object argument that the argument walk leaves whole (a KV
     cache, a config object), from what it holds: its tensors' shapes, dtypes, devices and
     requires_grad, its plain values, through its attributes, lists, tuples and dicts up to
@@ -65,40 +68,53 @@ def describe(x, max_depth: int = 4, max_items: int = 1024):
     generator by its type. None where it cannot be described (an object without __dict__ that
     is none of these, deeper or larger than the limits): its work may change in ways no
     description shows."""
-    items = 0
+    out: list = []  # flat: each container as its type and size, then its entries
 
     def walk(v, depth):
-        nonlocal items
-        items += 1
-        if items > max_items:
-            raise _Undescribed
-        if isinstance(v, torch.Tensor):
-            return (v.shape, v.dtype, v.device, v.requires_grad)
-        if isinstance(v, _VALUES):
-            return v
-        if isinstance(v, _CODE):
-            return ("id", v)
-        if isinstance(v, torch.Generator):  # its state draws values, not work
-            return torch.Generator
-        if depth >= max_depth:
+        if len(out) > max_items:
             raise _Undescribed
         t = type(v)
-        if t is tuple or t is list:
-            return (t, tuple(walk(e, depth + 1) for e in v))
-        if t is set or t is frozenset:
-            return (t, frozenset(walk(e, depth + 1) for e in v))
-        if t is slice or t is range:
-            return (t, walk(v.start, depth + 1), walk(v.stop, depth + 1), walk(v.step, depth + 1))
-        if t is dict:
-            return (t, tuple((k, walk(e, depth + 1)) for k, e in v.items()))
-        fields = getattr(v, "__dict__", None)
-        if not isinstance(fields, dict):
+        if t is Tensor or isinstance(v, Tensor):
+            out.append((v.shape, v.dtype, v.device, v.requires_grad))
+        elif t in _VALUE_TYPES or isinstance(v, _VALUES):
+            out.append(v)
+        elif isinstance(v, _CODE):
+            out.append(("id", v))
+        elif t is torch.Generator:  # its state draws values, not work
+            out.append(t)
+        elif depth >= max_depth:
             raise _Undescribed
-        return (t, tuple((k, walk(e, depth + 1)) for k, e in fields.items()))
+        elif t is tuple or t is list:
+            out.append((t, len(v)))
+            for e in v:
+                walk(e, depth + 1)
+        elif t is dict:
+            out.append((t, len(v)))
+            for k, e in v.items():
+                out.append(k)
+                walk(e, depth + 1)
+        elif t is set or t is frozenset:  # unordered: the entries' descriptions as a set
+            inner = frozenset(describe(e, max_depth - depth - 1, max_items) for e in v)
+            if None in inner:
+                raise _Undescribed
+            out.append((t, inner))
+        elif t is slice or t is range:
+            out.append(t)
+            for e in (v.start, v.stop, v.step):
+                walk(e, depth + 1)
+        else:
+            fields = getattr(v, "__dict__", None)
+            if type(fields) is not dict:
+                raise _Undescribed
+            out.append((t, len(fields)))
+            for k, e in fields.items():
+                out.append(k)
+                walk(e, depth + 1)
 
     try:
-        return walk(x, 0)
-    except (_Undescribed, TypeError):  # TypeError: an unhashable dict key
+        walk(x, 0)
+        return tuple(out)
+    except (_Undescribed, TypeError, RecursionError):
         return None
 
 

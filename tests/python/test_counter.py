@@ -393,7 +393,7 @@ def test_describe_reads_what_an_object_holds():
             self.next = Deep(depth - 1) if depth else None
 
     assert describe(Deep(2)) is not None and describe(Deep(6)) is None
-    assert describe([0] * 2000) is None  # larger than the limit
+    assert describe([0] * 5000) is None  # larger than the limit
 
 
 def test_an_object_holding_the_same_shapes_is_reused():
