@@ -438,6 +438,49 @@ OpCost unique_dim(const OpCall& c) {
   return OpCost::vector(x.numel * ceil_log2(n) + x.numel);
 }
 
+// ---------------------------------------------------------------- direct linear algebra
+// The leading-order FLOP counts of Golub & Van Loan (Matrix Computations, 4th ed.), as LAPACK's
+// operation counts (LAWN 41) have them, per matrix times the batch: the factorizations and
+// solves run in LAPACK/cuSOLVER, outside ATen. The iterative ones (SVD, eigen) are listed.
+struct MatrixDims {
+  int64_t batch = 0, m = 0, n = 0;  // batch == 0: not a matrix
+};
+MatrixDims matrix_dims(const Shape& a) {
+  if (a.ndim < 2 || a[-2] <= 0 || a[-1] <= 0) return {};
+  return {a.numel / (a[-2] * a[-1]), a[-2], a[-1]};
+}
+// Cholesky of [n, n]: n^3 / 3.
+OpCost cholesky(const OpCall& c) {
+  const MatrixDims d = matrix_dims(c.input(0));
+  return OpCost::vector(d.batch * (d.n * d.n * d.n / 3));
+}
+// LU with partial pivoting of [m, n]: k^2 * l - k^3 / 3 (k = min(m, n), l = max): 2n^3 / 3.
+OpCost lu_factor(const OpCall& c) {
+  const MatrixDims d = matrix_dims(c.input(0));
+  const int64_t k = std::min(d.m, d.n), l = std::max(d.m, d.n);
+  return OpCost::vector(d.batch * (k * k * l - k * k * k / 3));
+}
+// Householder QR of [m, n]: 2 k^2 (l - k / 3); forming Q [m, q] from its k reflectors:
+// 4 m q k - 2 (m + q) k^2 + 4 k^3 / 3 (q = Q's columns, read off the output: k reduced, m
+// complete, none in mode "r").
+OpCost qr(const OpCall& c) {
+  const MatrixDims d = matrix_dims(c.input(0));
+  const int64_t k = std::min(d.m, d.n), l = std::max(d.m, d.n);
+  int64_t flops = 2 * k * k * l - 2 * k * k * k / 3;
+  Shape q_out = c.output(0);
+  const int64_t q = q_out.ndim >= 2 && q_out.numel > 0 ? q_out[-1] : 0;
+  if (q > 0) flops += 4 * d.m * q * k - 2 * (d.m + q) * k * k + 4 * k * k * k / 3;
+  return OpCost::vector(d.batch * flops);
+}
+// A solve with a factored [n, n] matrix (input Factor), per right-hand side: one triangular
+// solve n^2 (Triangles = 1), or two (LU, Cholesky: 2). Right-hand sides: numel(solution) / n.
+template <int Factor, int Triangles>
+OpCost factored_solve(const OpCall& c) {
+  const MatrixDims d = matrix_dims(c.input(Factor));
+  if (d.batch == 0 || c.num_outputs() < 1) return OpCost::generic_bytes();
+  return OpCost::vector(Triangles * d.n * c.output_numel(0));
+}
+
 // nll_loss: gather + sum per target.
 OpCost per_target(const OpCall& c) { return OpCost::vector(c.input(args::kLossTarget).numel); }
 
@@ -984,18 +1027,37 @@ const std::vector<Family>& families() {
        {"_native_multi_head_attention",    // in-projection, bmm, masked softmax, out-projection
         "_transformer_encoder_layer_fwd",  // the above, layer norms, feed-forward addmm
         "_embedding_bag_backward",         // dense or sparse backward
-        "_linalg_det", "_linalg_solve_ex", "linalg_inv_ex",  // over LU (listed) and its solve
+        "_linalg_det", "_linalg_slogdet", "_linalg_solve_ex", "linalg_inv_ex",  // over LU
         "linalg_matrix_exp"}},             // Taylor polynomials: bmm and add
       // ---- computed outside ATen, no FLOP rule: listed in unsupported_ops even where a small
       // ATen op inside them (tril, the error check's any) counted FLOPs and made them look
       // counted. Their bytes are those of the ATen ops below them.
       {OpKind::kUnsupported, no_cost,
-       "no FLOP count: LAPACK/cuSOLVER work outside ATen; listed in unsupported_ops",
-       {"linalg_cholesky_ex", "linalg_qr", "_linalg_svd", "_linalg_eigh", "linalg_eig",
-        "_linalg_eigvals", "linalg_lstsq", "linalg_lu_factor_ex", "linalg_lu", "linalg_lu_solve",
-        "linalg_solve_triangular", "triangular_solve", "cholesky_solve", "cholesky_inverse",
-        "linalg_householder_product", "geqrf", "ormqr", "linalg_ldl_factor_ex",
+       "no FLOP count: LAPACK/cuSOLVER work outside ATen, iterative; listed in unsupported_ops",
+       {"_linalg_svd", "_linalg_eigh", "linalg_eig", "_linalg_eigvals", "linalg_lstsq",
+        "cholesky_inverse", "linalg_householder_product", "ormqr", "linalg_ldl_factor_ex",
         "linalg_ldl_solve"}},
+      // ---- direct factorizations and solves (LAPACK/cuSOLVER): Golub & Van Loan's counts
+      {OpKind::kVector, cholesky, "flops = n^3 / 3 per [n,n] matrix (Golub & Van Loan)",
+       {"linalg_cholesky_ex", "cholesky"}},
+      {OpKind::kVector, lu_factor,
+       "flops = k^2 * l - k^3 / 3 per [m,n] matrix, k = min(m,n), l = max (2n^3/3 square)",
+       {"linalg_lu_factor_ex", "linalg_lu"}},
+      {OpKind::kVector, qr,
+       "flops = 2k^2 (l - k/3) per [m,n] matrix; + 4mqk - 2(m+q)k^2 + 4k^3/3 to form Q [m,q]",
+       {"linalg_qr", "geqrf"}},
+      {OpKind::kVector, factored_solve<0, 2>,
+       "flops = 2 * n * numel(solution): two triangular solves per right-hand side",
+       {"linalg_lu_solve"}},
+      {OpKind::kVector, factored_solve<1, 2>,
+       "flops = 2 * n * numel(solution): two triangular solves per right-hand side",
+       {"cholesky_solve"}},
+      {OpKind::kVector, factored_solve<0, 1>,
+       "flops = n * numel(solution): one triangular solve per right-hand side",
+       {"linalg_solve_triangular"}},
+      {OpKind::kVector, factored_solve<1, 1>,
+       "flops = n * numel(solution): one triangular solve per right-hand side",
+       {"triangular_solve"}},
       // ---- views, allocation and metadata: no FLOPs, no bytes
       {OpKind::kView, no_cost,
        "no FLOPs, no bytes (view, allocation, metadata)",

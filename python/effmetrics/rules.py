@@ -206,11 +206,11 @@ def unregister_rule(op) -> bool:
 
 def rules():
     """The op rule table as a DataFrame, one row per op: ``op``, ``kind`` (matmul, vector,
-    memory, view; unsupported for ops known to compute outside ATen with no FLOP count, LAPACK's,
-    listed in unsupported_ops: register_rule gives one a count; composite for ops with a kernel
-    of their own whose work is the ATen ops it runs), ``formula`` (what it counts),
-    ``user`` (registered by register_rule) and ``overridden`` (a built-in rule a registered one
-    replaces)."""
+    memory, view; unsupported for ops known to compute outside ATen with no FLOP count, LAPACK's
+    iterative ones (SVD, eigen), listed in unsupported_ops: register_rule gives one a count;
+    composite for ops with a kernel of their own whose work is the ATen ops it runs),
+    ``formula`` (what it counts), ``user`` (registered by register_rule) and ``overridden`` (a
+    built-in rule a registered one replaces)."""
     import pandas as pd
 
     return pd.DataFrame(_C.rules())

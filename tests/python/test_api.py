@@ -266,27 +266,63 @@ def test_grid_sample_and_cdist_count_by_their_formulas():
     assert ops.loc["aten::_cdist_backward", "flops"] == 4 * 2 * 5 * 6 * 7
 
 
-def test_lapack_decompositions_are_listed_not_counted_by_their_small_ops():
-    """cholesky, QR, SVD, eigh run in LAPACK, outside ATen, with a small ATen op inside (tril,
-    triu, the error check's any) whose FLOPs made them look counted: they are listed in
-    unsupported_ops, and the small ops still count as themselves."""
-    a = torch.randn(16, 16)
-    s = a @ a.T + 16 * torch.eye(16)
-    cases = {"aten::linalg_cholesky_ex": lambda: torch.linalg.cholesky(s),
-             "aten::linalg_qr": lambda: torch.linalg.qr(a),
-             "aten::_linalg_svd": lambda: torch.linalg.svd(a),
-             "aten::_linalg_eigh": lambda: torch.linalg.eigh(s)}
-    for op, fn in cases.items():
+def test_lapack_factorizations_counted_iterative_ones_listed():
+    """LAPACK/cuSOLVER compute outside ATen, with a small ATen op inside (tril, triu, the error
+    check's any) whose FLOPs made them look counted. The direct factorizations and solves count
+    Golub & Van Loan's leading-order FLOPs (written here); SVD and eigh (iterative) are listed,
+    and their small ops count as themselves."""
+    n = 16
+    a = torch.randn(n, n)
+    s = a @ a.T + n * torch.eye(n)
+    b = torch.randn(n, 3)
+
+    def op_flops(fn, op):
         rep = em.profile(fn)
-        assert rep.unsupported_ops == {op: 1}, op
-    rep = em.profile(lambda: torch.linalg.cholesky(s))
-    assert rep.by_op().loc["aten::tril", "flops"] == 16 * 16  # its own rule, 1 per element
+        assert rep.unsupported_ops == {}, op
+        return rep.by_op().loc[op, "flops"]
+
+    cholesky, lu = n ** 3 // 3, n ** 3 - n ** 3 // 3
+    assert op_flops(lambda: torch.linalg.cholesky(s), "aten::linalg_cholesky_ex") == cholesky
+    assert op_flops(lambda: torch.linalg.cholesky(s.expand(4, n, n)),
+                    "aten::linalg_cholesky_ex") == 4 * cholesky
+    assert op_flops(lambda: torch.linalg.lu_factor(a), "aten::linalg_lu_factor_ex") == lu
+    wide = torch.randn(10, n)  # k = 10, l = 16: k^2 l - k^3 / 3
+    assert op_flops(lambda: torch.linalg.lu_factor(wide), "aten::linalg_lu_factor_ex") == (
+        100 * 16 - 1000 // 3)
+    # Householder QR of [20, 16]: 2 k^2 (l - k/3), k = 16, l = 20; Q [m, q] from k reflectors:
+    # 4 m q k - 2 (m + q) k^2 + 4 k^3 / 3
+    tall = torch.randn(20, n)
+    factor = 2 * n * n * 20 - 2 * n ** 3 // 3
+
+    def form_q(m, q, k):
+        return 4 * m * q * k - 2 * (m + q) * k * k + 4 * k ** 3 // 3
+
+    qr = "aten::linalg_qr"
+    assert op_flops(lambda: torch.linalg.qr(tall, mode="r"), qr) == factor
+    assert op_flops(lambda: torch.linalg.qr(tall), qr) == factor + form_q(20, n, n)
+    assert op_flops(lambda: torch.linalg.qr(tall, mode="complete"), qr) == (
+        factor + form_q(20, 20, n))
+    # solves with a factored matrix: n^2 per right-hand side and triangle
+    assert op_flops(lambda: torch.linalg.solve_triangular(torch.tril(s), b, upper=False),
+                    "aten::linalg_solve_triangular") == n * n * 3
+    lu_b = torch.linalg.lu_factor(a)
+    assert op_flops(lambda: torch.linalg.lu_solve(*lu_b, b), "aten::linalg_lu_solve") == (
+        2 * n * n * 3)
+    chol = torch.linalg.cholesky(s)
+    assert op_flops(lambda: torch.cholesky_solve(b, chol), "aten::cholesky_solve") == 2 * n * n * 3
+    # inv: LU, then a solve against the identity's n columns (what LAPACK's getrs does)
+    rep = em.profile(lambda: torch.linalg.inv(a))
+    assert rep.unsupported_ops == {}
+    assert rep.by_op().loc["aten::linalg_lu_solve", "flops"] == 2 * n * n * n
+    for op, fn in {"aten::_linalg_svd": lambda: torch.linalg.svd(a),
+                   "aten::_linalg_eigh": lambda: torch.linalg.eigh(s)}.items():
+        assert em.profile(fn).unsupported_ops == {op: 1}, op
 
 
 def test_kernels_that_run_their_work_as_aten_ops_are_counted_by_them():
     """The MultiheadAttention and TransformerEncoderLayer fast paths (inference), EmbeddingBag's
     backward and linalg's inv/solve/det run a kernel of their own whose work is the ATen ops it
-    runs: counted by them, not listed (only LAPACK's LU is, which they run)."""
+    runs: counted by them, not listed."""
     torch.manual_seed(0)
     b, s, e, heads, ff = 2, 7, 32, 4, 64
     mha = nn.MultiheadAttention(e, heads, batch_first=True).eval()
@@ -305,10 +341,10 @@ def test_kernels_that_run_their_work_as_aten_ops_are_counted_by_them():
     rep = em.profile(lambda: bag(torch.randint(0, 50, (4, 6))).sum().backward())
     assert rep.unsupported_ops == {}
     a = torch.randn(6, 6) + 6 * torch.eye(6)
-    lu = "aten::linalg_lu_factor_ex"
-    assert em.profile(lambda: torch.linalg.det(a)).unsupported_ops == {lu: 1}
-    assert em.profile(lambda: torch.linalg.inv(a)).unsupported_ops == {
-        lu: 1, "aten::linalg_lu_solve": 1}
+    for fn in (torch.linalg.det, torch.linalg.slogdet, torch.linalg.inv):
+        rep = em.profile(fn, a)  # over LU and its solve, both counted
+        assert rep.unsupported_ops == {} and rep.by_op().loc[
+            "aten::linalg_lu_factor_ex", "flops"] == 6 ** 3 - 6 ** 3 // 3
 
 
 def test_histograms_binary_searches_and_unique_are_counted():
