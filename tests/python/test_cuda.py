@@ -82,6 +82,29 @@ def test_cuda_grouped_mm_counts_as_on_cpu():
     assert counts("cuda") == cpu and cpu[0] == 3 * 2 * 64 * 32 * 48
 
 
+def test_cuda_linear_algebra_counts_as_on_cpu():
+    """cuSOLVER/MAGMA run the factorizations on CUDA, through other ATen helpers than LAPACK's
+    on CPU: the direct ones count the same, the iterative ones are listed on both."""
+    torch.manual_seed(0)
+    a = torch.randn(32, 32, dtype=torch.float64)
+    s = a @ a.T + 32 * torch.eye(32, dtype=torch.float64)
+    b = torch.randn(32, 4, dtype=torch.float64)
+    cases = [lambda a, s, b: torch.linalg.cholesky(s),
+             lambda a, s, b: torch.linalg.lu_factor(a),
+             lambda a, s, b: torch.linalg.qr(a),
+             lambda a, s, b: torch.linalg.solve(a, b),
+             lambda a, s, b: torch.linalg.inv(a),
+             lambda a, s, b: torch.linalg.eigh(s)]
+    for i, fn in enumerate(cases):
+        reps = [em.profile(fn, *(t.to(device) for t in (a, s, b))) for device in ("cpu", "cuda")]
+        cpu, gpu = (sorted(r.unsupported_ops) for r in reps)
+        assert gpu == cpu, i
+        # the factorizations' and solves' rows (the small checks around them may differ)
+        linalg = [r.by_op().filter(regex="linalg|cholesky", axis=0)["flops"].to_dict()
+                  for r in reps]
+        assert linalg[1] == linalg[0], i
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_sdpa_kernels_match_flop_counter(dtype):
     vit = ViT(64, 2, 4, 128, 8, image=32, classes=10).cuda().to(dtype)
