@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import effmetrics as em
@@ -438,8 +439,9 @@ def test_packed_weight_matmuls_are_counted():
 
 
 def test_small_ops_once_listed_are_counted():
-    """polar, renorm, bincount, frexp, normal and rot90 (a composite of memory ops: nothing
-    below it counted FLOPs) were listed unsupported: each counted by the formula here."""
+    """polar, renorm, bincount, frexp, normal, the margin losses and rot90 (a composite of
+    memory ops: nothing below it counted FLOPs) were listed unsupported: each counted by the
+    formula here."""
     v = torch.randn(6, 10)
     ops = lambda fn: em.profile(fn).by_op()  # noqa: E731
     assert ops(lambda: torch.polar(v.abs(), v)).loc["aten::polar", "flops"] == 4 * 60
@@ -452,6 +454,13 @@ def test_small_ops_once_listed_are_counted():
     # normal(mean, std): the mean added (the draws are not counted, as for uniform_)
     normal = ops(lambda: torch.normal(torch.zeros(10), 1.0)).loc["aten::normal"]
     assert normal["flops"] == 10 and normal["bytes_written"] == 10 * 4
+    # margin losses as the other elementwise losses: 3 per input element, backward 2
+    scores = torch.randn(4, 5, requires_grad=True)
+    for loss, target in ((F.multi_margin_loss, torch.randint(0, 5, (4,))),
+                         (F.multilabel_margin_loss, torch.tensor([[1, 3, -1, 0, 0]] * 4))):
+        rep = em.profile(lambda loss=loss, target=target: loss(scores, target).backward())
+        assert rep.unsupported_ops == {} and rep.flops_forward == 3 * 20, loss
+        assert rep.by_op().filter(like="margin_loss_backward", axis=0)["flops"].sum() == 2 * 20
     x = torch.randn(2, 3, 4, 5)
     rep = em.profile(lambda: torch.rot90(x, 1, (2, 3)))  # a flip and a transpose: one copy
     assert rep.unsupported_ops == {} and rep.flops == 0 and rep.bytes_written == 120 * 4
