@@ -411,6 +411,14 @@ OpCost unique(const OpCall& c) {
   Shape x = c.input(0);
   return OpCost::vector(x.numel * ceil_log2(x.numel) + x.numel);
 }
+OpCost unique_dim(const OpCall& c) {
+  Shape x = c.input(0);
+  if (x.ndim == 0) return OpCost::vector(0);
+  int64_t dim = c.int_arg(args::kUniqueDim, 0);
+  if (dim < 0) dim += x.ndim;
+  const int64_t n = (dim >= 0 && dim < x.ndim) ? x[static_cast<int>(dim)] : x.numel;
+  return OpCost::vector(x.numel * ceil_log2(n) + x.numel);
+}
 // isin: torch's own choice of algorithm (numpy's heuristic). Few test elements (m below
 // 10 * n^0.145): each element against each test element, n * m comparisons at most. Else a
 // sort: unique of each side (unless assume_unique), the sort of the n + m values together and
@@ -426,16 +434,8 @@ OpCost isin(const OpCall& c) {
     return OpCost::vector(n * m);
   }
   auto sorted = [](int64_t k) { return k * ceil_log2(k) + k; };
-  const bool unique = c.int_arg(args::kIsinAssumeUnique, 0) != 0;
-  return OpCost::vector(sorted(n + m) + (unique ? 0 : sorted(n) + sorted(m)));
-}
-OpCost unique_dim(const OpCall& c) {
-  Shape x = c.input(0);
-  if (x.ndim == 0) return OpCost::vector(0);
-  int64_t dim = c.int_arg(args::kUniqueDim, 0);
-  if (dim < 0) dim += x.ndim;
-  const int64_t n = (dim >= 0 && dim < x.ndim) ? x[static_cast<int>(dim)] : x.numel;
-  return OpCost::vector(x.numel * ceil_log2(n) + x.numel);
+  const bool assume_unique = c.int_arg(args::kIsinAssumeUnique, 0) != 0;
+  return OpCost::vector(sorted(n + m) + (assume_unique ? 0 : sorted(n) + sorted(m)));
 }
 
 // ---------------------------------------------------------------- direct linear algebra
@@ -728,7 +728,8 @@ const std::vector<Family>& families() {
       {OpKind::kVector, per_output<1>,
        "flops = numel(output)",
        {"abs", "neg", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p", "sqrt", "rsqrt",
-        "reciprocal", "square", "frexp", "normal", "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh",
+        "reciprocal", "square", "frexp", "normal", "sin", "cos", "tan", "asin", "acos", "atan",
+        "sinh", "cosh",
         "asinh", "acosh", "atanh", "erf", "erfc", "erfinv", "sign", "sgn", "signbit", "floor",
         "ceil", "round", "trunc", "frac", "nan_to_num", "logit", "isnan", "isinf", "isfinite",
         "bitwise_not", "logical_not", "clamp", "clamp_min", "clamp_max", "clip", "pow",
