@@ -380,14 +380,19 @@ int64_t ceil_log2(int64_t n) {
 OpCost topk(const OpCall& c) {
   return OpCost::vector(c.input(0).numel * ceil_log2(c.int_arg(args::kTopkK, 1) + 1));
 }
-// sort(self, dim, descending) / sort.stable(self, stable, dim, descending): n log2 n per row.
-OpCost sort(const OpCall& c) {
-  Shape x = c.input(0);
-  if (x.ndim == 0) return OpCost::vector(0);
-  int64_t dim = c.type(1) == ArgType::kInt ? c.int_arg(1, -1) : c.int_arg(2, -1);
+// Sorting x along dim: n log2 n comparisons per row of n (a dim out of range: one row of all).
+int64_t sort_flops(const Shape& x, int64_t dim) {
+  if (x.ndim == 0) return 0;
   if (dim < 0) dim += x.ndim;
-  int64_t n = (dim >= 0 && dim < x.ndim) ? x[static_cast<int>(dim)] : x.numel;
-  return OpCost::vector(x.numel * ceil_log2(n));
+  const int64_t n = (dim >= 0 && dim < x.ndim) ? x[static_cast<int>(dim)] : x.numel;
+  return x.numel * ceil_log2(n);
+}
+// What torch's unique does with k elements: the sort, then a compare of each with its neighbour.
+int64_t sort_unique_flops(int64_t k) { return k * ceil_log2(k) + k; }
+// sort(self, dim, descending) / sort.stable(self, stable, dim, descending).
+OpCost sort(const OpCall& c) {
+  const int64_t dim = c.type(1) == ArgType::kInt ? c.int_arg(1, -1) : c.int_arg(2, -1);
+  return OpCost::vector(sort_flops(c.input(0), dim));
 }
 
 // histc: per element the bin index (x - lo) * bins / (hi - lo) and the count into it; with
@@ -407,17 +412,11 @@ OpCost binary_search(const OpCall& c) {
 }
 // unique (torch sorts, CPU and CUDA): the sort and a compare per element with its neighbour;
 // unique_dim sorts the slices along dim. unique_consecutive: the compares only.
-OpCost unique(const OpCall& c) {
-  Shape x = c.input(0);
-  return OpCost::vector(x.numel * ceil_log2(x.numel) + x.numel);
-}
+OpCost unique(const OpCall& c) { return OpCost::vector(sort_unique_flops(c.input(0).numel)); }
 OpCost unique_dim(const OpCall& c) {
   Shape x = c.input(0);
   if (x.ndim == 0) return OpCost::vector(0);
-  int64_t dim = c.int_arg(args::kUniqueDim, 0);
-  if (dim < 0) dim += x.ndim;
-  const int64_t n = (dim >= 0 && dim < x.ndim) ? x[static_cast<int>(dim)] : x.numel;
-  return OpCost::vector(x.numel * ceil_log2(n) + x.numel);
+  return OpCost::vector(sort_flops(x, c.int_arg(args::kUniqueDim, 0)) + x.numel);
 }
 // isin: torch's own choice of algorithm (numpy's heuristic). Few test elements (m below
 // 10 * n^0.145): each element against each test element, n * m comparisons at most. Else a
@@ -433,9 +432,9 @@ OpCost isin(const OpCall& c) {
   if (m < static_cast<int64_t>(10.0 * std::pow(static_cast<double>(n), 0.145))) {
     return OpCost::vector(n * m);
   }
-  auto sorted = [](int64_t k) { return k * ceil_log2(k) + k; };
   const bool assume_unique = c.int_arg(args::kIsinAssumeUnique, 0) != 0;
-  return OpCost::vector(sorted(n + m) + (assume_unique ? 0 : sorted(n) + sorted(m)));
+  return OpCost::vector(sort_unique_flops(n + m) +
+                        (assume_unique ? 0 : sort_unique_flops(n) + sort_unique_flops(m)));
 }
 
 // ---------------------------------------------------------------- direct linear algebra

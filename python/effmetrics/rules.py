@@ -159,18 +159,17 @@ def register_rule(op, *, flops=None, macs=None, bytes_read=None, bytes_written=N
     if kind not in _KINDS:
         raise ValueError(f"register_rule({name!r}): kind must be 'matmul', 'vector', 'memory' "
                          f"or 'composite'; got {kind!r}")
+    counts = (("flops", flops), ("macs", macs), ("bytes_read", bytes_read),
+              ("bytes_written", bytes_written))
     if kind == "composite":
-        given = [k for k, v in (("flops", flops), ("macs", macs), ("bytes_read", bytes_read),
-                                ("bytes_written", bytes_written)) if v is not None]
+        given = [k for k, v in counts if v is not None]
         if given:
             raise ValueError(f"register_rule({name!r}): kind='composite' counts nothing itself "
                              f"(the ops its kernel runs count); drop {', '.join(given)}")
         _C.register_rule(name, kind, lambda args, outputs: (0, 0, 0, 0), _tensor_arg,
                          formula or "user rule: the ATen ops its kernel runs count")
         return
-    parts = {k: _part(k, v, name) for k, v in (("flops", flops), ("macs", macs),
-                                                ("bytes_read", bytes_read),
-                                                ("bytes_written", bytes_written))}
+    parts = {k: _part(k, v, name) for k, v in counts}
     if kind == "memory":
         if flops is not None or macs is not None:
             raise ValueError(f"register_rule({name!r}): kind='memory' counts no FLOPs; drop "
